@@ -1,0 +1,76 @@
+"""The ``avatar`` command. Each sub-module adds its commands to :data:`app`; this file imports them.
+
+Errors become one line on stderr and an exit code: 2 bad input, 75 transient (see
+:mod:`stages.errors`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from stages.errors import AvatarError, EXIT_TRANSIENT
+
+app = typer.Typer(
+    name="avatar",
+    help="Turn a talking-head video into a FlashAvatar (a 3D Gaussian head avatar on FLAME).\n\n"
+         "Start with: avatar run --actor NAME --video video.mp4 [--flame generic_model.pkl]",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+# Command modules register themselves on `app` when imported; keep this list in --help order.
+from stages.cli import run_cmd, stage_cmd, assets_cmd  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning our errors into one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+        return 0
+    except AvatarError as e:
+        print(f"avatar: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("avatar: interrupted", file=sys.stderr)
+        return 130
+    except typer.Exit as e:
+        return e.exit_code
+    except SystemExit as e:
+        return int(e.code or 0)
+    except Exception as e:  # a last net for transient faults raised by libraries
+        if _is_transient(e):
+            print(f"avatar: error: {type(e).__name__}: {e}; this looks transient, retry", file=sys.stderr)
+            return EXIT_TRANSIENT
+        raise
+    finally:
+        sys.stdout.flush()
+
+
+def _is_transient(e: BaseException) -> bool:
+    name = type(e).__name__
+    if name in ("OutOfMemoryError",):  # torch.cuda.OutOfMemoryError: a retry may land on a free GPU
+        return True
+    import click
+
+    if isinstance(e, click.exceptions.ClickException):
+        e.show()
+        raise SystemExit(e.exit_code) from None
+    return isinstance(e, (ConnectionError, TimeoutError))
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

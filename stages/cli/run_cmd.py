@@ -1,0 +1,98 @@
+"""``avatar run``: the whole pipeline in-process on one machine, resumable."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import typer
+
+from stages.cli import app
+from stages.config import CONFIG_FILE, PRESETS, PipelineConfig
+from stages.errors import BadInput
+from stages.graph import BY_NAME, topological_order
+from stages.runner.context import actor_key
+from stages.runner.run import StageResult, load_pipeline_config, run_stage
+from stages.store.base import Store, sha256_file
+from stages.store.uri import open_store
+
+log = logging.getLogger("avatar.run")
+
+
+def upload_video(store: Store, actor: str, video: Path) -> str:
+    """Put the user's video at ``actors/<actor>/input/video.mp4`` unless the same bytes are there.
+
+    A different video already stored for the actor is never overwritten (BadInput)."""
+    if not video.is_file():
+        raise BadInput(f"{video}: no such file; give the path to the talking-head video")
+    key = actor_key(actor, "input", "video.mp4")
+    sha = sha256_file(video)
+    if store.exists(key):
+        if store.sha256(key) == sha:
+            return sha
+        raise BadInput(f"{store.uri}/{key}: actor {actor!r} already has a different video, and uploads are never "
+                       f"overwritten; use another --actor name for {video}")
+    store.put_file(key, video)
+    return sha
+
+
+def prepare_actor(store: Store, actor: str, video: Path | None, flame: Path | None, preset: str | None,
+                  overrides: dict | None = None) -> PipelineConfig:
+    """Upload the video and assets, and store the actor's pipeline config; return that config."""
+    from stages.assets import add_asset
+
+    if video is not None:
+        upload_video(store, actor, video)
+    pipeline = load_pipeline_config(store, actor)
+    if preset is not None:
+        pipeline.preset = preset
+        pipeline.__post_init__()
+    if flame is not None:
+        pipeline.assets["flame"] = add_asset(store, "flame", flame)["sha256"]
+    for stage, values in (overrides or {}).items():
+        pipeline.stages.setdefault(stage, {}).update(values)
+    store.put_json(actor_key(actor, CONFIG_FILE), pipeline.to_dict())
+    return pipeline
+
+
+def run_pipeline(store: Store, actor: str, pipeline: PipelineConfig, *, device: str = "auto", jobs: int = 1,
+                 until: str | None = None) -> list[StageResult]:
+    """Run every stage in dependency order (all shards of fan-out stages), skipping finished ones."""
+    results = []
+    for decl in topological_order():
+        log.info("stage %s: %s", decl.name, decl.summary)
+        results.append(run_stage(decl.name, actor, store, pipeline=pipeline, device=device, jobs=jobs))
+        if decl.name == until:
+            break
+    return results
+
+
+@app.command("run", help="Run the whole pipeline on this machine: video in, trained avatar, preview and report out. "
+                         "Rerunning after a crash redoes only what is missing.")
+def run_command(
+    actor: str = typer.Option(..., "--actor", help="Actor name; outputs go under STORE/actors/ACTOR/."),
+    video: Path = typer.Option(None, "--video", help="The talking-head video (any common format)."),
+    flame: Path = typer.Option(None, "--flame", help="FLAME 2020 generic_model.pkl; without it the built-in "
+                                                     "stand-in face model is used."),
+    store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    preset: str = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)} (default full; tiny runs in "
+                                                      "minutes on a CPU)."),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", help="Worker processes for CPU shards."),
+    until: str = typer.Option(None, "--until", help="Stop after this stage: " + ", ".join(BY_NAME)),
+) -> None:
+    if until is not None and until not in BY_NAME:
+        raise BadInput(f"--until {until}: unknown stage; stages are {', '.join(BY_NAME)}")
+    st = open_store(store)
+    pipeline = prepare_actor(st, actor, video, flame, preset)
+    t0 = time.monotonic()
+    results = run_pipeline(st, actor, pipeline, device=device, jobs=jobs, until=until)
+    total = time.monotonic() - t0
+    typer.echo(f"\n{'stage':10s} {'status':8s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s}")
+    for r in results:
+        typer.echo(f"{r.stage:10s} {r.status:8s} {r.frames:7d} {r.seconds:8.1f} {r.fps:9.1f}")
+    typer.echo(f"{'total':10s} {'':8s} {'':7s} {total:8.1f}")
+    avatar = actor_key(actor, "avatar")
+    typer.echo(f"\noutputs under {st.uri}/{actor_key(actor)}/ ; avatar, preview and report under {st.uri}/{avatar}/")

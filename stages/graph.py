@@ -1,0 +1,98 @@
+"""The stage graph, declared once.
+
+The local runner walks :data:`STAGES` in order, the Hera builder in ``workflows/`` translates it into
+the Argo WorkflowTemplate, and the tests check both against it. Adding a stage is one
+:class:`StageDecl` here plus its module.
+
+A stage module (``decl.module``) provides:
+
+- ``Config``: a dataclass of the stage's settings (its JSON form is digested into the manifest);
+- ``run(ctx: StageContext) -> None`` for a stage that does not fan out, or
+  ``run_shard(ctx: StageContext, shard: Shard) -> None`` for one that does (one call per shard,
+  possibly in different pods), optionally followed by ``finish(ctx) -> None`` once all shards are
+  done (runs where the last shard finished, or in the local run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from types import ModuleType
+
+IMAGES = ("tracker", "masks", "train")
+NODE_CLASSES = ("cpu", "cheap-gpu", "a100")
+
+
+@dataclass(frozen=True)
+class StageDecl:
+    """One stage of the pipeline.
+
+    Attributes:
+        name: stage name, also its folder under ``actors/<actor>/`` and its CLI name.
+        needs: stages whose outputs it reads (the DAG's edges).
+        image: container image that runs it (one of :data:`IMAGES`).
+        node_class: where it runs on a cluster (one of :data:`NODE_CLASSES`).
+        fan_out: whether it runs once per shard of the ingested frames.
+        module: dotted module path that implements it.
+        gpu: whether it wants a GPU (CPU fallback exists for every stage).
+        summary: one line for ``--help`` and the Argo UI.
+    """
+
+    name: str
+    needs: tuple[str, ...]
+    image: str
+    node_class: str
+    fan_out: bool
+    module: str
+    gpu: bool
+    summary: str
+
+    def load(self) -> ModuleType:
+        """Import the stage's implementation."""
+        return import_module(self.module)
+
+
+STAGES: tuple[StageDecl, ...] = (
+    StageDecl("ingest", (), "tracker", "cpu", False, "stages.ingest", False,
+              "decode, resample to 25 fps, choose one stable face crop, write 512x512 frames in shards"),
+    StageDecl("landmarks", ("ingest",), "tracker", "cpu", True, "stages.landmarks", False,
+              "MediaPipe 478-point landmarks with confidence per frame"),
+    StageDecl("masks", ("ingest", "landmarks"), "masks", "cheap-gpu", True, "stages.masks", True,
+              "alpha matte and neckhead/mouth parsing per frame"),
+    StageDecl("calibrate", ("ingest", "landmarks"), "tracker", "cheap-gpu", False, "stages.calibrate", True,
+              "identity (face-model shape), focal length and principal point from keyframes"),
+    StageDecl("track", ("ingest", "landmarks", "calibrate"), "tracker", "cheap-gpu", True, "stages.track", True,
+              "per-frame expression, jaw, eyes, eyelids and head pose, batched on the GPU"),
+    StageDecl("assemble", ("ingest", "masks", "track", "calibrate"), "tracker", "cpu", False, "stages.assemble", False,
+              "join shards, write and verify the FlashAvatar dataset and .frame files"),
+    StageDecl("train", ("assemble",), "train", "a100", False, "stages.train", True,
+              "train the Gaussian avatar on gsplat"),
+    StageDecl("render", ("assemble", "train"), "train", "a100", False, "stages.render", True,
+              "preview video, held-out metrics and render FPS"),
+)
+
+BY_NAME: dict[str, StageDecl] = {s.name: s for s in STAGES}
+
+
+def stage(name: str) -> StageDecl:
+    """The declaration of stage ``name``; unknown names raise ``KeyError`` listing the known ones."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; stages are: {', '.join(BY_NAME)}") from None
+
+
+def topological_order() -> list[StageDecl]:
+    """Stages ordered so that every stage comes after all it needs (checked, not assumed)."""
+    done: list[StageDecl] = []
+    seen: set[str] = set()
+    pending = list(STAGES)
+    while pending:
+        ready = [s for s in pending if set(s.needs) <= seen]
+        if not ready:
+            raise ValueError(f"cycle or unknown dependency among {[s.name for s in pending]}")
+        for s in ready:
+            done.append(s)
+            seen.add(s.name)
+            pending.remove(s)
+    return done

@@ -1,0 +1,149 @@
+"""What a stage's code sees while it runs: its config, its store keys, its inputs, its progress."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stages.errors import BadInput
+from stages.graph import StageDecl
+from stages.runner.manifest import MANIFEST, Manifest
+from stages.runner.progress import Progress
+from stages.runner.shards import SHARDS_FILE, Shard, shards_from_document
+from stages.store.base import Store
+
+
+def actor_key(actor: str, *parts: str) -> str:
+    """``actors/<actor>/<parts...>``."""
+    return "/".join(("actors", actor) + parts)
+
+
+@dataclass
+class StageContext:
+    """Handed to a stage's ``run``/``run_shard``/``finish``.
+
+    Attributes:
+        decl: the stage's declaration.
+        actor: the actor being processed.
+        store: where inputs are read and outputs written.
+        config: the stage's ``Config`` instance.
+        assets: ``{kind: sha256}`` chosen for this actor (only kinds the stage declares in ``ASSETS``).
+        device: ``cpu`` or ``cuda`` (``cuda`` only where a GPU is present).
+        scratch: a local folder for this run's temporary files and downloaded inputs.
+        progress: counts frames (or steps); shown as a bar / ``$ARGO_PROGRESS_FILE``.
+        jobs: worker processes the stage may use for CPU work.
+    """
+
+    decl: StageDecl
+    actor: str
+    store: Store
+    config: Any
+    assets: dict[str, str]
+    device: str
+    scratch: Path
+    progress: Progress
+    jobs: int = 1
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("avatar.stage"))
+    outputs: dict[str, str] = field(default_factory=dict)
+    frames_done: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    _manifests: dict[str, Manifest] = field(default_factory=dict)
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def key(self, rel: str, stage: str | None = None) -> str:
+        """Store key of ``rel`` inside a stage's folder (this stage's by default)."""
+        return actor_key(self.actor, stage or self.decl.name, rel)
+
+    @property
+    def video_key(self) -> str:
+        """Where the user's uploaded video lives."""
+        return actor_key(self.actor, "input", "video.mp4")
+
+    # -- writing outputs ------------------------------------------------------------------------
+
+    def put_file(self, rel: str, path: str | Path) -> str:
+        """Write a file as this stage's output ``rel``; recorded in the manifest."""
+        key = self.key(rel)
+        self.outputs[key] = self.store.put_file(key, path)
+        return self.outputs[key]
+
+    def put_bytes(self, rel: str, data: bytes) -> str:
+        key = self.key(rel)
+        self.outputs[key] = self.store.put_bytes(key, data)
+        return self.outputs[key]
+
+    def put_json(self, rel: str, obj: Any) -> str:
+        return self.put_bytes(rel, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+    def count_frames(self, n: int) -> None:
+        """Record ``n`` more frames processed (for frames/s in the log and the manifest)."""
+        self.frames_done += n
+
+    # -- reading inputs -------------------------------------------------------------------------
+
+    def manifest_of(self, stage: str) -> Manifest:
+        """The finished manifest of an upstream stage (BadInput if it has not finished)."""
+        if stage not in self._manifests:
+            key = actor_key(self.actor, stage, MANIFEST)
+            try:
+                self._manifests[stage] = Manifest.from_dict(self.store.get_json(key))
+            except KeyError:
+                raise BadInput(f"{self.store.uri}/{key}: stage {stage!r} has not finished for actor "
+                               f"{self.actor!r}; run it first (avatar stage {stage} --actor {self.actor})") from None
+        return self._manifests[stage]
+
+    def input_keys(self, stage: str, prefix: str = "") -> list[str]:
+        """Output keys of an upstream stage whose path (relative to that stage's folder) starts with
+        ``prefix``, from its manifest (no listing of the store)."""
+        base = actor_key(self.actor, stage) + "/"
+        return sorted(k[len(base):] for k in self.manifest_of(stage).outputs if k.startswith(base + prefix))
+
+    def fetch(self, rel: str, stage: str) -> Path:
+        """Local path of an upstream output, verified against the digest in its manifest."""
+        key = actor_key(self.actor, stage, rel)
+        expected = self.manifest_of(stage).outputs.get(key)
+        if expected is None:
+            raise BadInput(f"{self.store.uri}/{key}: not among the outputs of stage {stage!r}; "
+                           f"re-run {stage} (its manifest does not list this file)")
+        return self.store.fetch(key, self.scratch / "inputs", expected)
+
+    def get_json(self, rel: str, stage: str) -> Any:
+        return json.loads(self.fetch(rel, stage).read_text())
+
+    def fetch_video(self) -> Path:
+        """Local path of the actor's uploaded video."""
+        try:
+            return self.store.fetch(self.video_key, self.scratch / "inputs")
+        except KeyError:
+            raise BadInput(f"{self.store.uri}/{self.video_key}: no input video for actor {self.actor!r}; "
+                           "upload one (avatar run --video PATH, or avatar submit --video PATH)") from None
+
+    def shards(self) -> list[Shard]:
+        """The shards ingest planned."""
+        return shards_from_document(self.get_json(SHARDS_FILE, "ingest"))
+
+    def asset(self, kind: str) -> Path | None:
+        """Local path of the user's asset of ``kind`` (verified by sha256), or ``None`` when the
+        user supplied none (the stage then uses its stand-in)."""
+        from stages.assets import asset_path
+
+        sha = self.assets.get(kind)
+        if sha is None:
+            return None
+        return asset_path(self.store, kind, sha, self.scratch / "assets")
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,86 @@
+"""Progress of long work: a bar on a terminal, ``N/M`` in ``$ARGO_PROGRESS_FILE`` inside an Argo pod,
+periodic log lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("avatar.progress")
+
+
+class Progress:
+    """Counts finished units of work (frames, steps) towards a total.
+
+    Argo reads ``$ARGO_PROGRESS_FILE`` (``N/M``) to show progress in its UI; we rewrite it
+    atomically at most every ``min_interval`` seconds and always at the end.
+    """
+
+    def __init__(self, label: str, total: int = 0, *, min_interval: float = 1.0, enabled: bool = True):
+        self.label = label
+        self.total = max(0, int(total))
+        self.done = 0
+        self.min_interval = min_interval
+        self._last = 0.0
+        self._t0 = time.monotonic()
+        self._argo = os.environ.get("ARGO_PROGRESS_FILE")
+        self._bar = None
+        self._last_logged_pct = -10
+        if enabled and not self._argo and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), transient=False)
+            self._task = self._bar.add_task(label, total=self.total or None)
+            self._bar.start()
+
+    def set_total(self, total: int) -> None:
+        self.total = max(0, int(total))
+        if self._bar is not None:
+            self._bar.update(self._task, total=self.total or None)
+        self._emit(force=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+        self._emit()
+
+    def _emit(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.min_interval:
+            return
+        self._last = now
+        if self._argo:
+            path = Path(self._argo)
+            tmp = path.with_name(path.name + ".tmp")
+            try:
+                tmp.write_text(f"{self.done}/{max(self.total, self.done)}\n")
+                tmp.replace(path)
+            except OSError:
+                pass
+        elif self._bar is None and self.total:
+            pct = int(100 * self.done / self.total)
+            if pct >= self._last_logged_pct + 10:
+                self._last_logged_pct = pct - pct % 10
+                log.info("%s: %d/%d (%d%%)", self.label, self.done, self.total, pct)
+
+    def close(self) -> None:
+        self._emit(force=True)
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    @property
+    def rate(self) -> float:
+        """Units per second since the start."""
+        return self.done / max(time.monotonic() - self._t0, 1e-9)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,269 @@
+"""Run one stage for one actor: skip it when its manifest matches, resume it shard by shard."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.config import CONFIG_FILE, PipelineConfig, digest_of
+from stages.errors import BadInput
+from stages.graph import StageDecl, stage as get_stage
+from stages.runner.context import StageContext, actor_key
+from stages.runner.manifest import MANIFEST, Manifest
+from stages.runner.progress import Progress
+from stages.runner.shards import Shard
+from stages.store.base import Store
+from stages.store.uri import open_store
+
+log = logging.getLogger("avatar.runner")
+
+
+@dataclass
+class StageResult:
+    """What one invocation of a stage did.
+
+    Attributes:
+        stage: stage name.
+        status: ``ran`` (work done and the stage finished), ``skipped`` (manifest matched),
+            ``partial`` (some shards done, others still missing).
+        frames: frames processed by this invocation.
+        seconds: wall-clock seconds of this invocation.
+        shards_run: indices of the shards this invocation ran.
+    """
+
+    stage: str
+    status: str
+    frames: int = 0
+    seconds: float = 0.0
+    shards_run: tuple[int, ...] = ()
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def load_pipeline_config(store: Store, actor: str) -> PipelineConfig:
+    """The actor's stored pipeline config, or the defaults when none was stored."""
+    try:
+        return PipelineConfig.from_dict(store.get_json(actor_key(actor, CONFIG_FILE)))
+    except KeyError:
+        return PipelineConfig()
+
+
+def resolve_device(device: str, decl: StageDecl) -> str:
+    """``auto`` picks ``cuda`` for GPU stages when torch sees a GPU, else ``cpu``."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise BadInput(f"--device {device}: unknown device; use auto, cpu or cuda")
+    if device == "cpu" or (device == "auto" and not decl.gpu):
+        return "cpu"
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if device == "cuda" and not has_cuda:
+        raise BadInput("--device cuda: no CUDA GPU is visible to torch; use --device cpu or auto")
+    return "cuda" if has_cuda else "cpu"
+
+
+def stage_inputs(decl: StageDecl, actor: str, store: Store, pipeline: PipelineConfig, module: Any) -> dict[str, str]:
+    """Digests of everything the stage reads: the video (first stage), upstream outputs, assets."""
+    inputs: dict[str, str] = {}
+    if not decl.needs:
+        key = actor_key(actor, "input", "video.mp4")
+        try:
+            inputs["video"] = store.sha256(key)
+        except KeyError:
+            raise BadInput(f"{store.uri}/{key}: no input video for actor {actor!r}; "
+                           "upload one (avatar run --video PATH, or avatar submit --video PATH)") from None
+    for up in decl.needs:
+        key = actor_key(actor, up, MANIFEST)
+        try:
+            inputs[up] = Manifest.from_dict(store.get_json(key)).outputs_digest
+        except KeyError:
+            raise BadInput(f"{store.uri}/{key}: stage {up!r} has not finished for actor {actor!r}; "
+                           f"run it first (avatar stage {up} --actor {actor} --store {store.uri})") from None
+    for kind in getattr(module, "ASSETS", ()):
+        if kind in pipeline.assets:
+            inputs[f"asset:{kind}"] = pipeline.assets[kind]
+    return inputs
+
+
+def _read_manifest(store: Store, key: str) -> Manifest | None:
+    try:
+        return Manifest.from_dict(store.get_json(key))
+    except KeyError:
+        return None
+
+
+def _shard_manifest_key(actor: str, stage: str, shard: Shard) -> str:
+    return actor_key(actor, stage, "shards", f"{shard.name}.manifest.json")
+
+
+class _Plan:
+    """Everything needed to run a stage, computed once per invocation."""
+
+    def __init__(self, name: str, actor: str, store: Store, pipeline: PipelineConfig | None, device: str,
+                 jobs: int, scratch: Path):
+        self.decl = get_stage(name)
+        self.actor = actor
+        self.store = store
+        self.pipeline = pipeline or load_pipeline_config(store, actor)
+        self.module = self.decl.load()
+        self.config = self.pipeline.stage_config(self.decl)
+        self.config_digest = digest_of(self.config)
+        self.inputs = stage_inputs(self.decl, actor, store, self.pipeline, self.module)
+        self.device = resolve_device(device, self.decl)
+        self.jobs = max(1, jobs)
+        self.scratch = scratch
+        self.assets = {k: v for k, v in self.pipeline.assets.items() if k in getattr(self.module, "ASSETS", ())}
+
+    def context(self, progress: Progress) -> StageContext:
+        return StageContext(decl=self.decl, actor=self.actor, store=self.store, config=self.config,
+                            assets=self.assets, device=self.device, scratch=self.scratch, progress=progress,
+                            jobs=self.jobs)
+
+    def manifest(self, outputs: dict[str, str], shard: int | None, stats: dict[str, Any]) -> Manifest:
+        from dataclasses import asdict
+
+        return Manifest(stage=self.decl.name, actor=self.actor, inputs=self.inputs, config_digest=self.config_digest,
+                        config=asdict(self.config), outputs=dict(sorted(outputs.items())), shard=shard, stats=stats)
+
+
+def _stats(frames: int, seconds: float, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"frames": frames, "seconds": round(seconds, 3),
+            "frames_per_s": round(frames / seconds, 2) if seconds > 0 else None, **extra}
+
+
+def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True) -> int:
+    """Run one shard and write its manifest; return frames processed."""
+    t0 = time.monotonic()
+    with Progress(f"{plan.decl.name} shard {shard.name}", len(shard), enabled=show_progress) as progress:
+        ctx = plan.context(progress)
+        plan.module.run_shard(ctx, shard)
+    seconds = time.monotonic() - t0
+    frames = ctx.frames_done or len(shard)
+    m = plan.manifest(ctx.outputs, shard.index, _stats(frames, seconds, ctx.stats))
+    plan.store.put_json(_shard_manifest_key(plan.actor, plan.decl.name, shard), m.to_dict())
+    log.info("%s shard %s: %d frames in %.1f s (%.1f frames/s)", plan.decl.name, shard.name, frames, seconds,
+             frames / max(seconds, 1e-9))
+    return frames
+
+
+def _shard_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any], device: str,
+                  scratch: str, index: int) -> int:
+    """Process-pool entry point: rebuild the plan in the worker and run one shard."""
+    plan = _Plan(name, actor, open_store(store_uri), PipelineConfig.from_dict(pipeline), device, 1, Path(scratch))
+    shard = next(s for s in plan.context(Progress("", enabled=False)).shards() if s.index == index)
+    return _run_shard(plan, shard, show_progress=False)
+
+
+def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig | None = None,
+              shard: int | None = None, device: str = "auto", jobs: int = 1) -> StageResult:
+    """Run stage ``name`` for ``actor`` on ``store``.
+
+    - A stage whose manifest matches its inputs and config is skipped.
+    - A finished stage whose manifest does *not* match is never overwritten: :class:`BadInput`.
+    - A fan-out stage runs the given ``shard`` only, or every unfinished shard when ``shard`` is
+      ``None`` (in ``jobs`` processes). Once every shard has a matching manifest, ``finish`` runs and
+      the stage manifest is written, last.
+
+    Raises:
+        BadInput: missing upstream stage or video, bad config, refused overwrite, bad data.
+        Transient: the store or another service is unreachable.
+    """
+    t0 = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix=f"avatar-{name}-", dir=os.environ.get("AVATAR_SCRATCH")))
+    try:
+        plan = _Plan(name, actor, store, pipeline, device, jobs, scratch)
+        mkey = actor_key(actor, name, MANIFEST)
+        done = _read_manifest(store, mkey)
+        if done is not None:
+            if done.matches(plan.inputs, plan.config_digest):
+                log.info("%s: already finished for %s (manifest matches), skipped", name, actor)
+                return StageResult(name, "skipped")
+            raise BadInput(
+                f"{store.uri}/{mkey}: stage {name!r} already finished for actor {actor!r} with other inputs or "
+                f"config, and finished outputs are never overwritten; use a new --actor name, or move "
+                f"{store.uri}/{actor_key(actor, name)}/ aside yourself to redo it")
+
+        if not plan.decl.fan_out:
+            with Progress(name, 0) as progress:
+                ctx = plan.context(progress)
+                plan.module.run(ctx)
+            seconds = time.monotonic() - t0
+            frames = ctx.frames_done
+            store.put_json(mkey, plan.manifest(ctx.outputs, None, _stats(frames, seconds, ctx.stats)).to_dict())
+            log.info("%s: %d frames in %.1f s (%.1f frames/s)", name, frames, seconds, frames / max(seconds, 1e-9))
+            return StageResult(name, "ran", frames, seconds)
+
+        all_shards = plan.context(Progress("", enabled=False)).shards()
+        if shard is not None and not any(s.index == shard for s in all_shards):
+            raise BadInput(f"--shard {shard}: actor {actor!r} has shards 0..{len(all_shards) - 1}; pick one of those")
+        targets = [s for s in all_shards if shard is None or s.index == shard]
+        todo = []
+        for s in targets:
+            sm = _read_manifest(store, _shard_manifest_key(actor, name, s))
+            if sm is not None and sm.matches(plan.inputs, plan.config_digest):
+                log.info("%s shard %s: already finished, skipped", name, s.name)
+            else:
+                todo.append(s)
+        frames = 0
+        if plan.jobs > 1 and len(todo) > 1 and plan.device == "cpu":
+            import multiprocessing as mp
+
+            with Progress(name, sum(len(s) for s in todo)) as progress, ProcessPoolExecutor(
+                    max_workers=min(plan.jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(), plan.device,
+                                       str(scratch / f"w{s.index}"), s.index): s for s in todo}
+                for fut in as_completed(futures):
+                    n = fut.result()
+                    frames += n
+                    progress.advance(len(futures[fut]))
+        else:
+            for s in todo:
+                frames += _run_shard(plan, s)
+
+        # Finish the stage once every shard has a matching manifest (whoever gets here last).
+        outputs: dict[str, str] = {}
+        shard_stats = []
+        for s in all_shards:
+            sm = _read_manifest(store, _shard_manifest_key(actor, name, s))
+            if sm is None or not sm.matches(plan.inputs, plan.config_digest):
+                seconds = time.monotonic() - t0
+                return StageResult(name, "partial", frames, seconds, tuple(s.index for s in todo))
+            outputs.update(sm.outputs)
+            shard_stats.append(sm.stats)
+        extra: dict[str, Any] = {}
+        if hasattr(plan.module, "finish"):
+            with Progress(f"{name} finish", 0) as progress:
+                ctx = plan.context(progress)
+                ctx.outputs.update(outputs)
+                plan.module.finish(ctx)
+                outputs = ctx.outputs
+                extra = ctx.stats
+        seconds = time.monotonic() - t0
+        total_frames = sum(int(st.get("frames", 0)) for st in shard_stats)
+        shard_seconds = sum(float(st.get("seconds", 0.0)) for st in shard_stats)
+        stats = {"frames": total_frames, "shard_seconds": round(shard_seconds, 3),
+                 "frames_per_s_per_worker": round(total_frames / shard_seconds, 2) if shard_seconds else None,
+                 "shards": len(all_shards), **extra}
+        store.put_json(mkey, plan.manifest(outputs, None, stats).to_dict())
+        log.info("%s: finished, %d frames in %d shards; this invocation ran %d frames in %.1f s (%.1f frames/s)",
+                 name, total_frames, len(all_shards), frames, seconds, frames / max(seconds, 1e-9))
+        return StageResult(name, "ran", frames, seconds, tuple(s.index for s in todo))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def stage_finished(store: Store, actor: str, name: str) -> Manifest | None:
+    """The stage's manifest if it finished (whatever its inputs), else ``None``."""
+    return _read_manifest(store, actor_key(actor, name, MANIFEST))
