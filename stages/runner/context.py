@@ -54,9 +54,10 @@ class StageContext:
 
     # -- keys -----------------------------------------------------------------------------------
 
-    def key(self, rel: str, stage: str | None = None) -> str:
-        """Store key of ``rel`` inside a stage's folder (this stage's by default)."""
-        return actor_key(self.actor, stage or self.decl.name, rel)
+    def key(self, rel: str, folder: str | None = None) -> str:
+        """Store key of ``rel`` inside a folder of the actor: this stage's own by default, or a shared
+        output area such as ``dataset`` (assemble) or ``avatar`` (train, render)."""
+        return actor_key(self.actor, folder or self.decl.name, rel)
 
     @property
     def video_key(self) -> str:
@@ -65,19 +66,30 @@ class StageContext:
 
     # -- writing outputs ------------------------------------------------------------------------
 
-    def put_file(self, rel: str, path: str | Path) -> str:
-        """Write a file as this stage's output ``rel``; recorded in the manifest."""
-        key = self.key(rel)
+    def put_file(self, rel: str, path: str | Path, folder: str | None = None) -> str:
+        """Write a file as output ``rel`` (in this stage's folder, or ``folder``); recorded in the
+        manifest. Returns its sha256."""
+        key = self.key(rel, folder)
         self.outputs[key] = self.store.put_file(key, path)
         return self.outputs[key]
 
-    def put_bytes(self, rel: str, data: bytes) -> str:
-        key = self.key(rel)
+    def put_files(self, items: list[tuple[str, Path]], folder: str | None = None, threads: int = 16) -> None:
+        """Write many files at once (parallel uploads on S3): ``[(rel, local_path), ...]``."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        keys = [self.key(rel, folder) for rel, _ in items]
+        with ThreadPoolExecutor(threads) as pool:
+            digests = list(pool.map(lambda kp: self.store.put_file(kp[0], kp[1]), zip(keys, (p for _, p in items))))
+        self.outputs.update(zip(keys, digests))
+
+    def put_bytes(self, rel: str, data: bytes, folder: str | None = None) -> str:
+        key = self.key(rel, folder)
         self.outputs[key] = self.store.put_bytes(key, data)
         return self.outputs[key]
 
-    def put_json(self, rel: str, obj: Any) -> str:
-        return self.put_bytes(rel, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+    def put_json(self, rel: str, obj: Any, folder: str | None = None) -> str:
+        return self.put_bytes(rel, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode(),
+                              folder)
 
     def count_frames(self, n: int) -> None:
         """Record ``n`` more frames processed (for frames/s in the log and the manifest)."""
@@ -96,23 +108,30 @@ class StageContext:
                                f"{self.actor!r}; run it first (avatar stage {stage} --actor {self.actor})") from None
         return self._manifests[stage]
 
-    def input_keys(self, stage: str, prefix: str = "") -> list[str]:
-        """Output keys of an upstream stage whose path (relative to that stage's folder) starts with
-        ``prefix``, from its manifest (no listing of the store)."""
-        base = actor_key(self.actor, stage) + "/"
+    def input_keys(self, stage: str, prefix: str = "", folder: str | None = None) -> list[str]:
+        """Outputs of an upstream stage under ``folder`` (the stage's own folder by default) whose
+        relative path starts with ``prefix``, from its manifest (no listing of the store)."""
+        base = actor_key(self.actor, folder or stage) + "/"
         return sorted(k[len(base):] for k in self.manifest_of(stage).outputs if k.startswith(base + prefix))
 
-    def fetch(self, rel: str, stage: str) -> Path:
+    def fetch(self, rel: str, stage: str, folder: str | None = None) -> Path:
         """Local path of an upstream output, verified against the digest in its manifest."""
-        key = actor_key(self.actor, stage, rel)
+        key = actor_key(self.actor, folder or stage, rel)
         expected = self.manifest_of(stage).outputs.get(key)
         if expected is None:
             raise BadInput(f"{self.store.uri}/{key}: not among the outputs of stage {stage!r}; "
                            f"re-run {stage} (its manifest does not list this file)")
         return self.store.fetch(key, self.scratch / "inputs", expected)
 
-    def get_json(self, rel: str, stage: str) -> Any:
-        return json.loads(self.fetch(rel, stage).read_text())
+    def fetch_many(self, rels: list[str], stage: str, folder: str | None = None, threads: int = 16) -> list[Path]:
+        """:meth:`fetch` for many files at once (parallel downloads on S3), in the given order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda r: self.fetch(r, stage, folder), rels))
+
+    def get_json(self, rel: str, stage: str, folder: str | None = None) -> Any:
+        return json.loads(self.fetch(rel, stage, folder).read_text())
 
     def fetch_video(self) -> Path:
         """Local path of the actor's uploaded video."""

@@ -14,7 +14,12 @@ from typing import Any
 
 from stages.config import CONFIG_FILE, PipelineConfig, digest_of
 from stages.errors import BadInput
-from stages.graph import StageDecl, stage as get_stage
+from stages.graph import BY_NAME, StageDecl, stage as get_stage
+
+
+def graph_decls() -> list[StageDecl]:
+    """The stage graph as this process sees it."""
+    return list(BY_NAME.values())
 from stages.runner.context import StageContext, actor_key
 from stages.runner.manifest import MANIFEST, Manifest
 from stages.runner.progress import Progress
@@ -91,7 +96,7 @@ def stage_inputs(decl: StageDecl, actor: str, store: Store, pipeline: PipelineCo
         except KeyError:
             raise BadInput(f"{store.uri}/{key}: stage {up!r} has not finished for actor {actor!r}; "
                            f"run it first (avatar stage {up} --actor {actor} --store {store.uri})") from None
-    for kind in getattr(module, "ASSETS", ()):
+    for kind in getattr(module, "ASSETS", ()) if module is not None else ():
         if kind in pipeline.assets:
             inputs[f"asset:{kind}"] = pipeline.assets[kind]
     return inputs
@@ -117,6 +122,7 @@ class _Plan:
         self.actor = actor
         self.store = store
         self.pipeline = pipeline or load_pipeline_config(store, actor)
+        stage_inputs(self.decl, actor, store, self.pipeline, None)  # fail fast on a missing video/upstream
         self.module = self.decl.load()
         self.config = self.pipeline.stage_config(self.decl)
         self.config_digest = digest_of(self.config)
@@ -159,8 +165,14 @@ def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True) -> int:
 
 
 def _shard_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any], device: str,
-                  scratch: str, index: int) -> int:
-    """Process-pool entry point: rebuild the plan in the worker and run one shard."""
+                  scratch: str, index: int, decls: tuple[StageDecl, ...]) -> int:
+    """Process-pool entry point: rebuild the plan in the worker (with the parent's stage graph) and
+    run one shard."""
+    from stages import graph
+
+    graph.BY_NAME.clear()
+    graph.BY_NAME.update({d.name: d for d in decls})
+    Path(scratch).mkdir(parents=True, exist_ok=True)
     plan = _Plan(name, actor, open_store(store_uri), PipelineConfig.from_dict(pipeline), device, 1, Path(scratch))
     shard = next(s for s in plan.context(Progress("", enabled=False)).shards() if s.index == index)
     return _run_shard(plan, shard, show_progress=False)
@@ -185,6 +197,11 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
     try:
         plan = _Plan(name, actor, store, pipeline, device, jobs, scratch)
         mkey = actor_key(actor, name, MANIFEST)
+        if plan.decl.fan_out:
+            all_shards = plan.context(Progress("", enabled=False)).shards()
+            if shard is not None and not any(s.index == shard for s in all_shards):
+                raise BadInput(f"--shard {shard}: actor {actor!r} has shards 0..{len(all_shards) - 1}; "
+                               "pick one of those")
         done = _read_manifest(store, mkey)
         if done is not None:
             if done.matches(plan.inputs, plan.config_digest):
@@ -205,9 +222,6 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
             log.info("%s: %d frames in %.1f s (%.1f frames/s)", name, frames, seconds, frames / max(seconds, 1e-9))
             return StageResult(name, "ran", frames, seconds)
 
-        all_shards = plan.context(Progress("", enabled=False)).shards()
-        if shard is not None and not any(s.index == shard for s in all_shards):
-            raise BadInput(f"--shard {shard}: actor {actor!r} has shards 0..{len(all_shards) - 1}; pick one of those")
         targets = [s for s in all_shards if shard is None or s.index == shard]
         todo = []
         for s in targets:
@@ -223,7 +237,8 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
             with Progress(name, sum(len(s) for s in todo)) as progress, ProcessPoolExecutor(
                     max_workers=min(plan.jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
                 futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(), plan.device,
-                                       str(scratch / f"w{s.index}"), s.index): s for s in todo}
+                                       str(scratch / f"w{s.index}"), s.index,
+                                       tuple(graph_decls())): s for s in todo}
                 for fut in as_completed(futures):
                     n = fut.result()
                     frames += n

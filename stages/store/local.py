@@ -45,18 +45,19 @@ class LocalStore(Store):
         if not src.is_file():
             raise KeyError(f"{self.uri}/{key}")
         dest = Path(dest)
-        if dest.resolve() != src:
-            atomic_write_bytes(dest, src.read_bytes()) if src.stat().st_size < (64 << 20) else self._copy_big(src, dest)
-        self._verify(key, dest, expect_sha256)
-        return dest
-
-    @staticmethod
-    def _copy_big(src: Path, dest: Path) -> None:
+        if dest.resolve() == src:
+            self._verify(key, dest, expect_sha256)
+            return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         os.close(fd)
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        try:
+            shutil.copyfile(src, tmp)
+            self._verify(key, Path(tmp), expect_sha256)  # verify before it becomes visible
+            os.replace(tmp, dest)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return dest
 
     def _verify(self, key: str, path: Path, expect_sha256: str | None) -> None:
         if expect_sha256 is not None and sha256_file(path) != expect_sha256:

@@ -173,9 +173,9 @@ class S3Store(Store):
             return False
 
     def list(self, prefix: str) -> list[str]:
-        full = self._k(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
-        if prefix.endswith("/") and not full.endswith("/"):
-            full += "/"
+        if prefix and (prefix.startswith("/") or ".." in prefix.split("/")):
+            raise ValueError(f"invalid store prefix {prefix!r}")
+        full = (f"{self.prefix}/" if self.prefix else "") + prefix
         paginator = self.client.get_paginator("list_objects_v2")
         out: list[str] = []
         strip = len(self.prefix) + 1 if self.prefix else 0

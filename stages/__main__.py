@@ -1,0 +1,5 @@
+"""``python -m stages`` runs the ``avatar`` command."""
+
+from stages.cli import entry
+
+entry()

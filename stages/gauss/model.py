@@ -1,0 +1,190 @@
+"""The Gaussian avatar: Gaussians bound to the face-model surface, deformed by an MLP.
+
+Each Gaussian ``i`` stores a face index and barycentric coordinates; per frame its base position is
+that surface point on the tracked mesh. An MLP of the positional encoding of the canonical (neutral)
+position and the frame's condition vector (expression[100], jaw[6], eyes[12], eyelids[2]) predicts
+offsets of position (metres, model space), rotation (added to the quaternion) and log-scale. Colour
+is spherical harmonics per Gaussian, opacity a per-Gaussian logit. No densification.
+
+Speed: the first MLP layer is split into a position part (computed once per step, [N, W]) and a
+condition part ([B, W]), summed by broadcasting, which is exactly the layer applied to
+``cat(pe(x), cond)`` but costs one [N, W] matmul instead of B of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from stages.gauss.sampling import surface_points
+from stages.gauss.sh import eval_sh, num_sh_bases, rgb_to_sh0
+from stages.gauss.surface import COND_DIM
+
+
+@dataclass
+class AvatarConfig:
+    """Attributes:
+        sh_degree: spherical-harmonics degree of the colours (0..3).
+        mlp_width: hidden units per MLP layer.
+        mlp_depth: hidden layers (>= 1).
+        pe_freqs: positional-encoding frequencies per axis (``sin/cos(2^k pi x)``, k < pe_freqs).
+        cond_dim: length of the condition vector (120 for FLAME).
+        init_opacity: opacity at initialisation (0..1).
+        init_scale: standard deviation at initialisation (metres); ``None``: from the sample spacing.
+        offset_scale: multiplier of the MLP's position output (metres per unit).
+    """
+
+    sh_degree: int = 3
+    mlp_width: int = 256
+    mlp_depth: int = 3
+    pe_freqs: int = 8
+    cond_dim: int = COND_DIM
+    init_opacity: float = 0.5
+    init_scale: float | None = None
+    offset_scale: float = 0.01
+
+
+@dataclass
+class Gaussians:
+    """Per-frame Gaussians, activated. Leading dims [B, N].
+
+    Attributes:
+        means: [B, N, 3] metres.  quats: [B, N, 4] wxyz (unnormalised).  scales: [B, N, 3] metres.
+        opacities: [B, N] in 0..1.  sh: [N, K, 3] SH coefficients (shared by the frames).
+    """
+
+    means: Tensor
+    quats: Tensor
+    scales: Tensor
+    opacities: Tensor
+    sh: Tensor
+
+
+def positional_encoding(x: Tensor, freqs: int) -> Tensor:
+    """[..., 3] -> [..., 3 + 6 * freqs]: ``x`` then ``sin(2^k pi x)``, ``cos(2^k pi x)``."""
+    if freqs == 0:
+        return x
+    scales = (2.0 ** torch.arange(freqs, device=x.device, dtype=x.dtype)) * math.pi
+    xs = x.unsqueeze(-1) * scales  # [..., 3, F]
+    return torch.cat([x, xs.sin().flatten(-2), xs.cos().flatten(-2)], dim=-1)
+
+
+class DeformMLP(nn.Module):
+    """``cat(pe(x_canonical), cond) -> (d_xyz[3], d_quat[4], d_log_scale[3])``, last layer zero-initialised."""
+
+    def __init__(self, pe_dim: int, cond_dim: int, width: int, depth: int):
+        super().__init__()
+        self.pos_in = nn.Linear(pe_dim, width)
+        self.cond_in = nn.Linear(cond_dim, width, bias=False)
+        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
+        self.out = nn.Linear(width, 10)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, pe: Tensor, cond: Tensor) -> Tensor:
+        """pe [N, P], cond [B, C] -> [B, N, 10]."""
+        h = torch.relu(self.pos_in(pe).unsqueeze(0) + self.cond_in(cond).unsqueeze(1))
+        for layer in self.hidden:
+            h = torch.relu(layer(h))
+        return self.out(h)
+
+
+class GaussianAvatar(nn.Module):
+    """Surface-bound Gaussians with an offset MLP.
+
+    Args:
+        face_idx: [N] int64 face of each Gaussian.
+        bary: [N, 3] barycentric coordinates in that face.
+        canonical: [N, 3] positions on the neutral mesh (metres), input of the positional encoding.
+        config: :class:`AvatarConfig`.
+        init_rgb: optional [N, 3] initial colours in 0..1 (grey when ``None``).
+    """
+
+    def __init__(self, face_idx: Tensor, bary: Tensor, canonical: Tensor, config: AvatarConfig,
+                 init_rgb: Tensor | None = None):
+        super().__init__()
+        self.config = config
+        n = face_idx.shape[0]
+        self.register_buffer("face_idx", face_idx.long().clone())
+        self.register_buffer("bary", bary.float().clone())
+        self.register_buffer("canonical", canonical.float().clone())
+        lo, hi = canonical.min(0).values, canonical.max(0).values
+        self.register_buffer("pe_center", ((lo + hi) / 2).float())
+        self.register_buffer("pe_halfsize", ((hi - lo).max() / 2 * 1.1).clamp_min(1e-6).float().reshape(1))
+        k = num_sh_bases(config.sh_degree)
+        rgb = init_rgb if init_rgb is not None else torch.full((n, 3), 0.5)
+        sh = torch.zeros(n, k, 3)
+        sh[:, 0] = rgb_to_sh0(rgb.float())
+        self.sh_dc = nn.Parameter(sh[:, :1].contiguous())
+        self.sh_rest = nn.Parameter(sh[:, 1:].contiguous())
+        p = min(max(config.init_opacity, 1e-4), 1 - 1e-4)
+        self.opacity_logit = nn.Parameter(torch.full((n,), math.log(p / (1 - p))))
+        if config.init_scale is None:
+            span = (hi - lo).clamp_min(1e-6)
+            # mean spacing of N points on a surface about the size of the bounding box's two largest sides
+            area = (span.sort().values[1:].prod()).item() * 2.0
+            init_scale = math.sqrt(area / max(n, 1)) * 0.5
+        else:
+            init_scale = config.init_scale
+        self.log_scale = nn.Parameter(torch.full((n, 3), math.log(init_scale)))
+        quat = torch.zeros(n, 4)
+        quat[:, 0] = 1.0
+        self.quat = nn.Parameter(quat)
+        pe_dim = 3 + 6 * config.pe_freqs
+        self.mlp = DeformMLP(pe_dim, config.cond_dim, config.mlp_width, config.mlp_depth)
+
+    @property
+    def num_gaussians(self) -> int:
+        return self.face_idx.shape[0]
+
+    def base_points(self, vertices: Tensor, faces: Tensor) -> Tensor:
+        """Surface positions on tracked meshes: vertices [B, V, 3], faces [F, 3] -> [B, N, 3]."""
+        return surface_points(vertices, faces, self.face_idx, self.bary)
+
+    def forward(self, points: Tensor, cond: Tensor, autocast: bool = False) -> Gaussians:
+        """Per-frame Gaussians.
+
+        Args:
+            points: [B, N, 3] base positions (from :meth:`base_points`), metres.
+            cond: [B, cond_dim] condition vectors.
+            autocast: run the MLP in bfloat16 on CUDA (outputs cast back to float32).
+
+        Returns:
+            :class:`Gaussians` with [B, N, ...] tensors.
+        """
+        pe = positional_encoding((self.canonical - self.pe_center) / self.pe_halfsize, self.config.pe_freqs)
+        if autocast and pe.is_cuda:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = self.mlp(pe, cond)
+            out = out.float()
+        else:
+            out = self.mlp(pe, cond)
+        d_xyz, d_quat, d_scale = out.split([3, 4, 3], dim=-1)
+        B = cond.shape[0]
+        return Gaussians(
+            means=points + d_xyz * self.config.offset_scale,
+            quats=self.quat.unsqueeze(0) + d_quat,
+            scales=torch.exp(self.log_scale.unsqueeze(0) + d_scale),
+            opacities=torch.sigmoid(self.opacity_logit).unsqueeze(0).expand(B, -1),
+            sh=torch.cat([self.sh_dc, self.sh_rest], dim=1),
+        )
+
+    def colors(self, g: Gaussians, cam_centers: Tensor) -> Tensor:
+        """View-dependent RGB. cam_centers [B, 3] (world) -> [B, N, 3]."""
+        dirs = g.means - cam_centers.unsqueeze(1)
+        return eval_sh(self.config.sh_degree, g.sh.unsqueeze(0), dirs)
+
+    def param_groups(self, lr_scale: float = 1.0, mlp_lr: float = 1e-4) -> list[dict]:
+        """Adam parameter groups with per-attribute learning rates (3DGS-like defaults)."""
+        s = lr_scale
+        return [
+            {"params": [self.sh_dc], "lr": 2.5e-3 * s, "name": "sh_dc"},
+            {"params": [self.sh_rest], "lr": 2.5e-3 / 20 * s, "name": "sh_rest"},
+            {"params": [self.opacity_logit], "lr": 5e-2 * s, "name": "opacity"},
+            {"params": [self.log_scale], "lr": 5e-3 * s, "name": "scale"},
+            {"params": [self.quat], "lr": 1e-3 * s, "name": "rotation"},
+            {"params": list(self.mlp.parameters()), "lr": mlp_lr * s, "name": "mlp"},
+        ]

@@ -1,0 +1,115 @@
+"""The fixed optimisation schedules of calibrate and track: which parameters move, for how many
+Adam steps, at which learning rates, with which loss weights.
+
+Every level starts a fresh Adam and decays its learning rates along a half cosine from ``lr`` to
+``lr * final_lr_fraction`` (so each level ends converged rather than jittering at full step size).
+All frames of a batch take every step together: a level costs ``steps`` optimiser steps whatever
+the number of frames.
+
+Track (per shard, default, about 420 steps for the whole shard)::
+
+    rigid       80 steps   rot, t                              landmarks
+    landmarks  260 steps   rot, t, exp, jaw, eyes, eyelids     landmarks + temporal + priors
+    photo       80 steps   rot, t, exp, jaw, eyes, eyelids     + photometric (when images are given)
+
+Calibrate (keyframes, no temporal term)::
+
+    rigid      150 steps   rot, t                              landmarks
+    identity   500 steps   + shape, focal, pp, exp, jaw, eyes, eyelids
+    appearance 150 steps   albedo, SH only (photometric, when images are given)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+PER_FRAME = ("rot", "t", "exp", "jaw", "eyes", "eyelids")
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a schedule.
+
+    Attributes:
+        name: for logs and reports.
+        steps: Adam steps.
+        free: names of the parameters optimised (per-frame: rot, t, exp, jaw, eyes, eyelids;
+            shared: shape, focal, pp, albedo, sh).
+        photometric: whether the photometric term is on (only where images are supplied).
+    """
+
+    name: str
+    steps: int
+    free: tuple[str, ...]
+    photometric: bool = False
+
+
+@dataclass
+class LossWeights:
+    """Weights of the loss terms (each term is a mean over frames; see :mod:`stages.tracking.losses`).
+
+    Attributes:
+        landmarks: landmark term (distances in units of the image size).
+        photometric: L1 colour term inside the face region.
+        smooth_points: temporal term on camera-space landmark positions (millimetres).
+        smooth_exp: temporal term on expression coefficients.
+        exp, jaw, eyes, eyelids: priors pulling towards neutral.
+        shape: prior on identity coefficients (calibrate).
+    """
+
+    landmarks: float = 1.0
+    photometric: float = 2e-3
+    smooth_points: float = 2e-7
+    smooth_exp: float = 1e-6
+    exp: float = 1e-7
+    jaw: float = 1e-5
+    eyes: float = 1e-5
+    eyelids: float = 1e-6
+    shape: float = 1e-7
+
+
+DEFAULT_LR = {"rot": 1e-2, "t": 3e-3, "exp": 3e-2, "jaw": 3e-3, "eyes": 1e-2, "eyelids": 2e-2,
+              "shape": 3e-2, "focal": 1e-2, "pp": 2e-3, "albedo": 2e-2, "sh": 1e-2}
+"""Adam learning rates per parameter (rotations 6D, t metres, focal as log, pp in image sizes)."""
+
+
+@dataclass
+class Schedule:
+    """A list of levels plus learning rates.
+
+    Attributes:
+        levels: run in order.
+        lr: Adam learning rate per parameter name.
+        final_lr_fraction: the learning rate at the end of each level, as a fraction of ``lr``.
+    """
+
+    levels: list[Level]
+    lr: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LR))
+    final_lr_fraction: float = 0.02
+
+    def lr_factor(self, step: int, steps: int) -> float:
+        """Half-cosine decay from 1 to ``final_lr_fraction`` over a level."""
+        if steps <= 1:
+            return 1.0
+        c = 0.5 * (1.0 + math.cos(math.pi * step / (steps - 1)))
+        return self.final_lr_fraction + (1.0 - self.final_lr_fraction) * c
+
+    @property
+    def total_steps(self) -> int:
+        return sum(level.steps for level in self.levels)
+
+
+def track_schedule(rigid: int = 80, landmarks: int = 260, photometric: int = 80) -> Schedule:
+    """The track schedule (see the module docstring); a level with 0 steps is left out."""
+    levels = [Level("rigid", rigid, ("rot", "t")), Level("landmarks", landmarks, PER_FRAME),
+              Level("photometric", photometric, PER_FRAME, photometric=True)]
+    return Schedule([lv for lv in levels if lv.steps > 0])
+
+
+def calibrate_schedule(rigid: int = 150, identity: int = 500, appearance: int = 150) -> Schedule:
+    """The calibrate schedule (see the module docstring); a level with 0 steps is left out."""
+    levels = [Level("rigid", rigid, ("rot", "t")),
+              Level("identity", identity, PER_FRAME + ("shape", "focal", "pp")),
+              Level("appearance", appearance, ("albedo", "sh"), photometric=True)]
+    return Schedule([lv for lv in levels if lv.steps > 0])
