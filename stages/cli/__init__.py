@@ -31,7 +31,8 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 
 # Command modules register themselves on `app` when imported; keep this list in --help order.
-from stages.cli import run_cmd, stage_cmd, assets_cmd, verify_cmd  # noqa: E402,F401
+from stages.cli import run_cmd, stage_cmd, assets_cmd, verify_cmd, bench_cmd  # noqa: E402,F401
+from stages.cli import workflow_cmd  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,98 @@
+"""End-to-end benchmark: a synthetic clip of N frames through every stage, timed per stage."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages.config import PipelineConfig
+from stages.runner.run import StageResult
+from stages.store.local import LocalStore
+
+log = logging.getLogger("avatar.bench")
+
+# Which figure of the record each stage's throughput feeds (frames/s unless the stage says otherwise).
+STAGE_FIGURES = {"ingest": "ingest_fps", "landmarks": "landmarks_fps", "masks": "masks_fps", "track": "track_fps"}
+
+
+@dataclass
+class BenchResult:
+    """Attributes:
+        frames: frames in the clip.
+        results: one StageResult per stage, in order.
+        seconds: end-to-end wall clock (video to avatar, clip synthesis excluded).
+        extra: figures the stages reported themselves (train images/s, render FPS, PSNR).
+    """
+
+    frames: int
+    results: list[StageResult]
+    seconds: float
+    extra: dict[str, float]
+
+    def table(self) -> str:
+        rows = [f"{'stage':10s} {'frames':>7s} {'seconds':>9s} {'frames/s':>10s}"]
+        for r in self.results:
+            rows.append(f"{r.stage:10s} {r.frames:7d} {r.seconds:9.2f} {r.fps:10.1f}")
+        rows.append(f"{'total':10s} {self.frames:7d} {self.seconds:9.2f} {self.frames / self.seconds:10.1f}")
+        for k, v in self.extra.items():
+            rows.append(f"{k}: {v:.2f}")
+        return "\n".join(rows)
+
+
+def synthetic_clip(path: Path, frames: int, seed: int = 0, size: int = 512) -> Path:
+    """Render (or reuse) a synthetic talking-head clip with known ground truth next to it."""
+    from stages.face.model import load_face_model
+    from stages.face.synth import SynthSpec, generate_params, render_video
+
+    if path.is_file():
+        return path
+    model = load_face_model(None)
+    spec = SynthSpec(n_frames=frames, seed=seed, size=size)
+    params = generate_params(model, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    render_video(model, params, path, spec=spec)
+    return path
+
+
+def run_benchmark(frames: int, workdir: Path, *, preset: str = "full", device: str = "auto", jobs: int = 1,
+                  video: Path | None = None) -> BenchResult:
+    """Synthesise (or take) a clip and run the whole pipeline on it in a fresh local store."""
+    from stages.cli.run_cmd import prepare_actor, run_pipeline
+
+    clip = video or synthetic_clip(workdir / f"synthetic-{frames}.mp4", frames)
+    store = LocalStore(workdir / f"store-{time.strftime('%Y%m%d-%H%M%S')}")
+    actor = "bench"
+    pipeline = prepare_actor(store, actor, clip, None, preset)
+    t0 = time.monotonic()
+    results = run_pipeline(store, actor, pipeline, device=device, jobs=jobs)
+    seconds = time.monotonic() - t0
+    extra: dict[str, float] = {}
+    for name, keys in (("train", ("images_per_s",)), ("render", ("render_fps", "psnr_db"))):
+        try:
+            stats = store.get_json(f"actors/{actor}/{name}/manifest.json")["stats"]
+        except KeyError:
+            continue
+        for k in keys:
+            if isinstance(stats.get(k), (int, float)):
+                extra[f"{name}_{k}"] = float(stats[k])
+    n = store.get_json(f"actors/{actor}/ingest/shards.json")["frames"]
+    return BenchResult(n, results, seconds, extra)
+
+
+def figures_of(result: BenchResult) -> dict[str, tuple[float, str]]:
+    """The record's figures from a benchmark run: ``{key: (value, unit)}``."""
+    out: dict[str, tuple[float, str]] = {}
+    for r in result.results:
+        if r.stage in STAGE_FIGURES and r.frames and r.seconds:
+            out[STAGE_FIGURES[r.stage]] = (r.fps, "frames/s")
+        if r.stage == "calibrate" and r.seconds:
+            out["calibrate_seconds"] = (r.seconds, "s")
+    if "train_images_per_s" in result.extra:
+        out["train_images_per_s"] = (result.extra["train_images_per_s"], "images/s")
+    if "render_render_fps" in result.extra:
+        out["render_fps"] = (result.extra["render_render_fps"], "FPS")
+    key = "e2e_10k_seconds" if result.frames == 10_000 else f"e2e_{result.frames}_seconds"
+    out[key] = (result.seconds, "s")
+    return out
