@@ -8,7 +8,7 @@ ACTOR ?= demo
 REGISTRY ?= localhost/avatar-pipeline
 TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 
-.PHONY: setup test test-slow test-gpu run demo bench submit retry status workflow images test-images chart lock help
+.PHONY: setup test test-slow test-gpu run demo bench help
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,3 +31,10 @@ test-gpu: ## only the GPU tests (on a machine with CUDA)
 
 run: ## run the pipeline locally: make run ACTOR=roman VIDEO=video.mp4 [FLAME=generic_model.pkl]
 	$(BIN)/avatar run --actor $(ACTOR) --store $(STORE) $(if $(VIDEO),--video $(VIDEO)) $(if $(FLAME),--flame $(FLAME))
+
+demo: ## the whole pipeline with no licensed file (tiny on CPU, full size on a GPU)
+	$(BIN)/avatar demo --store $(STORE)
+
+FRAMES ?= 10000
+bench: ## every stage's throughput and the end-to-end time on a synthetic clip; records docs/benchmarks.*
+	$(BIN)/avatar bench --frames $(FRAMES) --record

@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts hold literal brackets such as s3://bucket[/prefix]
 )
 
 
@@ -38,7 +39,7 @@ from stages.cli import workflow_cmd  # noqa: E402,F401
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning our errors into one line and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=True)  # usage errors print and exit 2 inside
         return 0
     except AvatarError as e:
         print(f"avatar: error: {e}", file=sys.stderr)
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as e:
         return e.exit_code
+    except typer.Abort:
+        print("avatar: aborted", file=sys.stderr)
+        return 130
     except SystemExit as e:
         return int(e.code or 0)
     except Exception as e:  # a last net for transient faults raised by libraries
@@ -63,11 +67,6 @@ def _is_transient(e: BaseException) -> bool:
     name = type(e).__name__
     if name in ("OutOfMemoryError",):  # torch.cuda.OutOfMemoryError: a retry may land on a free GPU
         return True
-    import click
-
-    if isinstance(e, click.exceptions.ClickException):
-        e.show()
-        raise SystemExit(e.exit_code) from None
     return isinstance(e, (ConnectionError, TimeoutError))
 
 

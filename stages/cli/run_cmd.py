@@ -96,3 +96,38 @@ def run_command(
     typer.echo(f"{'total':10s} {'':8s} {'':7s} {total:8.1f}")
     avatar = actor_key(actor, "avatar")
     typer.echo(f"\noutputs under {st.uri}/{actor_key(actor)}/ ; avatar, preview and report under {st.uri}/{avatar}/")
+
+
+DEMO_CLIP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wojtek.mp4"
+
+
+@app.command("demo", help="Run the whole pipeline with no licensed file: the stand-in face model on the shared "
+                          "demo clip (../shared/data/wojtek.mp4) when present, else on a generated synthetic clip; "
+                          "the tiny preset on a CPU (minutes), full size on a GPU.")
+def demo_command(
+    store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    frames: int = typer.Option(150, "--frames", help="Frames of the synthetic clip when the demo clip is absent."),
+) -> None:
+    import tempfile
+
+    import torch
+
+    from stages.bench.e2e import synthetic_clip
+
+    gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    preset = "full" if gpu else "tiny"
+    if DEMO_CLIP.is_file():
+        video, actor = DEMO_CLIP, f"demo-wojtek-{preset}"
+    else:
+        typer.echo(f"{DEMO_CLIP} is absent: generating a {frames}-frame synthetic clip")
+        video = synthetic_clip(Path(tempfile.gettempdir()) / f"avatar-demo-synthetic-{frames}.mp4", frames)
+        actor = f"demo-synthetic-{preset}"
+    typer.echo(f"demo: {video} with the stand-in face model, preset {preset}, actor {actor}")
+    st = open_store(store)
+    pipeline = prepare_actor(st, actor, video, None, preset)
+    results = run_pipeline(st, actor, pipeline, device=device, jobs=os.cpu_count() or 1)
+    for r in results:
+        typer.echo(f"{r.stage:10s} {r.status:8s} {r.frames:7d} frames {r.seconds:8.1f} s {r.fps:9.1f} frames/s")
+    base = f"{st.uri}/{actor_key(actor, 'avatar')}"
+    typer.echo(f"\npreview: {base}/preview.mp4\nreport:  {base}/report.md")
