@@ -8,5 +8,6 @@ Modules (one job each):
 - :mod:`stages.video.detect`    MediaPipe face detection + a FaceMesh landmark box per sampled frame
 - :mod:`stages.video.crop`      one square crop for the whole video from robust statistics
 - :mod:`stages.video.facemesh`  MediaPipe FaceMesh (478 points) over a sequence of crops
-- :mod:`stages.video.render`    cut, resize and JPEG-encode the output frames of one shard
+- :mod:`stages.video.render`    worker jobs: observe sampled frames; cut, resize, JPEG-encode a shard
+- :mod:`stages.video.testclip`  synthetic clips whose frames carry their own number (tests, bench)
 """

@@ -78,6 +78,31 @@ def square_cut(image: np.ndarray, cx: float, cy: float, side: int, out: int) -> 
     return cut, float(x0), float(y0), out / side
 
 
+def _starts(length: int, side: int) -> list[int]:
+    """Tile origins covering ``length`` with tiles of ``side`` overlapping by at least half."""
+    if length <= side:
+        return [0]
+    n = int(np.ceil(2 * length / side)) - 1
+    return sorted(set(np.linspace(0, length - side, n).round().astype(int).tolist()))
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _suppress(found: list[tuple[float, Box]], iou: float = 0.3) -> list[tuple[float, Box]]:
+    """Non-maximum suppression: the same face seen in overlapping tiles is kept once."""
+    kept: list[tuple[float, Box]] = []
+    for score, box in sorted(found, key=lambda sb: -sb[0]):
+        if all(_iou(box, k) < iou for _, k in kept):
+            kept.append((score, box))
+    return kept
+
+
 class FaceDetector:
     """MediaPipe face detection + FaceMesh landmark box, for single frames (not a sequence).
 
@@ -109,18 +134,38 @@ class FaceDetector:
 
     def detect(self, image: np.ndarray) -> list[tuple[float, Box]]:
         """All faces in ``image`` (RGB uint8 [H,W,3]) as (score, box in pixels), largest first.
-        Tries the full-range model (small, distant faces) and then the short-range one."""
+
+        The detectors see a 192 (full range) or 128 (short range) pixel version of what they are
+        given, so a face 100 px tall in a 1080p frame would shrink to 10 px. When the whole
+        picture shows no face, overlapping square tiles are tried, first of the picture's short
+        side and then of half of it (faces down to about 40 px in 1080p)."""
         h, w = image.shape[:2]
         image = np.ascontiguousarray(image)
-        for graph in (self._full, self._short):
+        faces = self._detect_whole(image, (self._full, self._short))
+        short = min(h, w)
+        for side in (short, short // 2):
+            if faces or side < 128 or (side == short and h == w):
+                break
+            found = []
+            for y0 in _starts(h, side):
+                for x0 in _starts(w, side):
+                    tile = np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side])
+                    for score, b in self._detect_whole(tile, (self._full,)):
+                        found.append((score, (b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0)))
+            faces = _suppress(found)
+        return sorted(faces, key=lambda sb: -box_area(sb[1]))
+
+    def _detect_whole(self, image: np.ndarray, graphs) -> list[tuple[float, Box]]:
+        h, w = image.shape[:2]
+        for graph in graphs:
             res = graph.process(image)
             if res.detections:
                 out = []
                 for d in res.detections:
                     bb = d.location_data.relative_bounding_box
-                    box = (bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w, (bb.ymin + bb.height) * h)
-                    out.append((float(d.score[0]), box))
-                return sorted(out, key=lambda sb: -box_area(sb[1]))
+                    out.append((float(d.score[0]), (bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w,
+                                                    (bb.ymin + bb.height) * h)))
+                return out
         return []
 
     def landmarks(self, image: np.ndarray, det_box: Box) -> np.ndarray | None:

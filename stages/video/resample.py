@@ -12,8 +12,10 @@ no ``start_time``), stated in our own words:
    duplicating frames when the source is slower and dropping them when it is faster.
 4. Output stops at the first ``t >= q_end`` once the last frame is current.
 
-ffmpeg's command line first shifts every timestamp by minus the container's start time; pass
-``start_pts`` to do the same (it only matters through the rounding).
+Two things the ``ffmpeg`` command line adds around the filter, reproduced by :func:`fps_selection`:
+it first shifts every timestamp by minus the container's start time (``start_pts``), and its
+constant-frame-rate output starts at that start time, so a video stream that begins ``q_0 > 0``
+ticks late (audio first) opens with ``q_0`` extra copies of its first frame.
 
 :func:`select_frames_reference` replays the filter step by step (the oracle);
 :func:`select_frames` computes the same answer with ``searchsorted`` (the fast path).
@@ -98,8 +100,14 @@ def select_frames(ticks: np.ndarray, end_tick: int) -> np.ndarray:
 
 
 def fps_selection(pts: np.ndarray, end_pts: int, time_base: Fraction, fps: Fraction | int = 25,
-                  start_pts: int = 0) -> np.ndarray:
-    """Source frame index for every output frame of ``ffmpeg -i IN -vf fps=<fps>``.
+                  start_pts: int = 0, cli_fill: bool = True) -> np.ndarray:
+    """Source frame index for every output frame of ``ffmpeg -i IN -vf fps=<fps> OUT%05d.jpg``.
+
+    With ``cli_fill`` (the command line's behaviour), when the video starts after the file's
+    start time (e.g. audio comes first), the command line's constant-frame-rate output fills the
+    gap from the file's start with copies of the first frame: the ``k = round(first frame's
+    time * fps)`` output ticks before it are duplicates (``*** k dup!`` in ffmpeg's log). Without
+    it, the result is the ``fps`` filter's alone.
 
     Args:
         pts: int64 [N] source frame timestamps (stream time base), sorted.
@@ -113,4 +121,8 @@ def fps_selection(pts: np.ndarray, end_pts: int, time_base: Fraction, fps: Fract
     pts = np.asarray(pts, dtype=np.int64) - start_pts
     ticks = to_output_ticks(pts, time_base, fps)
     end_tick = int(to_output_ticks(np.asarray([end_pts - start_pts]), time_base, fps)[0])
-    return select_frames(ticks, end_tick)
+    selected = select_frames(ticks, end_tick)
+    lead = int(ticks[0]) if ticks.size else 0
+    if cli_fill and lead > 0 and selected.size:
+        selected = np.concatenate([np.full(lead, selected[0], dtype=np.int64), selected])
+    return selected

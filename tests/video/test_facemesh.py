@@ -1,0 +1,39 @@
+"""FaceMesh tracking over a sequence: 478 points in pixels, NaN (never zeros) where it fails."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stages.video.facemesh import N_POINTS, FaceMeshTracker, track_sequence
+
+
+def test_tracks_the_real_face_and_flags_failures(wojtek):
+    import av
+
+    images = []
+    with av.open(str(wojtek)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            images.append(f.to_ndarray(format="rgb24"))
+            if i == 9:
+                break
+    images.insert(5, np.full((512, 512, 3), 40, dtype=np.uint8))  # a frame without a face
+    results = list(track_sequence(images))
+    assert [r.ok for r in results] == [True] * 5 + [False] + [True] * 5
+    bad = results[5]
+    assert np.isnan(bad.points).all() and bad.confidence < 0.5
+    for r in results[:5] + results[6:]:
+        assert r.points.shape == (N_POINTS, 3) and r.points.dtype == np.float32
+        assert np.isfinite(r.points).all() and r.confidence > 0.5
+        # in pixels: the face spans ~150-230 px in the middle of the 512 frame
+        w = r.points[:, 0].max() - r.points[:, 0].min()
+        assert 120 < w < 260 and 100 < r.points[:, 0].mean() < 400 and 100 < r.points[:, 1].mean() < 420
+    # tracking is smooth: consecutive frames move little
+    step = np.abs(results[1].points[:, :2] - results[0].points[:, :2]).mean()
+    assert step < 5.0
+
+
+def test_static_mode_gives_the_same_face():
+    img = np.full((256, 256, 3), 90, dtype=np.uint8)
+    with FaceMeshTracker(static=True, score_frames=False) as t:
+        r = t.process(img)
+    assert not r.ok and r.confidence == 1.0 and np.isnan(r.points).all()
