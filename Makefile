@@ -38,3 +38,37 @@ demo: ## the whole pipeline with no licensed file (tiny on CPU, full size on a G
 FRAMES ?= 10000
 bench: ## every stage's throughput and the end-to-end time on a synthetic clip; records docs/benchmarks.*
 	$(BIN)/avatar bench --frames $(FRAMES) --record
+
+# -- container images and the Helm chart (images/, charts/) ------------------------------------------
+CHART_DIR := charts/avatar-pipeline
+.PHONY: images lock chart test-images
+
+images: ## build and push the three images: make images REGISTRY=ghcr.io/me/avatar TAG=v1 [TORCH_FLAVOR=cpu] [BUILDER=podman]
+	REGISTRY=$(REGISTRY) TAG=$(TAG) images/build.sh --push
+
+lock: ## regenerate images/*/requirements*.lock from pyproject.toml (needs uv: pip install uv)
+	$(BIN)/python images/lock.py
+
+chart: ## regenerate the chart's WorkflowTemplate file and lint the chart with Helm's library
+	env -u AVATAR_WORKFLOW_SETTINGS -u AVATAR_IMAGE_REGISTRY -u AVATAR_IMAGE_TAG -u ARGO_NAMESPACE \
+	  -u AVATAR_WORKFLOW_S3_ENDPOINT -u AVATAR_WORKFLOW_S3_BUCKET \
+	  $(BIN)/avatar workflow render --for-helm --out $(CHART_DIR)/files/workflowtemplate.yaml
+	$(BIN)/python -c "import helm_python as h, json, sys; r = h.lint('$(CHART_DIR)', None, strict=True); print(json.dumps(r, indent=1)); sys.exit(1 if r['errors'] or any(m['severity'] >= 2 for m in r['messages']) else 0)"
+
+test-images: ## smoke-build every image with buildah (CPU torch, local Debian base) and check inside; slow
+	$(BIN)/python -m pytest -q -m images -p no:cacheprovider tests/images
+
+# -- the pipeline on a Kubernetes cluster with Argo Workflows (workflows/, docs/cluster.md) ---------
+.PHONY: workflow submit retry status
+SETTINGS ?=
+workflow: ## write the WorkflowTemplate: make workflow [REGISTRY=...] [TAG=...] [SETTINGS=cluster.yaml] [OUT=wt.yaml]
+	$(BIN)/avatar workflow render --registry $(REGISTRY) --tag $(TAG) $(if $(SETTINGS),--settings $(SETTINGS)) $(if $(OUT),--out $(OUT))
+
+submit: ## run on the cluster: make submit ACTOR=roman [VIDEO=video.mp4] [FLAME=...] (needs ARGO_SERVER, ARGO_TOKEN)
+	$(BIN)/avatar submit --actor $(ACTOR) $(if $(VIDEO),--video $(VIDEO)) $(if $(FLAME),--flame $(FLAME)) $(if $(SETTINGS),--settings $(SETTINGS))
+
+retry: ## retry a failed workflow's failed pods: make retry WF=avatar-pipeline-roman-abc12
+	$(BIN)/avatar retry $(WF) $(if $(SETTINGS),--settings $(SETTINGS))
+
+status: ## per-stage phase and progress of a workflow: make status WF=avatar-pipeline-roman-abc12
+	$(BIN)/avatar status $(WF) $(if $(SETTINGS),--settings $(SETTINGS))

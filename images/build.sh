@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (and optionally push) the pipeline's container images.
 #
-#   images/build.sh [--push] [tracker|masks|train ...]        (default: all three)
+#   images/build.sh [--push] [--dry-run] [tracker|masks|train ...]      (default: all three)
 #
 # Environment:
 #   REGISTRY   where the images go: $REGISTRY/<image>:$TAG (default localhost/avatar-pipeline)
@@ -18,11 +18,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 push=0
+dry=0
 images=()
 for a in "$@"; do
   case "$a" in
     --push) push=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --dry-run) dry=1 ;;
+    -h|--help) sed -n "2,19p" "$0"; exit 0 ;;
     *) [[ -f "$here/$a/Containerfile" ]] || { echo "build.sh: no images/$a/Containerfile; images are: tracker masks train" >&2; exit 2; }
        images+=("$a") ;;
   esac
@@ -37,6 +39,8 @@ if [[ -z "${BUILDER:-}" ]]; then
   elif command -v buildah >/dev/null; then BUILDER=buildah
   else echo "build.sh: needs docker (with buildx and an engine), podman or buildah" >&2; exit 2; fi
 fi
+
+run() { if [[ $dry == 1 ]]; then echo "$*"; else "$@"; fi; }
 
 # A clean build context: only what the Containerfiles copy, tracked or new (never .venv, stores, caches).
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/avatar-ctx.XXXXXX")
@@ -55,14 +59,15 @@ for img in "${images[@]}"; do
   name="$REGISTRY/$img:$TAG"
   start=$(date +%s)
   case "$BUILDER" in
-    docker)  docker buildx build "${opts[@]}" "${args[@]}" -f "$ctx/images/$img/Containerfile" -t "$name" \
+    docker)  run docker buildx build "${opts[@]}" "${args[@]}" -f "$ctx/images/$img/Containerfile" -t "$name" \
                $([[ $push == 1 ]] && echo --push || echo --load) "$ctx" ;;
-    podman)  podman build "${opts[@]}" "${args[@]}" -f "$ctx/images/$img/Containerfile" -t "$name" "$ctx"
-             [[ $push == 1 ]] && podman push "$name" ;;
-    buildah) buildah build --layers "${opts[@]}" "${args[@]}" -f "$ctx/images/$img/Containerfile" -t "$name" "$ctx"
-             [[ $push == 1 ]] && buildah push "$name" ;;
+    podman)  run podman build "${opts[@]}" "${args[@]}" -f "$ctx/images/$img/Containerfile" -t "$name" "$ctx"
+             if [[ $push == 1 ]]; then run podman push "$name"; fi ;;
+    buildah) run buildah build --layers "${opts[@]}" "${args[@]}" -f "$ctx/images/$img/Containerfile" -t "$name" "$ctx"
+             if [[ $push == 1 ]]; then run buildah push "$name"; fi ;;
     *) echo "build.sh: unknown BUILDER=$BUILDER (docker, podman or buildah)" >&2; exit 2 ;;
   esac
+  [[ $dry == 1 ]] && continue
   secs=$(( $(date +%s) - start ))
   size=$(case "$BUILDER" in
            docker) docker image inspect -f '{{.Size}}' "$name" 2>/dev/null ;;
@@ -70,3 +75,4 @@ for img in "${images[@]}"; do
          esac || true)
   echo "built $name in ${secs}s, size ${size:-unknown}"
 done
+echo "use them: avatar workflow render --registry $REGISTRY --tag $TAG  (or helm: --set images.registry=$REGISTRY,images.tag=$TAG)"

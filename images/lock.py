@@ -125,7 +125,7 @@ def stale(root: Path = ROOT) -> list[str]:
     """Human-readable problems: locks missing or generated from other inputs than pyproject's now."""
     problems = []
     for spec in specs(root):
-        rel = spec.path.relative_to(root)
+        rel = spec.path.relative_to(ROOT)
         got = recorded_digest(spec.path)
         if got is None:
             problems.append(f"{rel}: missing or has no '{HEADER_KEY}' header; run `make lock`")

@@ -34,6 +34,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 # Command modules register themselves on `app` when imported; keep this list in --help order.
 from stages.cli import run_cmd, stage_cmd, assets_cmd, verify_cmd, bench_cmd  # noqa: E402,F401
 from stages.cli import workflow_cmd  # noqa: E402,F401
+from stages.cli import render_cmd  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,4 +74,6 @@ def _is_transient(e: BaseException) -> bool:
 def entry() -> None:
     """Console-script entry point."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ log lines
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.exit(main())

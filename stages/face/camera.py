@@ -2,8 +2,10 @@
 
 **OpenCV convention** (ours, and the ``opencv`` block of a ``.frame`` file): a world point ``X``
 (metres) goes to camera coordinates ``x_cam = R @ X + t`` (+x right, +y down, +z forward, into
-the scene), then to pixels ``u = fx * x/z + cx``, ``v = fy * y/z + cy``; as in OpenCV, the
-centre of the top-left pixel is ``(0, 0)``.
+the scene), then to pixels ``u = fx * x/z + cx``, ``v = fy * y/z + cy``. Pixel coordinates are
+continuous: the image spans ``[0, W] x [0, H]`` and the centre of pixel (row ``i``, column ``j``)
+is ``(j + 0.5, i + 0.5)``, the convention of :mod:`stages.face.raster`, of MediaPipe
+(``x_norm * W``) and of gsplat; a centred camera has ``(cx, cy) = (W/2, H/2)``.
 
 **PyTorch3D convention** (the ``camera`` block of a ``.frame`` file: ``R [1,6]``, ``t [1,3]``,
 ``fl [1,1]``, ``pp [1,2]``), facts taken from PyTorch3D's ``cameras_from_opencv_projection``:

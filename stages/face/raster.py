@@ -24,13 +24,20 @@ Conventions
 
 Back-ends
 ---------
-``"reference"`` (:func:`rasterize_reference`, every pixel against every triangle, float64, small
-images only), ``"torch"`` (:mod:`stages.face.raster_torch`, bucketed bounding boxes and one
-``scatter_reduce``, CPU and CUDA), ``"warp"`` (:mod:`stages.face.raster_warp`, one NVIDIA Warp kernel
-for CPU and CUDA). ``"auto"`` picks ``"warp"`` when warp-lang imports, else ``"torch"``. All give
-the same face ids away from exact ties; barycentrics and depth are then recomputed from the
-vertex positions by :func:`barycentrics`, so gradients reach ``verts_pix`` (visibility itself, the
-choice of face per pixel, is not differentiable).
+- ``"reference"``: :func:`rasterize_reference`, every pixel against every triangle in float64;
+  small images only (the oracle of the tests).
+- ``"torch"``: :mod:`stages.face.raster_torch`, bucketed bounding-box candidates and one
+  ``scatter_reduce``; the same code on CPU and CUDA. ``"torch-compile"`` is that code fused by
+  ``torch.compile`` (compiles for tens of seconds on first use).
+- ``"warp"``: :mod:`stages.face.raster_warp`, one NVIDIA Warp kernel, CPU and CUDA.
+- ``"auto"``: ``"warp"`` when warp-lang imports, else ``"torch"``.
+
+The fast back-ends only choose the face per pixel (packed depth/face-index key, one atomic
+minimum; shared edges are watertight); barycentrics and depth are then recomputed from the vertex
+positions, so gradients reach ``verts_pix`` (visibility itself is not differentiable).
+Precision: the Warp pass runs in float32, the torch pass in the input dtype; a pixel centre within
+rounding of an edge, or two surfaces within float32 depth resolution, may go either way between
+back-ends or devices (each one is deterministic).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
-BACKENDS = ("auto", "reference", "torch", "warp")
+BACKENDS = ("auto", "reference", "torch", "torch-compile", "warp")
 
 
 @dataclass
@@ -78,11 +85,45 @@ def _check(verts_pix: torch.Tensor, faces: torch.Tensor, height: int, width: int
         raise ValueError(f"faces index vertices outside [0, {verts_pix.shape[1]})")
 
 
-def _pixel_centres(height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [1, 1, W] and y [1, H, 1] of the pixel centres, dtype and device of ``like``."""
-    xs = torch.arange(width, dtype=like.dtype, device=like.device) + 0.5
-    ys = torch.arange(height, dtype=like.dtype, device=like.device) + 0.5
-    return xs.view(1, 1, width), ys.view(1, height, 1)
+def _face_table(verts_pix: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Per-face affine barycentric coefficients, differentiable: [B, V, 3], [F, 3] -> [B*F, 9].
+
+    Row ``b*F + f`` = (x0, y0, A1, B1, A2, B2, 1/z0, 1/z1, 1/z2) with
+    ``bary_1 = A1*(px - x0) + B1*(py - y0)``, ``bary_2 = A2*(px - x0) + B2*(py - y0)``,
+    ``bary_0 = 1 - bary_1 - bary_2`` (local coordinates keep float32 precise). Degenerate faces
+    (zero area, never visible) get zero coefficients.
+    """
+    tri = verts_pix[:, faces]  # [B, F, 3, 3]
+    x, y, z = tri.unbind(-1)  # [B, F, 3]
+    ex1, ey1 = x[..., 1] - x[..., 0], y[..., 1] - y[..., 0]
+    ex2, ey2 = x[..., 2] - x[..., 0], y[..., 2] - y[..., 0]
+    area = ex1 * ey2 - ey1 * ex2
+    ok = area != 0
+    inv_area = torch.where(ok, 1.0 / torch.where(ok, area, torch.ones_like(area)), torch.zeros_like(area))
+    ok_z = z > 0
+    inv_z = torch.where(ok_z, 1.0 / torch.where(ok_z, z, torch.ones_like(z)), torch.zeros_like(z))
+    cols = [x[..., 0], y[..., 0], ey2 * inv_area, -ex2 * inv_area, -ey1 * inv_area, ex1 * inv_area]
+    table = torch.cat([torch.stack(cols, -1), inv_z], -1)  # [B, F, 9]
+    return table.reshape(-1, 9)
+
+
+def _bary_and_inv_depth(
+    verts_pix: torch.Tensor, faces: torch.Tensor, face_idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(bary [B, H, W, 3], 1/depth [B, H, W], foreground mask [B, H, W]); zeros on background."""
+    bsz, height, width = face_idx.shape
+    fg = face_idx >= 0
+    rows = face_idx.clamp(min=0) + (torch.arange(bsz, device=face_idx.device) * faces.shape[0]).view(bsz, 1, 1)
+    t = _face_table(verts_pix, faces).index_select(0, rows.reshape(-1)).view(bsz, height, width, 9)
+    dev, dtype = verts_pix.device, verts_pix.dtype
+    dx = (torch.arange(width, device=dev, dtype=dtype) + 0.5).view(1, 1, width) - t[..., 0]
+    dy = (torch.arange(height, device=dev, dtype=dtype) + 0.5).view(1, height, 1) - t[..., 1]
+    b1 = t[..., 2] * dx + t[..., 3] * dy
+    b2 = t[..., 4] * dx + t[..., 5] * dy
+    bary = torch.stack([1.0 - b1 - b2, b1, b2], -1)
+    bary = torch.where(fg[..., None], bary, torch.zeros_like(bary))
+    inv_depth = (bary * t[..., 6:9]).sum(-1)
+    return bary, inv_depth, fg
 
 
 def barycentrics(verts_pix: torch.Tensor, faces: torch.Tensor, face_idx: torch.Tensor) -> torch.Tensor:
@@ -98,29 +139,9 @@ def barycentrics(verts_pix: torch.Tensor, faces: torch.Tensor, face_idx: torch.T
         centres within rounding of an edge), zeros on background. Gradients flow to ``verts_pix``.
     """
     bsz, height, width = face_idx.shape
-    fg = face_idx >= 0
-    vid = faces.long()[face_idx.clamp(min=0)]  # [B, H, W, 3]
-    flat = (vid + (torch.arange(bsz, device=vid.device) * verts_pix.shape[1]).view(bsz, 1, 1, 1)).reshape(-1)
-    xy = verts_pix[..., :2].reshape(-1, 2)[flat].view(bsz, height, width, 3, 2)
-    px, py = _pixel_centres(height, width, verts_pix)
-    x, y = xy[..., 0], xy[..., 1]  # [B, H, W, 3]
-    # w_i = edge(v_a, v_b, p), (a, b) = the corners opposite i, relative to v_a for precision
-    ws = []
-    for a, b in ((1, 2), (2, 0), (0, 1)):
-        ws.append((x[..., b] - x[..., a]) * (py - y[..., a]) - (y[..., b] - y[..., a]) * (px - x[..., a]))
-    w = torch.stack(ws, -1)
-    area = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (y[..., 1] - y[..., 0]) * (x[..., 2] - x[..., 0])
-    ok = fg & (area != 0)
-    safe_area = torch.where(ok, area, torch.ones_like(area))
-    return torch.where(ok[..., None], w / safe_area[..., None], torch.zeros_like(w))
-
-
-def _depth(verts_pix: torch.Tensor, faces: torch.Tensor, face_idx: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
-    """Pinhole depth ``1 / sum_i(bary_i / z_i)`` [B, H, W], inf on background."""
-    inv_z = interpolate(1.0 / verts_pix[..., 2:3], faces, Fragments(face_idx, bary, bary[..., 0]))[..., 0]
-    fg = face_idx >= 0
-    safe = torch.where(fg, inv_z, torch.ones_like(inv_z))
-    return torch.where(fg, 1.0 / safe, torch.full_like(inv_z, float("inf")))
+    if faces.shape[0] == 0:
+        return verts_pix.new_zeros(bsz, height, width, 3)
+    return _bary_and_inv_depth(verts_pix, faces.long(), face_idx)[0]
 
 
 def interpolate(attrs: torch.Tensor, faces: torch.Tensor, fragments: Fragments) -> torch.Tensor:
@@ -140,6 +161,8 @@ def interpolate(attrs: torch.Tensor, faces: torch.Tensor, fragments: Fragments) 
     if attrs.dim() == 2:
         attrs = attrs.unsqueeze(0).expand(bsz, -1, -1)
     nverts, chans = attrs.shape[1], attrs.shape[2]
+    if faces.shape[0] == 0:
+        return attrs.new_zeros(bsz, height, width, chans)
     vid = faces.long()[face_idx.clamp(min=0)]  # [B, H, W, 3]
     flat = (vid + (torch.arange(bsz, device=vid.device) * nverts).view(bsz, 1, 1, 1)).reshape(-1)
     corner = attrs.reshape(-1, chans)[flat].view(bsz, height, width, 3, chans)
@@ -147,7 +170,9 @@ def interpolate(attrs: torch.Tensor, faces: torch.Tensor, fragments: Fragments) 
     return torch.where((face_idx >= 0)[..., None], out, torch.zeros_like(out))
 
 
-def perspective_correct(bary: torch.Tensor, verts_pix: torch.Tensor, faces: torch.Tensor, face_idx: torch.Tensor) -> torch.Tensor:
+def perspective_correct(
+    bary: torch.Tensor, verts_pix: torch.Tensor, faces: torch.Tensor, face_idx: torch.Tensor
+) -> torch.Tensor:
     """Turn screen-space barycentrics into perspective-correct ones for a pinhole camera.
 
     ``b'_i = (b_i / z_i) / sum_j(b_j / z_j)``: the weights of the corners at the 3D surface point.
@@ -155,6 +180,8 @@ def perspective_correct(bary: torch.Tensor, verts_pix: torch.Tensor, faces: torc
     (zeros on background). Differentiable.
     """
     bsz = face_idx.shape[0]
+    if faces.shape[0] == 0:
+        return torch.zeros_like(bary)
     vid = faces.long()[face_idx.clamp(min=0)]
     flat = (vid + (torch.arange(bsz, device=vid.device) * verts_pix.shape[1]).view(bsz, 1, 1, 1)).reshape(-1)
     z = verts_pix[..., 2].reshape(-1)[flat].view(vid.shape)
@@ -182,6 +209,10 @@ def rasterize_reference(
     _check(verts_pix, faces, height, width)
     v = verts_pix.detach().double()
     bsz, dev = v.shape[0], v.device
+    if faces.shape[0] == 0:
+        face_idx = torch.full((bsz, height, width), -1, dtype=torch.int64, device=dev)
+        bary = verts_pix.new_zeros(bsz, height, width, 3)
+        return Fragments(face_idx, bary, verts_pix.new_full((bsz, height, width), float("inf")))
     tri = v[:, faces.long()]  # [B, F, 3, 3]
     x, y, z = tri[..., 0][:, None], tri[..., 1][:, None], tri[..., 2][:, None]  # [B, 1, F, 3]
     area = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (y[..., 1] - y[..., 0]) * (x[..., 2] - x[..., 0])
@@ -193,26 +224,26 @@ def rasterize_reference(
     py_all = iy.reshape(-1).double() + 0.5
     if pixels_per_chunk is None:
         pixels_per_chunk = max(1, (1 << 20) // max(1, bsz * faces.shape[0]))
+    inv_area = 1.0 / torch.where(usable, area, torch.ones_like(area))  # [B, 1, F]
     face_out, bary_out, depth_out = [], [], []
     for s in range(0, height * width, pixels_per_chunk):
         px = px_all[s : s + pixels_per_chunk].view(1, -1, 1)  # [1, P, 1]
         py = py_all[s : s + pixels_per_chunk].view(1, -1, 1)
-        w = torch.stack(
-            [
-                (x[..., b] - x[..., a]) * (py - y[..., a]) - (y[..., b] - y[..., a]) * (px - x[..., a])
-                for a, b in ((1, 2), (2, 0), (0, 1))
-            ],
-            -1,
-        )  # [B, P, F, 3]
-        bary = w / torch.where(usable, area, torch.ones_like(area))[..., None]
-        inside = usable & (bary >= 0).all(-1)
-        depth = 1.0 / (bary / z).sum(-1)
-        depth = torch.where(inside, depth, torch.full_like(depth, float("inf")))
+        inside = usable
+        inv_depth = torch.zeros((), dtype=v.dtype, device=dev)
+        bary = []
+        for i, (a, b) in enumerate(((1, 2), (2, 0), (0, 1))):
+            # weight of corner i = edge(v_a, v_b, p) / edge(v_0, v_1, v_2), [B, P, F]
+            w = (x[..., b] - x[..., a]) * (py - y[..., a]) - (y[..., b] - y[..., a]) * (px - x[..., a])
+            bary.append(w * inv_area)
+            inside = inside & (bary[-1] >= 0)
+            inv_depth = inv_depth + bary[-1] / z[..., i]
+        depth = torch.where(inside, 1.0 / inv_depth, torch.full_like(inv_depth, float("inf")))
         best_depth, best = depth.min(-1)  # ties: the first (lowest) face index
         hit = torch.isfinite(best_depth)
         face_out.append(torch.where(hit, best, torch.full_like(best, -1)))
         depth_out.append(best_depth)
-        b_best = torch.gather(bary, 2, best[..., None, None].expand(-1, -1, 1, 3)).squeeze(2)
+        b_best = torch.stack([torch.gather(bi, 2, best[..., None]).squeeze(2) for bi in bary], -1)
         bary_out.append(torch.where(hit[..., None], b_best, torch.zeros_like(b_best)))
     face_idx = torch.cat(face_out, 1).view(bsz, height, width)
     bary = torch.cat(bary_out, 1).view(bsz, height, width, 3).to(verts_pix.dtype)
@@ -243,7 +274,7 @@ def rasterize(
         verts_pix: float [B, V, 3] x, y in pixels (OpenCV, centres at +0.5), z camera depth > 0.
         faces: int64 [F, 3] vertex indices, shared by the batch.
         height, width: image size in pixels.
-        backend: "auto", "torch", "warp" or "reference" (see the module docstring).
+        backend: "auto", "torch", "torch-compile", "warp" or "reference" (module docstring).
         cull_backfaces: drop triangles facing away from the camera (default: draw both sides).
 
     Returns:
@@ -259,10 +290,18 @@ def rasterize(
     if backend == "auto":
         backend = "warp" if _warp_available() else "torch"
     if backend == "warp":
-        from stages.face.raster_warp import rasterize_face_idx as fast
+        from stages.face import raster_warp
+
+        face_idx = raster_warp.rasterize_face_idx(verts_pix, faces, height, width, cull_backfaces=cull_backfaces)
     else:
-        from stages.face.raster_torch import rasterize_face_idx as fast
-    face_idx = fast(verts_pix, faces, height, width, cull_backfaces=cull_backfaces)
-    bary = barycentrics(verts_pix, faces, face_idx)
-    depth = _depth(verts_pix, faces, face_idx, bary)
+        from stages.face import raster_torch
+
+        face_idx = raster_torch.rasterize_face_idx(
+            verts_pix, faces, height, width, cull_backfaces=cull_backfaces, compile=backend == "torch-compile"
+        )
+    inf = torch.full(face_idx.shape, float("inf"), dtype=verts_pix.dtype, device=verts_pix.device)
+    if faces.shape[0] == 0:
+        return Fragments(face_idx, verts_pix.new_zeros(*face_idx.shape, 3), inf)
+    bary, inv_depth, fg = _bary_and_inv_depth(verts_pix, faces, face_idx)
+    depth = torch.where(fg, 1.0 / torch.where(fg, inv_depth, torch.ones_like(inv_depth)), inf)
     return Fragments(face_idx, bary, depth)

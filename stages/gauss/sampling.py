@@ -105,5 +105,5 @@ def surface_points(vertices: Tensor, faces: Tensor, face_idx: Tensor, bary: Tens
         [..., N, 3].
     """
     tri = faces.long()[face_idx]  # [N, 3]
-    corners = vertices[..., tri.reshape(-1), :].reshape(vertices.shape[:-2] + tri.shape + (3,))  # [..., N, 3, 3]
+    corners = vertices[..., tri.reshape(-1), :].reshape(vertices.shape[:-2] + tri.shape + vertices.shape[-1:])  # [..., N, 3, D]
     return (corners * bary.to(vertices.dtype).unsqueeze(-1)).sum(-2)

@@ -45,11 +45,13 @@ class FaceSurface(nn.Module):
         faces: [F, 3] int vertex indices.
         shape: [S] identity coefficients (FLAME: 300).
         vt: optional [T, 2] UV coordinates; ft: optional [F, 3] UV indices per face.
+        face_mask: optional [F] bool, faces allowed to carry Gaussians.
     """
 
     def __init__(self, face_model: nn.Module, faces: Tensor, shape: Tensor, vt: Tensor | None = None,
-                 ft: Tensor | None = None):
+                 ft: Tensor | None = None, face_mask: Tensor | None = None):
         super().__init__()
+        self.face_mask = None if face_mask is None else torch.as_tensor(face_mask).bool()
         self.face_model = face_model
         self.register_buffer("faces", torch.as_tensor(faces).long(), persistent=False)
         self.register_buffer("shape", torch.as_tensor(shape).float().reshape(-1), persistent=False)
@@ -64,10 +66,36 @@ class FaceSurface(nn.Module):
     def vertices(self, cond: Tensor) -> Tensor:
         """Mesh vertices per frame. cond [B, 120] (see :func:`condition_vector`) -> [B, V, 3] metres."""
         expression, jaw, eyes, eyelids = split_condition(cond.float())
-        shape = self.shape.to(cond.device).expand(cond.shape[0], -1)
+        n_shape = getattr(self.face_model, "n_shape", None)
+        n_exp = getattr(self.face_model, "n_expression", None)
+        shape = self.shape.to(cond.device)[:n_shape].expand(cond.shape[0], -1)
+        expression = expression[:, :n_exp]
         out = self.face_model(shape, expression, jaw, eyes, eyelids=eyelids)
         return out.vertices if hasattr(out, "vertices") else out
 
     def neutral(self) -> Tensor:
         """[V, 3] the identity's mesh at the neutral condition (canonical space of the Gaussians)."""
         return self.vertices(neutral_condition(1, self.shape.device))[0]
+
+
+def flame_surface(data, shape) -> FaceSurface:
+    """A :class:`FaceSurface` over ``stages.face.FLAME`` built from a ``FaceModelData``.
+
+    Shape and expression coefficients beyond the model's are dropped (a stand-in model may have
+    fewer than 300/100). Faces whose three vertices all lie in the model's ``boundary`` mask region
+    (when it has one) carry no Gaussians, as in FlashAvatar.
+    """
+    import numpy as np
+
+    from stages.face.flame import FLAME
+
+    faces = torch.as_tensor(np.asarray(data.faces, dtype=np.int64))
+    face_mask = None
+    boundary = (data.masks or {}).get("boundary")
+    if boundary is not None and len(boundary):
+        in_b = torch.zeros(data.n_vertices, dtype=torch.bool)
+        in_b[torch.as_tensor(np.asarray(boundary, dtype=np.int64))] = True
+        face_mask = ~in_b[faces].all(-1)
+    vt = None if data.vt is None else torch.as_tensor(np.asarray(data.vt, np.float32))
+    ft = None if data.ft is None else torch.as_tensor(np.asarray(data.ft, np.int64))
+    return FaceSurface(FLAME(data), faces, torch.as_tensor(np.asarray(shape, np.float32)), vt, ft, face_mask)

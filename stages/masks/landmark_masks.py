@@ -6,10 +6,14 @@
   ``78 191 80 81 82 13 312 311 310 415 308`` along the upper lip's inner edge (right corner 78 to
   left corner 308, 13 in the middle) and back ``324 318 402 317 14 87 178 88 95`` along the lower
   lip's inner edge (14 in the middle). A closed mouth gives a sliver of (near) zero area.
-- Neck line: the head's vertical axis runs from the top of the face oval (landmark 10) to the chin
-  (landmark 152); with face height ``h = |p152 - p10|``, everything farther than
-  ``margin * h`` below the chin along that axis is torso/clothing and is cut from ``neckhead``.
-  The line rotates with head roll.
+- Neck: the head's vertical axis runs from the top of the face oval (landmark 10) to the chin
+  (landmark 152); face height ``h = |p152 - p10|``, face width ``w = |p454 - p234|`` (the oval's
+  extremes beside the ears). Below the chin (along that axis) only the neck may stay: pixels at
+  most ``margin * h`` below the chin, at most ``half_width * w`` either side of the axis, and, where
+  the frame is given, of skin colour: chroma (YCrCb's Cr, Cb) within a tolerance of the median
+  chroma inside the landmarks' convex hull and luma at least 0.4 of its median (chroma of
+  near-black pixels means little). That keeps the neck down to a collar and drops shirts,
+  shoulders and hair hanging below the chin. The geometry rotates with head roll.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ FACE_TOP = 10
 """Top of the face oval (forehead centre) in MediaPipe's mesh."""
 CHIN = 152
 """Bottom of the chin in MediaPipe's mesh."""
+FACE_RIGHT, FACE_LEFT = 234, 454
+"""The face oval's extremes beside the ears (the subject's right and left)."""
 
 
 def fill_missing(points: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,8 +56,41 @@ def fill_missing(points: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.nda
     return pts, np.ones(len(pts), bool)
 
 
+def polygon_mask(poly: np.ndarray, size: tuple[int, int], supersample: int = 4) -> np.ndarray:
+    """Pixels at least half covered by a polygon (area coverage, so a degenerate polygon such as a
+    closed mouth covers nothing, unlike ``cv2.fillPoly``'s inclusive edges).
+
+    Args:
+        poly: float [K,2] vertices (x, y) in pixels; pixel ``(i, j)`` spans ``[j, j+1) x [i, i+1)``.
+        size: ``(H, W)``.
+        supersample: samples per pixel side for the coverage estimate.
+
+    Returns:
+        uint8 [H,W], 255 inside, 0 outside.
+    """
+    h, w = size
+    out = np.zeros(size, np.uint8)
+    poly = np.asarray(poly, np.float64)
+    if not np.isfinite(poly).all():
+        return out
+    x0, y0 = np.clip(np.floor(poly.min(0)).astype(int), 0, (w, h))
+    x1, y1 = np.clip(np.ceil(poly.max(0)).astype(int) + 1, 0, (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return out
+    s = supersample
+    fine = np.zeros(((y1 - y0) * s, (x1 - x0) * s), np.uint8)
+    # fine pixel (u, v) has its centre at ((u + 0.5) / s, (v + 0.5) / s) in crop pixels
+    pts = (poly - (x0, y0)) * s - 0.5
+    cv2.fillPoly(fine, [np.rint(pts * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    # cv2 fills edge pixels inclusively; a shrink by one fine pixel makes that a coverage estimate
+    fine = cv2.erode(fine, np.ones((2, 2), np.uint8), anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+    cover = fine.reshape(y1 - y0, s, x1 - x0, s).mean(axis=(1, 3))
+    out[y0:y1, x0:x1] = np.where(cover >= 0.5, np.uint8(255), np.uint8(0))
+    return out
+
+
 def mouth_mask(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Filled inner-lip polygon of one frame.
+    """Filled inner-lip polygon of one frame (pixels at least half inside, see :func:`polygon_mask`).
 
     Args:
         points: float [478,2+] landmarks, x/y in pixels of the ``size`` image.
@@ -60,14 +99,26 @@ def mouth_mask(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     Returns:
         uint8 [H,W], 255 inside the mouth opening, 0 elsewhere.
     """
-    m = np.zeros(size, np.uint8)
-    poly = np.rint(points[list(INNER_LIP), :2] * 16).astype(np.int32)  # 4 bits of sub-pixel precision
-    cv2.fillPoly(m, [poly], 255, lineType=cv2.LINE_8, shift=4)
-    return m
+    return polygon_mask(points[list(INNER_LIP), :2], size)
+
+
+def head_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The head's axes in the image: ``(down, across, h, w)``.
+
+    ``down`` (unit float64 [2]) points from the top of the face to the chin, ``across`` is
+    perpendicular to it, ``h`` is the face height and ``w`` the face width in pixels."""
+    top = points[FACE_TOP, :2].astype(np.float64)
+    chin = points[CHIN, :2].astype(np.float64)
+    axis = chin - top
+    h = float(np.hypot(*axis))
+    down = axis / h if h > 1e-6 else np.array([0.0, 1.0])
+    across = np.array([-down[1], down[0]])
+    w = float(np.hypot(*(points[FACE_LEFT, :2] - points[FACE_RIGHT, :2]).astype(np.float64)))
+    return down, across, h, w
 
 
 def neck_line(points: np.ndarray, margin: float) -> tuple[np.ndarray, float]:
-    """The cut below the chin as a half-plane ``dot(q, n) > c`` (pixels below it are torso).
+    """The cut below the chin as a half-plane ``dot(q, n) > c`` (pixels beyond it are torso).
 
     Args:
         points: float [478,2+] landmarks in pixels.
@@ -76,12 +127,8 @@ def neck_line(points: np.ndarray, margin: float) -> tuple[np.ndarray, float]:
     Returns:
         ``(n, c)``: unit normal float64 [2] pointing down the head's axis, and offset (pixels).
     """
-    top = points[FACE_TOP, :2].astype(np.float64)
-    chin = points[CHIN, :2].astype(np.float64)
-    axis = chin - top
-    h = float(np.hypot(*axis))
-    n = axis / h if h > 1e-6 else np.array([0.0, 1.0])
-    return n, float(n @ chin + margin * h)
+    down, _, h, _ = head_frame(points)
+    return down, float(down @ points[CHIN, :2].astype(np.float64) + margin * h)
 
 
 def above_neck_line(points: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
@@ -93,8 +140,65 @@ def above_neck_line(points: np.ndarray, size: tuple[int, int], margin: float) ->
     return xs * np.float32(n[0]) + ys * np.float32(n[1]) <= np.float32(c)
 
 
-def neckhead_mask(person: np.ndarray, points: np.ndarray | None, margin: float, dilate: int = 0) -> np.ndarray:
-    """Head, hair and neck: the person mask cut at the neck line, optionally dilated.
+def skin_colour(rgb: np.ndarray, points: np.ndarray, floor: float = 8.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Skin colour of the face, robustly: inside the landmarks' convex hull (eyes, brows and lips
+    are a minority there), the median chroma (Cr, Cb), a tolerance of
+    ``max(floor, 3 * 1.4826 * MAD)`` per channel, and the median luma.
+
+    Returns:
+        ``(median CrCb float32 [2], tolerance float32 [2], median Y)`` in OpenCV's 8-bit YCrCb units.
+    """
+    hull = cv2.convexHull(np.rint(points[:, :2]).astype(np.int32))
+    x, y, bw, bh = cv2.boundingRect(hull)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + bw, rgb.shape[1]), min(y + bh, rgb.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros(2, np.float32), np.full(2, -1, np.float32), 256.0  # matches nothing
+    m = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillConvexPoly(m, hull - np.array([x0, y0], np.int32), 1)
+    ycc = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2YCrCb)[m > 0].astype(np.float32)
+    med = np.median(ycc, axis=0)
+    mad = np.median(np.abs(ycc[:, 1:] - med[1:]), axis=0)
+    return med[1:], np.maximum(np.float32(floor), 3 * 1.4826 * mad).astype(np.float32), float(med[0])
+
+
+def head_region(points: np.ndarray, size: tuple[int, int], margin: float, half_width: float,
+                rgb: np.ndarray | None = None) -> np.ndarray:
+    """bool [H,W]: where the head and neck may be (see the module docstring).
+
+    Args:
+        points: float [478,2+] landmarks in pixels.
+        size: ``(H, W)``.
+        margin: neck length kept below the chin, in face heights.
+        half_width: neck half-width, in face widths.
+        rgb: uint8 [H,W,3] frame for the skin test below the chin; ``None`` skips it.
+    """
+    down, across, h, w = head_frame(points)
+    chin = points[CHIN, :2].astype(np.float64)
+    hh, ww = size
+    ys = np.arange(hh, dtype=np.float32)[:, None] + 0.5
+    xs = np.arange(ww, dtype=np.float32)[None, :] + 0.5
+    d = xs * np.float32(down[0]) + ys * np.float32(down[1]) - np.float32(down @ chin)
+    e = xs * np.float32(across[0]) + ys * np.float32(across[1]) - np.float32(across @ chin)
+    region = d <= 0
+    band = (d > 0) & (d <= margin * h) & (np.abs(e) <= half_width * w)
+    if rgb is not None and band.any():
+        rows = np.flatnonzero(band.any(axis=1))
+        cols = np.flatnonzero(band.any(axis=0))
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        med, tol, luma = skin_colour(rgb, points)
+        ycc = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2YCrCb).astype(np.float32)
+        skin = ((np.abs(ycc[..., 1:] - med) <= tol).all(axis=-1) & (ycc[..., 0] >= 0.4 * luma)).astype(np.uint8)
+        skin = cv2.morphologyEx(skin, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+        sub = band[y0:y1, x0:x1] & (skin > 0)
+        band[:] = False
+        band[y0:y1, x0:x1] = sub
+    return region | band
+
+
+def neckhead_mask(person: np.ndarray, points: np.ndarray | None, margin: float, dilate: int = 0,
+                  half_width: float = 0.45, rgb: np.ndarray | None = None) -> np.ndarray:
+    """Head, hair and neck: the person mask, optionally dilated, cut to :func:`head_region`.
 
     Args:
         person: bool [H,W] foreground (e.g. ``alpha > 0.5``).
@@ -102,6 +206,8 @@ def neckhead_mask(person: np.ndarray, points: np.ndarray | None, margin: float, 
         margin: neck length below the chin, in face heights.
         dilate: grow the mask by this many pixels (elliptical kernel) before the cut, so the hard
             mask does not clip the soft matte's edge; FlashAvatar multiplies by both.
+        half_width: neck half-width, in face widths.
+        rgb: uint8 [H,W,3] frame for the skin test of the neck; ``None`` skips it.
 
     Returns:
         uint8 [H,W] with values 0 or 255.
@@ -111,5 +217,5 @@ def neckhead_mask(person: np.ndarray, points: np.ndarray | None, margin: float, 
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
         m = cv2.dilate(m, k)
     if points is not None:
-        m[~above_neck_line(points, m.shape, margin)] = 0
+        m[~head_region(points, m.shape, margin, half_width, rgb)] = 0
     return m

@@ -60,7 +60,7 @@ class Problem:
         frame_w: [N] weight per frame (0: landmarks failed, the frame follows its neighbours).
         link: [N-1] 1 where frame n+1 directly follows frame n (temporal term), 0 across cuts.
         image_size: pixels per side (the loss unit).
-        frames: [N] int64 frame numbers (handed to the photometric term to pick its images).
+        frames: [N] int64 row of each frame in the photometric term's images (default 0..N-1).
     """
 
     targets: Tensor
@@ -119,6 +119,18 @@ def initial_pose(model: nn.Module, shape: Tensor, targets: Tensor, point_w: Tens
     return p
 
 
+def _t_to_q(t: Tensor) -> Tensor:
+    """[N, 3] translation (metres) -> [N, 3] (x/z, y/z, log z)."""
+    z = t[:, 2:3].clamp_min(1e-3)
+    return torch.cat((t[:, :2] / z, torch.log(z)), dim=1)
+
+
+def _q_to_t(q: Tensor) -> Tensor:
+    """Inverse of :func:`_t_to_q`."""
+    z = torch.exp(q[:, 2:3])
+    return torch.cat((q[:, :2] * z, z), dim=1)
+
+
 def _weighted_terms(model: nn.Module, problem: Problem, p: FrameParams, sh: Shared, w: LossWeights,
                     photo: PhotometricTerm | None, photometric: bool, step: int) -> tuple[Tensor, Tensor]:
     """Total loss and [N, L, 2] projected landmarks for the current parameters."""
@@ -162,6 +174,9 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
     weights = weights or LossWeights()
     size = float(problem.image_size)
     per_frame = {k: v.detach().clone() for k, v in init.as_dict().items()}
+    # Translation as (x/z, y/z, log z): depth then scales the face about its projected origin
+    # instead of also sliding it, which decouples the three directions for Adam.
+    per_frame["t"] = _t_to_q(per_frame["t"])
     # Shared parameters in well-scaled forms: focal as log(f / size), pp in image sizes.
     shared_raw = {"shape": shared.shape.detach().clone(), "focal": torch.log(shared.focal.detach() / size),
                   "pp": shared.pp.detach().clone() / size}
@@ -169,7 +184,7 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
     history: dict[str, float] = {}
 
     def current() -> tuple[FrameParams, Shared]:
-        return (FrameParams(**per_frame),
+        return (FrameParams(**{**per_frame, "t": _q_to_t(per_frame["t"])}),
                 Shared(shared_raw["shape"], torch.exp(shared_raw["focal"]) * size, shared_raw["pp"] * size))
 
     for level in schedule.levels:
@@ -183,7 +198,8 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
             continue
         for _, tensor in free:
             tensor.requires_grad_(True)
-        opt = torch.optim.Adam([{"params": [t], "lr": schedule.lr[n], "base_lr": schedule.lr[n]} for n, t in free])
+        opt = torch.optim.Adam([{"params": [t], "lr": schedule.lr[n], "base_lr": schedule.lr[n]} for n, t in free],
+                               betas=schedule.betas)
         loss = torch.zeros(())
         for step in range(level.steps):
             factor = schedule.lr_factor(step, level.steps)

@@ -7,9 +7,10 @@ Conventions:
   and neck rotations stay identity.
 - Rotations (``jaw``, each eye, the camera) are 6D vectors (first two rows of the matrix, the
   PyTorch3D / metrical-tracker convention of :mod:`stages.face.rotation`).
-- Intrinsics and landmarks are in pixels of the 512x512 crop, OpenCV convention as in
-  :mod:`stages.face.camera` (the centre of the top-left pixel is (0, 0)); the rasteriser of
-  :mod:`stages.face.raster` puts pixel centres at +0.5, so add 0.5 before rasterising.
+- Intrinsics and landmarks are in continuous pixel coordinates of the 512x512 crop (x right,
+  y down, the image spans 0..512, pixel centres at +0.5): what MediaPipe's normalised points
+  times 512 give, what :mod:`stages.face.raster` rasterises and what :mod:`stages.face.synth`
+  renders with. The principal point of a centred camera is (256, 256).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class FrameParams:
         exp: [N, 100] FLAME expression coefficients.
         jaw: [N, 6] jaw rotation (6D).
         eyes: [N, 12] right then left eyeball rotation (6D each).
-        eyelids: [N, 2] eyelid blendshape weights (right, left).
+        eyelids: [N, 2] eyelid closure (left, right; metrical-tracker's order).
         rot: [N, 6] camera rotation R (6D; OpenCV world-to-camera).
         t: [N, 3] camera translation, metres.
     """

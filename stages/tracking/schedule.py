@@ -69,9 +69,9 @@ class LossWeights:
     shape: float = 1e-7
 
 
-DEFAULT_LR = {"rot": 1e-2, "t": 3e-3, "exp": 3e-2, "jaw": 3e-3, "eyes": 1e-2, "eyelids": 2e-2,
+DEFAULT_LR = {"rot": 1e-2, "t": 2e-3, "exp": 3e-2, "jaw": 3e-3, "eyes": 1e-2, "eyelids": 2e-2,
               "shape": 3e-2, "focal": 1e-2, "pp": 2e-3, "albedo": 2e-2, "sh": 1e-2}
-"""Adam learning rates per parameter (rotations 6D, t metres, focal as log, pp in image sizes)."""
+"""Adam learning rates per parameter (rotations 6D; t as (x/z, y/z, log z); focal as log; pp in image sizes)."""
 
 
 @dataclass
@@ -82,11 +82,14 @@ class Schedule:
         levels: run in order.
         lr: Adam learning rate per parameter name.
         final_lr_fraction: the learning rate at the end of each level, as a fraction of ``lr``.
+        betas: Adam's moment decay rates (a short second-moment memory keeps steps at about
+            ``lr`` while the gradients shrink near convergence; the fit is full-batch, not noisy).
     """
 
     levels: list[Level]
     lr: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LR))
     final_lr_fraction: float = 0.02
+    betas: tuple[float, float] = (0.9, 0.99)
 
     def lr_factor(self, step: int, steps: int) -> float:
         """Half-cosine decay from 1 to ``final_lr_fraction`` over a level."""

@@ -1,15 +1,11 @@
 """OpenCV projection and the PyTorch3D (metrical-tracker .frame) camera fields."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
 
-from stages.face.camera import (
-    Pytorch3dCamera, intrinsics, opencv_to_pytorch3d, project, project_pytorch3d, pytorch3d_to_opencv,
-)
-from stages.face.rotation import axis_angle_to_matrix, rotation_6d_to_matrix
+from stages.face.camera import intrinsics, opencv_to_pytorch3d, project, project_pytorch3d, pytorch3d_to_opencv
+from stages.face.rotation import axis_angle_to_matrix
 
 
 def _cameras(b: int, seed: int = 0, fy_scale: float = 1.0):

@@ -6,9 +6,10 @@ Classes: 0 background, 1 skin, 2 l_brow, 3 r_brow, 4 l_eye, 5 r_eye, 6 eyeglasse
 and 17 (everything but background, cloth and hat); mouth = 11 (the opening; FlashAvatar weights
 this region 40x, so lips are left out by default).
 
-The argmax runs inside the graph where the ``onnx`` package is installed
-(:func:`stages.masks.onnx_models.with_label_output`): 1 byte a pixel leaves the GPU, not 19 floats.
-:meth:`BiSeNetParsing.labels_reference` takes it on the host from the logits; tests compare both.
+Where the ``onnx`` package is installed, normalisation and argmax run inside the graph
+(:func:`stages.masks.onnx_models.prepare_bisenet`): uint8 frames go in, uint8 labels come out.
+:meth:`BiSeNetParsing.labels_reference` normalises and takes the argmax on the host from the
+logits; tests compare both.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.masks.onnx_models import FLOAT_TYPES, open_session, with_label_output
+from stages.masks.onnx_models import FLOAT_TYPES, U8_INPUT, open_session, prepare_bisenet
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -49,25 +50,35 @@ class BiSeNetParsing:
         device: ``auto``, ``cuda`` or ``cpu``.
         neckhead_classes: classes merged into ``neckhead``.
         mouth_classes: classes merged into ``mouth``.
-        fused_argmax: append the argmax to the graph (needs the ``onnx`` package; falls back to the
-            host argmax without it).
+        fused: normalise and take the argmax in the graph (needs the ``onnx`` package; falls back
+            to the host without it).
         threads: CPU intra-op threads (0: default).
     """
 
     def __init__(self, model: str | Path, device: str = "auto", neckhead_classes: Iterable[int] = NECKHEAD_CLASSES,
-                 mouth_classes: Iterable[int] = MOUTH_CLASSES, fused_argmax: bool = True, threads: int = 0):
+                 mouth_classes: Iterable[int] = MOUTH_CLASSES, fused: bool = True, threads: int = 0):
         self.path = Path(model)
         self.device = device
         self.threads = threads
-        self.session = open_session(self.path, device, threads)
-        x = self.session.get_inputs()[0]
-        self.input_name = x.name
-        self.dtype = np.dtype(FLOAT_TYPES[x.type])
-        self.max_batch = x.shape[0] if isinstance(x.shape[0], int) else None
         self.neckhead_lut = class_lut(neckhead_classes)
         self.mouth_lut = class_lut(mouth_classes)
-        labelled = with_label_output(self.path) if fused_argmax else None
-        self.fused = open_session(labelled, device, threads) if labelled is not None else None
+        prepared = prepare_bisenet(self.path, tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)) if fused else None
+        self.fused = open_session(prepared, device, threads) if prepared is not None else None
+        self._plain = None if self.fused is not None else open_session(self.path, device, threads)
+        x = (self.fused or self._plain).get_inputs()[0]
+        self.max_batch = x.shape[0] if isinstance(x.shape[0], int) else None
+
+    @property
+    def session(self):
+        """The session that runs: the prepared one where ``onnx`` is installed, else the plain one."""
+        return self.fused if self.fused is not None else self.plain
+
+    @property
+    def plain(self):
+        """The model as supplied (float input, logits out), opened on first use."""
+        if self._plain is None:
+            self._plain = open_session(self.path, self.device, self.threads)
+        return self._plain
 
     def _chunks(self, rgb: np.ndarray):
         step = self.max_batch or len(rgb)
@@ -76,15 +87,16 @@ class BiSeNetParsing:
 
     def labels_reference(self, rgb: np.ndarray) -> np.ndarray:
         """Class labels via host argmax of the logits. uint8 [B,H,W,3] -> uint8 [B,H,W]."""
-        out = [self.session.run(None, {self.input_name: normalise(c, self.dtype)})[0].argmax(axis=1)
-               for c in self._chunks(rgb)]
+        x = self.plain.get_inputs()[0]
+        dtype = np.dtype(FLOAT_TYPES[x.type])
+        out = [self.plain.run(None, {x.name: normalise(c, dtype)})[0].argmax(axis=1) for c in self._chunks(rgb)]
         return np.concatenate(out).astype(np.uint8)
 
     def labels(self, rgb: np.ndarray) -> np.ndarray:
-        """Class labels, argmax in the graph where possible. uint8 [B,H,W,3] -> uint8 [B,H,W]."""
+        """Class labels, computed in the graph where possible. uint8 [B,H,W,3] -> uint8 [B,H,W]."""
         if self.fused is None:
             return self.labels_reference(rgb)
-        out = [self.fused.run(None, {self.input_name: normalise(c, self.dtype)})[0] for c in self._chunks(rgb)]
+        out = [self.fused.run(None, {U8_INPUT: np.ascontiguousarray(c)})[0] for c in self._chunks(rgb)]
         return np.concatenate(out).astype(np.uint8, copy=False)
 
     def masks(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

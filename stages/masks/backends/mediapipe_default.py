@@ -27,8 +27,8 @@ class SelfieParams:
     """
 
     model_selection: int = 0
-    radius: int = 8
-    eps: float = 1e-3
+    radius: int = 4
+    eps: float = 1e-4
     snap: float = 0.02
 
 
@@ -70,8 +70,8 @@ class SelfieMatting:
             self._all.clear()
 
 
-def landmark_parsing(alpha: np.ndarray, points: np.ndarray | None, neck_margin: float,
-                     dilate: int) -> tuple[np.ndarray, np.ndarray]:
+def landmark_parsing(alpha: np.ndarray, points: np.ndarray | None, neck_margin: float, dilate: int,
+                     neck_half_width: float = 0.45, rgb: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Default parsing of one frame from its matte and landmarks.
 
     Args:
@@ -80,10 +80,12 @@ def landmark_parsing(alpha: np.ndarray, points: np.ndarray | None, neck_margin: 
             neckhead is the whole person and the mouth is empty).
         neck_margin: neck length kept below the chin, in face heights.
         dilate: pixels the neckhead grows beyond ``alpha > 0.5``.
+        neck_half_width: neck half-width, in face widths.
+        rgb: uint8 [H,W,3] frame, for the skin-colour test of the neck (``None``: no test).
 
     Returns:
         ``(neckhead, mouth)``: uint8 [H,W] each, values 0 or 255.
     """
-    neckhead = neckhead_mask(alpha > 0.5, points, neck_margin, dilate)
+    neckhead = neckhead_mask(alpha > 0.5, points, neck_margin, dilate, neck_half_width, rgb)
     mouth = mouth_mask(points, alpha.shape) if points is not None else np.zeros(alpha.shape, np.uint8)
     return neckhead, mouth

@@ -9,6 +9,8 @@ streams start at step 0 from zeros [1,1,1,1] (RVM's documented initial state, br
 shorter streams are padded at their end by repeating their last frame (outputs discarded).
 
 The states stay on the device between steps (onnxruntime IO binding); only ``pha`` comes back.
+Where the ``onnx`` package is installed, frames go in as uint8 NHWC and are scaled in the graph
+(:func:`stages.masks.onnx_models.prepare_rvm`); otherwise on the host (``fused=False`` forces that).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.masks.onnx_models import FLOAT_TYPES, open_session
+from stages.masks.onnx_models import FLOAT_TYPES, U8_INPUT, open_session, prepare_rvm
 
 _STATE_IN = ("r1i", "r2i", "r3i", "r4i")
 _STATE_OUT = ("r1o", "r2o", "r3o", "r4o")
@@ -80,17 +82,21 @@ class RvmMatting:
         device: ``auto``, ``cuda`` or ``cpu`` (onnxruntime provider choice).
         downsample_ratio: RVM's internal downsampling; 1.0 for inputs of 512 or less.
         threads: CPU intra-op threads (0: default).
+        fused: scale uint8 frames inside the graph (needs ``onnx``; host conversion without it).
     """
 
-    def __init__(self, model: str | Path, device: str = "auto", downsample_ratio: float = 1.0, threads: int = 0):
+    def __init__(self, model: str | Path, device: str = "auto", downsample_ratio: float = 1.0, threads: int = 0,
+                 fused: bool = True):
         import onnxruntime as ort
 
         self._ort = ort
-        self.session = open_session(model, device, threads)
+        prepared = prepare_rvm(model) if fused else None
+        self.fused = prepared is not None
+        self.session = open_session(prepared if prepared is not None else model, device, threads)
+        r1 = next(i for i in self.session.get_inputs() if i.name == "r1i")  # validated: src's dtype
+        self.dtype = np.dtype(FLOAT_TYPES[r1.type])
         self.on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.device_type = "cuda" if self.on_cuda else "cpu"
-        src = next(i for i in self.session.get_inputs() if i.name == "src")
-        self.dtype = np.dtype(FLOAT_TYPES[src.type])
         self.ratio = np.array([downsample_ratio], np.float32)
         self.reset()
 
@@ -108,9 +114,12 @@ class RvmMatting:
         Returns:
             float32 [S,H,W] alpha in 0..1.
         """
-        src = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2)).astype(self.dtype) * self.dtype.type(1 / 255)
         io = self.session.io_binding()
-        io.bind_cpu_input("src", src)
+        if self.fused:
+            io.bind_cpu_input(U8_INPUT, np.ascontiguousarray(rgb))
+        else:
+            src = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2)).astype(self.dtype) * self.dtype.type(1 / 255)
+            io.bind_cpu_input("src", src)
         io.bind_cpu_input("downsample_ratio", self.ratio)
         for name, value in zip(_STATE_IN, self.state):
             io.bind_ortvalue_input(name, value)
