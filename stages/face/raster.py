@@ -79,6 +79,8 @@ def _check(verts_pix: torch.Tensor, faces: torch.Tensor, height: int, width: int
         raise ValueError(f"faces must be [F, 3], got {tuple(faces.shape)}")
     if faces.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"faces must be an integer tensor, got {faces.dtype}")
+    if faces.device != verts_pix.device:
+        raise ValueError(f"faces are on {faces.device} but verts_pix on {verts_pix.device}")
     if height < 0 or width < 0:
         raise ValueError(f"image size must be >= 0, got {height}x{width}")
     if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts_pix.shape[1]):
