@@ -24,7 +24,7 @@ for a in "$@"; do
   case "$a" in
     --push) push=1 ;;
     --dry-run) dry=1 ;;
-    -h|--help) sed -n "2,19p" "$0"; exit 0 ;;
+    -h|--help) sed -n "2,16p" "$0"; exit 0 ;;
     *) [[ -f "$here/$a/Containerfile" ]] || { echo "build.sh: no images/$a/Containerfile; images are: tracker masks train" >&2; exit 2; }
        images+=("$a") ;;
   esac
