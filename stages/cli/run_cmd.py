@@ -39,8 +39,10 @@ def upload_video(store: Store, actor: str, video: Path) -> str:
 
 
 def prepare_actor(store: Store, actor: str, video: Path | None, flame: Path | None, preset: str | None,
-                  overrides: dict | None = None) -> PipelineConfig:
-    """Upload the video and assets, and store the actor's pipeline config; return that config."""
+                  overrides: dict | None = None, assets: dict[str, Path] | None = None) -> PipelineConfig:
+    """Upload the video and assets, and store the actor's pipeline config; return that config.
+
+    ``assets`` maps further asset kinds (``matting``, ``parsing``, ...) to files to add and choose."""
     from stages.assets import add_asset
 
     if video is not None:
@@ -51,6 +53,9 @@ def prepare_actor(store: Store, actor: str, video: Path | None, flame: Path | No
         pipeline.__post_init__()
     if flame is not None:
         pipeline.assets["flame"] = add_asset(store, "flame", flame)["sha256"]
+    for kind_name, path in (assets or {}).items():
+        if path is not None:
+            pipeline.assets[kind_name] = add_asset(store, kind_name, path)["sha256"]
     for stage, values in (overrides or {}).items():
         pipeline.stages.setdefault(stage, {}).update(values)
     store.put_json(actor_key(actor, CONFIG_FILE), pipeline.to_dict())
@@ -76,6 +81,10 @@ def run_command(
     video: Path = typer.Option(None, "--video", help="The talking-head video (any common format)."),
     flame: Path = typer.Option(None, "--flame", help="FLAME 2020 generic_model.pkl; without it the built-in "
                                                      "stand-in face model is used."),
+    matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting ONNX export for the alpha matte "
+                                                         "(default: MediaPipe selfie segmentation, built in)."),
+    parsing: Path = typer.Option(None, "--parsing", help="19-class BiSeNet face-parsing ONNX model for the "
+                                                         "neckhead/mouth masks (default: from the landmarks)."),
     store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     preset: str = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)} (default full; tiny runs in "
@@ -86,7 +95,7 @@ def run_command(
     if until is not None and until not in BY_NAME:
         raise BadInput(f"--until {until}: unknown stage; stages are {', '.join(BY_NAME)}")
     st = open_store(store)
-    pipeline = prepare_actor(st, actor, video, flame, preset)
+    pipeline = prepare_actor(st, actor, video, flame, preset, assets={"matting": matting, "parsing": parsing})
     t0 = time.monotonic()
     results = run_pipeline(st, actor, pipeline, device=device, jobs=jobs, until=until)
     total = time.monotonic() - t0
