@@ -151,7 +151,7 @@ def test_rvm_without_asset_is_refused(wojtek, actor_factory):
     from stages.errors import BadInput
 
     store, _ = actor_factory(wojtek["frames"][:6], wojtek["points"][:6], wojtek["ok"][:6], 6)
-    with pytest.raises(BadInput, match="avatar assets add matting"):
+    with pytest.raises(BadInput, match="avatar run --matting"):
         run_stage("masks", "a", store, pipeline=PipelineConfig(stages={"masks": {"matting": "rvm"}}), device="cpu")
 
 
