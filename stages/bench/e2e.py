@@ -69,7 +69,7 @@ def run_benchmark(frames: int, workdir: Path, *, preset: str = "full", device: s
     results = run_pipeline(store, actor, pipeline, device=device, jobs=jobs)
     seconds = time.monotonic() - t0
     extra: dict[str, float] = {}
-    for name, keys in (("train", ("images_per_s",)), ("render", ("render_fps", "psnr_db"))):
+    for name, keys in (("train", ("images_per_s",)), ("render", ("render_fps", "psnr"))):
         try:
             stats = store.get_json(f"actors/{actor}/{name}/manifest.json")["stats"]
         except KeyError:

@@ -12,6 +12,7 @@ Modules, one job each:
 - :mod:`stages.gauss.losses`, :mod:`stages.gauss.metrics`: Huber losses; PSNR and SSIM.
 - :mod:`stages.gauss.checkpoint`: atomic training checkpoints and the final avatar file.
 - :mod:`stages.gauss.trainer`: the training loop (batched, resumable, deterministic on CPU).
+- :mod:`stages.gauss.evaluate`: held-out PSNR/SSIM and render speed (the render stage's core).
 - :mod:`stages.gauss.preview`: side-by-side H.264 preview video.
 - :mod:`stages.gauss.synthetic`: a toy deforming face and a synthetic dataset (tests, benchmarks).
 """

@@ -36,20 +36,22 @@ def render_gaussians_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacit
     """
     from gsplat import rasterization
 
+    means, quats, scales, opacities, colors = (x.contiguous() for x in (means, quats, scales, opacities, colors))
     per_image = means.dim() == 3
     batched = per_image or viewmats.dim() == 3 or Ks.dim() == 3 or colors.dim() == 3 or opacities.dim() == 2
     if per_image:
         B = means.shape[0]
         vm = viewmats.expand(B, 4, 4) if viewmats.dim() == 2 else viewmats
         ks = Ks.expand(B, 3, 3) if Ks.dim() == 2 else Ks
-        col = colors if colors.dim() == 3 else colors.expand(B, *colors.shape)
-        op = opacities if opacities.dim() == 2 else opacities.expand(B, -1)
-        qu = quats if quats.dim() == 3 else quats.expand(B, -1, -1)
-        sc = scales if scales.dim() == 3 else scales.expand(B, -1, -1)
+        col = colors if colors.dim() == 3 else colors.expand(B, *colors.shape).contiguous()
+        op = opacities if opacities.dim() == 2 else opacities.expand(B, -1).contiguous()
+        qu = quats if quats.dim() == 3 else quats.expand(B, -1, -1).contiguous()
+        sc = scales if scales.dim() == 3 else scales.expand(B, -1, -1).contiguous()
         bg = None
         if background is not None:
-            bg = (background if background.dim() == 2 else background.expand(B, -1)).unsqueeze(1)  # [B, 1, D]
-        img, alpha, _ = rasterization(means, qu, sc, op, col, vm[:, None], ks[:, None], width, height,
+            bg = (background if background.dim() == 2 else background.expand(B, -1)).unsqueeze(1).contiguous()  # [B,1,D]
+        img, alpha, _ = rasterization(means, qu, sc, op, col, vm[:, None].contiguous(), ks[:, None].contiguous(),
+                                      width, height,
                                       near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, packed=packed,
                                       backgrounds=bg, rasterize_mode="classic")
         img, alpha = img[:, 0], alpha[:, 0, ..., 0]
@@ -57,12 +59,12 @@ def render_gaussians_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacit
         vm = viewmats if viewmats.dim() == 3 else viewmats[None]
         ks = Ks if Ks.dim() == 3 else Ks[None]
         C = max(vm.shape[0], ks.shape[0])
-        vm, ks = vm.expand(C, 4, 4), ks.expand(C, 3, 3)
+        vm, ks = vm.expand(C, 4, 4).contiguous(), ks.expand(C, 3, 3).contiguous()
         bg = None
         if background is not None:
-            bg = background if background.dim() == 2 else background.expand(C, -1)
-        if opacities.dim() == 2 or colors.dim() == 3:
-            raise ValueError("per-camera colours or opacities need per-camera means [C, N, 3]")
+            bg = (background if background.dim() == 2 else background.expand(C, -1)).contiguous()
+        if opacities.dim() == 2:
+            raise ValueError("per-camera opacities need per-camera means [C, N, 3]")
         img, alpha, _ = rasterization(means, quats, scales, opacities, colors, vm, ks, width, height,
                                       near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, packed=packed,
                                       backgrounds=bg, rasterize_mode="classic")

@@ -30,7 +30,8 @@ Conventions
 Implementation: instead of dense [pixels, Gaussians] matrices, every (Gaussian, pixel) pair inside
 the Gaussian's bounding box is listed once, the pairs are sorted by (camera, pixel, depth), and the
 transmittance is a segmented cumulative sum of ``log(1 - alpha)`` (in float64). Memory and time are
-O(number of pairs), which is small for the small Gaussians of a head avatar.
+O(number of pairs), which is small for the small Gaussians of a head avatar; above ``max_pairs`` the
+image is processed in bands of rows (exact: pixels are independent), bounding the memory.
 """
 
 from __future__ import annotations
@@ -160,22 +161,31 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     return Projection(means2d, cov2d, conics, z, radii, opacities)
 
 
-def _pairs(proj: Projection, width: int, height: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """List every (camera, Gaussian, pixel) triple whose pixel centre lies in the Gaussian's box.
+MAX_PAIRS = 20_000_000
+"""Default bound on the (Gaussian, pixel) pairs handled at once; more are split into row bands."""
 
-    Returns flat int64 tensors: camera [P], gaussian [P], pixel column [P], pixel row [P]."""
-    C, N = proj.depths.shape
-    vis = proj.visible
-    cam, gid = vis.nonzero(as_tuple=True)
+
+def _boxes(proj: Projection, width: int, height: int) -> tuple[Tensor, ...]:
+    """Pixel boxes of the visible (camera, Gaussian) pairs: cam, gid, x0, w, y0, y1 (inclusive rows).
+
+    Pixel ``j`` is covered when its centre ``j + 0.5`` lies in ``[mx - rx, mx + rx]`` (same for rows)."""
+    cam, gid = proj.visible.nonzero(as_tuple=True)
     m = proj.means2d.detach()[cam, gid]
     r = proj.radii[cam, gid].to(m.dtype)
-    # pixel j is covered when its centre j + 0.5 lies in [mx - rx, mx + rx]
     x0 = torch.ceil(m[:, 0] - r[:, 0] - 0.5).clamp(0, width - 1).long()
     x1 = torch.floor(m[:, 0] + r[:, 0] - 0.5).clamp(-1, width - 1).long()
     y0 = torch.ceil(m[:, 1] - r[:, 1] - 0.5).clamp(0, height - 1).long()
     y1 = torch.floor(m[:, 1] + r[:, 1] - 0.5).clamp(-1, height - 1).long()
-    w = (x1 - x0 + 1).clamp_min(0)
-    h = (y1 - y0 + 1).clamp_min(0)
+    return cam, gid, x0, (x1 - x0 + 1).clamp_min(0), y0, y1
+
+
+def _pairs(boxes: tuple[Tensor, ...], row_lo: int, row_hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every (camera, Gaussian, pixel) triple of the boxes within rows ``[row_lo, row_hi)``.
+
+    Returns flat int64 tensors: camera [P], gaussian [P], pixel column [P], pixel row [P]."""
+    cam, gid, x0, w, y0, y1 = boxes
+    y0 = y0.clamp_min(row_lo)
+    h = (y1.clamp_max(row_hi - 1) - y0 + 1).clamp_min(0)
     counts = w * h
     owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
     starts = torch.cumsum(counts, 0) - counts
@@ -186,31 +196,16 @@ def _pairs(proj: Projection, width: int, height: int) -> tuple[Tensor, Tensor, T
     return cam[owner], gid[owner], px, py
 
 
-def rasterize_projected(proj: Projection, colors: Tensor, width: int, height: int,
-                        background: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Composite projected Gaussians front to back (see the module docstring for the exact rule).
-
-    Args:
-        proj: output of :func:`project_gaussians` ([C, N, ...]).
-        colors: [N, D] or [C, N, D] colours (any D channels).
-        width, height: image size (px).
-        background: [D] or [C, D] colour behind the Gaussians; zeros when ``None``.
-
-    Returns:
-        image [C, H, W, D], alpha [C, H, W].
-    """
+def _composite_rows(proj: Projection, colors: Tensor, rank: Tensor, boxes: tuple[Tensor, ...], width: int,
+                    row_lo: int, row_hi: int) -> tuple[Tensor, Tensor]:
+    """Accumulated colour [C, rows, W, D] and final transmittance [C, rows, W] of rows ``[row_lo, row_hi)``."""
     C, N = proj.depths.shape
-    colors = _batch(colors, 2, C)
     D = colors.shape[-1]
     dev, dt = colors.device, colors.dtype
-    cam, gid, px, py = _pairs(proj, width, height)
-
-    # sort pairs by (camera, pixel, depth rank)
-    rank = torch.empty((C, N), dtype=torch.int64, device=dev)
-    order = torch.argsort(proj.depths.detach(), dim=1, stable=True)
-    rank.scatter_(1, order, torch.arange(N, device=dev).expand(C, N).contiguous())
-    pix = (cam * height + py) * width + px
-    perm = torch.argsort(pix * N + rank[cam, gid], stable=True)
+    rows = row_hi - row_lo
+    cam, gid, px, py = _pairs(boxes, row_lo, row_hi)
+    pix = (cam * rows + (py - row_lo)) * width + px
+    perm = torch.argsort(pix * N + rank[cam, gid], stable=True)  # by (camera, pixel, depth)
     cam, gid, pix = cam[perm], gid[perm], pix[perm]
     px, py = px[perm], py[perm]
 
@@ -231,23 +226,53 @@ def rasterize_projected(proj: Projection, colors: Tensor, width: int, height: in
     start = torch.cummax(torch.where(first, idx, torch.zeros_like(idx)), 0).values if n else idx
     excl = cs - l - (cs[start] - l[start]) if n else cs
     keep = (excl + l) > math.log(T_MIN)
-    T = torch.exp(excl)
-    vis = (alpha.double() * T * keep).to(dt)
+    vis = (alpha.double() * torch.exp(excl) * keep).to(dt)
 
-    P = C * height * width
+    P = C * rows * width
     acc = torch.zeros((P, D), dtype=dt, device=dev).index_add(0, pix, vis.unsqueeze(-1) * colors[cam, gid])
     log_t = torch.zeros(P, dtype=torch.float64, device=dev).index_add(0, pix, l * keep)
-    t_final = torch.exp(log_t).to(dt)
+    return acc.reshape(C, rows, width, D), torch.exp(log_t).to(dt).reshape(C, rows, width)
+
+
+def rasterize_projected(proj: Projection, colors: Tensor, width: int, height: int,
+                        background: Tensor | None = None, max_pairs: int = MAX_PAIRS) -> tuple[Tensor, Tensor]:
+    """Composite projected Gaussians front to back (see the module docstring for the exact rule).
+
+    Args:
+        proj: output of :func:`project_gaussians` ([C, N, ...]).
+        colors: [N, D] or [C, N, D] colours (any D channels).
+        width, height: image size (px).
+        background: [D] or [C, D] colour behind the Gaussians; zeros when ``None``.
+        max_pairs: when the Gaussians' boxes cover more (Gaussian, pixel) pairs, the image is done
+            in bands of rows (pixels are independent, so the result is the same) to bound memory.
+
+    Returns:
+        image [C, H, W, D], alpha [C, H, W].
+    """
+    C, N = proj.depths.shape
+    colors = _batch(colors, 2, C)
+    dev, dt = colors.device, colors.dtype
+    rank = torch.empty((C, N), dtype=torch.int64, device=dev)
+    order = torch.argsort(proj.depths.detach(), dim=1, stable=True)
+    rank.scatter_(1, order, torch.arange(N, device=dev).expand(C, N).contiguous())
+    boxes = _boxes(proj, width, height)
+    total = int((boxes[3] * (boxes[5] - boxes[4] + 1).clamp_min(0)).sum())
+    bands = max(1, min(height, math.ceil(total / max(1, max_pairs))))
+    step = math.ceil(height / bands)
+    parts = [_composite_rows(proj, colors, rank, boxes, width, lo, min(lo + step, height))
+             for lo in range(0, height, step)]
+    acc = torch.cat([p[0] for p in parts], dim=1)
+    t_final = torch.cat([p[1] for p in parts], dim=1)
     if background is not None:
         bg = _batch(background.to(dt), 1, C)  # [C, D]
-        acc = acc + t_final.unsqueeze(-1) * bg.repeat_interleave(height * width, 0)
-    return acc.reshape(C, height, width, D), (1.0 - t_final).reshape(C, height, width)
+        acc = acc + t_final.unsqueeze(-1) * bg[:, None, None, :]
+    return acc, 1.0 - t_final
 
 
 def render_gaussians_reference(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                                viewmats: Tensor, Ks: Tensor, width: int, height: int,
                                background: Tensor | None = None, *, eps2d: float = 0.3, near_plane: float = 0.01,
-                               far_plane: float = 1e10) -> tuple[Tensor, Tensor]:
+                               far_plane: float = 1e10, max_pairs: int = MAX_PAIRS) -> tuple[Tensor, Tensor]:
     """Render 3D Gaussians with plain torch (differentiable w.r.t. everything but ``Ks``'s culling).
 
     Args:
@@ -262,6 +287,7 @@ def render_gaussians_reference(means: Tensor, quats: Tensor, scales: Tensor, opa
         background: [D] or [C, D]; black when ``None``.
         eps2d: 2D dilation (px²), 0.3 like 3DGS and gsplat.
         near_plane, far_plane: depth range (metres).
+        max_pairs: memory bound, see :func:`rasterize_projected`.
 
     Returns:
         image [H, W, D] and alpha [H, W] when no input was batched, else [C, H, W, D] and [C, H, W].
@@ -275,7 +301,7 @@ def render_gaussians_reference(means: Tensor, quats: Tensor, scales: Tensor, opa
     C = proj.depths.shape[0]
     if colors.dim() == 3 and colors.shape[0] != C:
         raise ValueError(f"colors has {colors.shape[0]} cameras, the other inputs {C}")
-    image, alpha = rasterize_projected(proj, colors, width, height, background)
+    image, alpha = rasterize_projected(proj, colors, width, height, background, max_pairs)
     if batched:
         return image, alpha
     return image[0], alpha[0]

@@ -1,0 +1,300 @@
+"""Training the Gaussian avatar: batched, checkpointed, resumable with identical results.
+
+One step renders ``batch_size`` frames at once (the face model, the MLP and the rasteriser are all
+batched; there is no per-image Python loop), computes FlashAvatar's loss and takes one Adam step.
+
+Determinism and resume: the model is initialised from ``seed``; batch ``s`` is a pure function of
+(seed, s) (:class:`stages.gauss.data.StepBatchSampler`); a checkpoint holds parameters, Adam state,
+the step and the RNG states. A run killed after a checkpoint and resumed ends with the same
+parameters as an uninterrupted run (bit-identical on CPU with the reference renderer; on CUDA up
+to the non-determinism of atomics in the rasteriser's backward pass).
+
+Mixed precision: only the MLP runs in bfloat16 autocast (on CUDA, ``amp=True``); rasterisation,
+SH colours, losses and the optimiser stay float32 (alpha compositing and small Gaussians are
+precision-sensitive).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from stages.config import digest_of
+from stages.dataset.layout import DatasetLayout
+from stages.gauss import checkpoint as ckpt
+from stages.gauss.data import AvatarFrames, StepBatchSampler, TrackedSequence, background_rgb, make_loader, split_frames
+from stages.gauss.losses import avatar_loss
+from stages.gauss.model import AvatarConfig, GaussianAvatar
+from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
+from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
+from stages.gauss.sampling import area_samples, surface_points, uv_texel_samples
+from stages.gauss.surface import FaceSurface
+
+log = logging.getLogger("avatar.gauss")
+
+
+@dataclass
+class TrainConfig:
+    """Attributes:
+        steps: optimiser steps (images seen = steps * batch_size; upstream: 150k images at batch 1).
+        batch_size: frames per step.
+        resolution: training image size (square, px).
+        sh_degree, mlp_width, mlp_depth, pe_freqs, init_opacity, offset_scale: see :class:`AvatarConfig`.
+        uv_resolution: UV map size for texel sampling (FLAME: 128).
+        area_samples: Gaussians when the face model has no UVs.
+        lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
+        huber_delta, mouth_weight: the loss (Huber 0.1, 40x inside the mouth).
+        lpips_weight, lpips_start: LPIPS inside neck-and-head from this fraction of the steps on,
+            only where an LPIPS weights asset exists (none is supported yet: it is logged as off).
+        background: ``green`` (upstream default), ``white`` or ``black``.
+        test_frames, test_fraction, max_train_frames: the split (:func:`split_frames`).
+        checkpoint_every: steps between checkpoints (0: only at the end).
+        seed: initialisation and batch order.
+        renderer: ``auto`` (gsplat on CUDA, else reference), ``gsplat`` or ``reference``.
+        workers: DataLoader worker processes.
+        amp: bfloat16 autocast for the MLP on CUDA.
+        log_every: steps between log lines.
+    """
+
+    steps: int = 9375
+    batch_size: int = 16
+    resolution: int = 512
+    sh_degree: int = 3
+    mlp_width: int = 256
+    mlp_depth: int = 3
+    pe_freqs: int = 8
+    init_opacity: float = 0.5
+    offset_scale: float = 0.01
+    uv_resolution: int = 128
+    area_samples: int = 14000
+    lr_scale: float = 1.0
+    mlp_lr: float = 1e-4
+    huber_delta: float = 0.1
+    mouth_weight: float = 40.0
+    lpips_weight: float = 0.05
+    lpips_start: float = 0.1
+    background: str = "green"
+    test_frames: int = 500
+    test_fraction: float | None = None
+    max_train_frames: int = 10000
+    checkpoint_every: int = 1000
+    seed: int = 0
+    renderer: str = "auto"
+    workers: int = 8
+    amp: bool = True
+    log_every: int = 100
+
+    def avatar_config(self) -> AvatarConfig:
+        return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
+                            pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale)
+
+
+@dataclass
+class TrainResult:
+    """Attributes: model (trained, on the training device), steps done in total, steps and images
+    run by this call, seconds of this call, images per second, last loss, resumed_from step."""
+
+    model: GaussianAvatar
+    steps: int
+    steps_run: int
+    images: int
+    seconds: float
+    images_per_s: float
+    last_loss: float
+    resumed_from: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def choose_renderer(name: str, device: str) -> str:
+    """Resolve ``auto``: gsplat on CUDA where it imports, else the reference renderer."""
+    if name not in ("auto", "gsplat", "reference"):
+        raise ValueError(f"unknown renderer {name!r}; use auto, gsplat or reference")
+    if name == "auto":
+        return "gsplat" if str(device).startswith("cuda") and gsplat_available() else "reference"
+    return name
+
+
+def build_avatar(surface: FaceSurface, cfg: TrainConfig) -> GaussianAvatar:
+    """Place the Gaussians (UV texels where the model has UVs, else area samples) and build the
+    model, deterministically from ``cfg.seed``. CPU tensors."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    neutral = surface.neutral().cpu()
+    faces = surface.faces.cpu()
+    if surface.has_uv:
+        face_idx, bary = uv_texel_samples(surface.vt, surface.ft, cfg.uv_resolution, surface.face_mask)
+    else:
+        face_idx, bary = area_samples(neutral, faces, cfg.area_samples, generator=g, face_mask=surface.face_mask)
+    canonical = surface_points(neutral, faces, face_idx, bary)
+    torch.manual_seed(cfg.seed)
+    return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config())
+
+
+def cameras(R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """World-to-camera matrices [B, 4, 4] and camera centres [B, 3] from R [B, 3, 3], t [B, 3]."""
+    centers = -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1)
+    return viewmat_from_rt(R, t), centers
+
+
+def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: Tensor, t: Tensor, K: Tensor,
+                  resolution: int, background: Tensor, renderer: str, amp: bool = False) -> tuple[Tensor, Tensor]:
+    """Render B frames of the avatar (face model, MLP, SH colours, rasteriser; all batched).
+
+    Args:
+        cond: [B, 120]; R: [B, 3, 3]; t: [B, 3]; K: [B, 3, 3] intrinsics at ``resolution``.
+        background: [3] colour.  renderer: ``gsplat`` or ``reference``.
+
+    Returns:
+        image [B, H, W, 3], alpha [B, H, W].
+    """
+    verts = surface.vertices(cond)
+    pts = model.base_points(verts, surface.faces)
+    g = model(pts, cond, autocast=amp)
+    viewmats, centers = cameras(R, t)
+    colors = model.colors(g, centers)
+    render = render_gaussians_gsplat if renderer == "gsplat" else render_gaussians_reference
+    return render(g.means, g.quats, g.scales, g.opacities, colors, viewmats, K, resolution, resolution, background)
+
+
+RESUME_IGNORES = ("steps", "workers", "log_every", "checkpoint_every")
+"""Settings that do not change what a step computes: a checkpoint resumes across changes of these
+(so a finished run can also be extended with more steps)."""
+
+
+def resume_digest(cfg: TrainConfig) -> str:
+    """Digest of the settings a checkpoint must share with the run that resumes it."""
+    return digest_of({k: v for k, v in asdict(cfg).items() if k not in RESUME_IGNORES})
+
+
+def _checkpoint_dict(cfg: TrainConfig, model: GaussianAvatar, opt: torch.optim.Optimizer, step: int, images: int) -> dict:
+    return {"format": ckpt.CHECKPOINT_FORMAT, "config": asdict(cfg), "config_digest": resume_digest(cfg), "step": step,
+            "images": images, "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": ckpt.rng_state()}
+
+
+def avatar_dict(model: GaussianAvatar, surface: FaceSurface, cfg: TrainConfig, steps: int, images: int,
+                extra: dict | None = None) -> dict:
+    """The final avatar file's content (see docs/checkpoint-format.md)."""
+    return {"format": ckpt.AVATAR_FORMAT, "avatar_config": asdict(model.config), "train_config": asdict(cfg),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "shape": surface.shape.detach().cpu(), "num_vertices": int(surface.neutral().shape[0]),
+            "num_faces": int(surface.faces.shape[0]), "steps": steps, "images": images, **(extra or {})}
+
+
+def load_avatar(path: str | Path) -> tuple[GaussianAvatar, dict]:
+    """Rebuild a :class:`GaussianAvatar` from an avatar file; returns (model on CPU, the file's dict)."""
+    d = ckpt.load(path, ckpt.AVATAR_FORMAT)
+    sd = d["state_dict"]
+    model = GaussianAvatar(sd["face_idx"], sd["bary"], sd["canonical"], AvatarConfig(**d["avatar_config"]))
+    model.load_state_dict(sd)
+    return model, d
+
+
+def check_face_model(meta: dict, surface: FaceSurface, where: object) -> None:
+    """BadInput unless ``surface`` is the face model the avatar in ``meta`` was trained on (by size)."""
+    from stages.errors import bad_input
+
+    nv, nf = int(surface.neutral().shape[0]), int(surface.faces.shape[0])
+    if (meta.get("num_vertices"), meta.get("num_faces")) != (nv, nf):
+        raise bad_input(where, f"the avatar was trained on a face model with {meta.get('num_vertices')} vertices and "
+                        f"{meta.get('num_faces')} faces, this one has {nv} and {nf}",
+                        "render with the same FLAME file (or the stand-in) used for training")
+
+
+def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir: str | Path, device: str = "cpu", *,
+          on_step: Callable[[int], None] | None = None, on_checkpoint: Callable[[Path, int], None] | None = None,
+          resume_from: Path | None = None) -> TrainResult:
+    """Train an avatar on a dataset.
+
+    Args:
+        cfg: settings.  surface: the face model with the actor's identity.  layout: the dataset.
+        workdir: where ``checkpoint.pt`` is written (atomically, every ``cfg.checkpoint_every`` steps
+            and at the end); an existing one with the same settings (see :data:`RESUME_IGNORES`) and
+            no more steps than ``cfg.steps`` is resumed.
+        device: ``cpu`` or ``cuda``.
+        on_step: called after each step with the number of steps done (progress).
+        on_checkpoint: called with (path, step) after each checkpoint (e.g. to upload it).
+        resume_from: a checkpoint to resume instead of ``workdir/checkpoint.pt``.
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ck_path = workdir / "checkpoint.pt"
+    renderer = choose_renderer(cfg.renderer, device)
+    use_amp = cfg.amp and str(device).startswith("cuda")
+    seq = TrackedSequence.load(layout)
+    train_idx, _ = split_frames(len(seq), cfg.test_frames, cfg.test_fraction, cfg.max_train_frames)
+    bg = torch.tensor(background_rgb(cfg.background), device=device)
+    if cfg.lpips_weight > 0:
+        log.info("LPIPS term off: no LPIPS (VGG) weights asset is available; training uses the Huber terms only")
+
+    model = build_avatar(surface, cfg).to(device)
+    surface = surface.to(device)
+    on_cuda = str(device).startswith("cuda")
+    opt = torch.optim.Adam(model.param_groups(cfg.lr_scale, cfg.mlp_lr), eps=1e-15, fused=on_cuda or None)
+    start, images = 0, 0
+    src = resume_from if resume_from is not None else ck_path
+    if src.is_file():
+        state = ckpt.load(src, ckpt.CHECKPOINT_FORMAT)
+        if state["config_digest"] == resume_digest(cfg) and int(state["step"]) <= cfg.steps:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            ckpt.set_rng_state(state["rng"])
+            start, images = int(state["step"]), int(state["images"])
+            log.info("resuming from %s at step %d", src, start)
+        else:
+            log.warning("%s was written with another config (or is past step %d); starting afresh", src, cfg.steps)
+
+    frames = AvatarFrames(layout, seq, train_idx, cfg.resolution, background_rgb(cfg.background))
+    sampler = StepBatchSampler(len(frames), cfg.batch_size, cfg.seed, start, cfg.steps)
+    loader = make_loader(frames, sampler, workers=cfg.workers, pin_memory=on_cuda)
+
+    t0 = time.monotonic()
+    step = start
+    losses: list[float] = []
+    last = math.nan
+    for batch in loader:
+        b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        gt = frames.ground_truth(b)
+        mouth = b["mouth"].float() / 255.0
+        image, _ = render_frames(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg, renderer, use_amp)
+        loss, parts = avatar_loss(image, gt, mouth, delta=cfg.huber_delta, mouth_weight=cfg.mouth_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        images += gt.shape[0]
+        if step % max(1, cfg.log_every) == 0 or step == cfg.steps:
+            last = float(loss.detach())
+            losses.append(last)
+            el = time.monotonic() - t0
+            log.info("step %d/%d loss %.5f (huber %.5f, mouth %.5f) %.1f images/s", step, cfg.steps, last,
+                     float(parts["huber"]), float(parts["mouth"]), (step - start) * cfg.batch_size / max(el, 1e-9))
+        if on_step is not None:
+            on_step(step)
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+            ckpt.save_atomic(_checkpoint_dict(cfg, model, opt, step, images), ck_path)
+            if on_checkpoint is not None:
+                on_checkpoint(ck_path, step)
+    if on_cuda:
+        torch.cuda.synchronize()
+    seconds = time.monotonic() - t0
+    run_images = (step - start) * cfg.batch_size
+    if math.isnan(last) and step > start:
+        last = float(loss.detach())
+    return TrainResult(model=model, steps=step, steps_run=step - start, images=run_images, seconds=seconds,
+                       images_per_s=run_images / max(seconds, 1e-9), last_loss=last, resumed_from=start, losses=losses)
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """A :class:`TrainConfig` from a dict, ignoring unknown keys (older files)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in d.items() if k in known})

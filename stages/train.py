@@ -1,0 +1,95 @@
+"""The ``train`` stage: train the Gaussian avatar on the assembled FlashAvatar dataset.
+
+Reads the assemble stage's ``dataset/`` (images, mattes, parsing masks, ``.frame`` files) and the
+``flame`` asset (the built-in stand-in when none was given); writes, under ``actors/<a>/train/``:
+
+- ``avatar.pt``: the trained avatar (docs/checkpoint-format.md), what the render stage reads;
+- ``checkpoint.pt``: the last training checkpoint (parameters + Adam state + RNG, for fine-tuning);
+- ``train_report.json``: steps, images, images/s, final loss, renderer, device.
+
+While it runs, a checkpoint is uploaded every ``checkpoint_every`` steps to ``train/resume/checkpoint.pt``
+(not an output); a rerun after a kill or preemption resumes from it with the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from stages.gauss.data import TrackedSequence, find_dataset_root
+from stages.gauss.trainer import TrainConfig, avatar_dict, choose_renderer, train
+from stages.runner.context import StageContext
+
+log = logging.getLogger("avatar.train")
+
+ASSETS = ("flame",)
+
+Config = TrainConfig
+"""The stage's settings are :class:`stages.gauss.trainer.TrainConfig`."""
+
+PRESETS = {
+    "tiny": {"steps": 200, "batch_size": 2, "resolution": 96, "sh_degree": 1, "mlp_width": 64, "mlp_depth": 2,
+             "pe_freqs": 4, "uv_resolution": 40, "area_samples": 1500, "test_frames": 0, "test_fraction": 0.1,
+             "checkpoint_every": 50, "workers": 0, "lr_scale": 4.0, "mlp_lr": 1e-3, "log_every": 25},
+}
+
+RESUME_KEY = "resume/checkpoint.pt"
+
+
+def fetch_dataset(ctx: StageContext):
+    """Fetch the assemble stage's dataset files (verified) and return their :class:`DatasetLayout`."""
+    rels = ctx.input_keys("assemble", "", folder="dataset")
+    return find_dataset_root(ctx.fetch_many(rels, "assemble", folder="dataset"))
+
+
+def face_surface(ctx: StageContext, shape):
+    """The actor's face model (the ``flame`` asset, or the built-in stand-in) with identity ``shape``."""
+    from stages.face.model import load_face_model
+    from stages.gauss.surface import flame_surface
+
+    return flame_surface(load_face_model(ctx.asset("flame")), shape)
+
+
+def run(ctx: StageContext) -> None:
+    import torch
+
+    from stages.gauss import checkpoint as ckpt
+
+    cfg: TrainConfig = ctx.config
+    layout = fetch_dataset(ctx)
+    seq = TrackedSequence.load(layout)
+    surface = face_surface(ctx, seq.shape)
+    work = ctx.scratch / "train"
+    work.mkdir(parents=True, exist_ok=True)
+    resume_key = ctx.key(RESUME_KEY)
+    if ctx.store.exists(resume_key):
+        ctx.store.get_file(resume_key, work / "checkpoint.pt")
+        log.info("found a checkpoint of an earlier attempt at %s", resume_key)
+    renderer = choose_renderer(cfg.renderer, ctx.device)
+    log.info("training on %s with the %s renderer: %d steps x %d images at %dpx", ctx.device, renderer, cfg.steps,
+             cfg.batch_size, cfg.resolution)
+    ctx.progress.set_total(cfg.steps)
+    done = {"n": 0}
+
+    def on_step(step: int) -> None:  # a resumed run's first call also counts the steps done before
+        ctx.progress.advance(step - done["n"])
+        done["n"] = step
+
+    def on_checkpoint(path: Path, step: int) -> None:
+        ctx.store.put_file(resume_key, path)
+
+    result = train(cfg, surface, layout, work, ctx.device, on_step=on_step, on_checkpoint=on_checkpoint)
+    ctx.count_frames(result.images)
+    avatar_path = ckpt.save_atomic(avatar_dict(result.model, surface, cfg, result.steps, result.images,
+                                               {"renderer": renderer}), work / "avatar.pt")
+    ctx.put_file("avatar.pt", avatar_path, folder="avatar")
+    ctx.put_file("checkpoint.pt", work / "checkpoint.pt", folder="avatar")
+    report = {"steps": result.steps, "steps_this_run": result.steps_run, "resumed_from": result.resumed_from,
+              "images_this_run": result.images, "seconds": round(result.seconds, 3),
+              "images_per_s": round(result.images_per_s, 2), "final_loss": result.last_loss,
+              "gaussians": result.model.num_gaussians, "renderer": renderer, "device": ctx.device,
+              "resolution": cfg.resolution, "batch_size": cfg.batch_size, "lpips": "off (no LPIPS weights asset)",
+              "torch": torch.__version__}
+    ctx.put_json("train_report.json", report, folder="avatar")
+    ctx.stats.update({"images_per_s": report["images_per_s"], "gaussians": report["gaussians"]})
+    log.info("trained %d steps (%d images this run) at %.1f images/s", result.steps, result.images, result.images_per_s)

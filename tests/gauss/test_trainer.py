@@ -1,0 +1,108 @@
+"""Training the avatar on the CPU with the reference renderer: it learns, and resume is exact."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from stages.dataset.layout import DatasetLayout
+from stages.gauss import checkpoint as ckpt
+from stages.gauss.data import AvatarFrames, TrackedSequence, split_frames
+from stages.gauss.evaluate import evaluate
+from stages.gauss.synthetic import toy_surface
+from stages.gauss.trainer import TrainConfig, avatar_dict, build_avatar, load_avatar, train
+
+PSNR_THRESHOLD = 24.0  # dB on held-out frames at 48x48; an untrained avatar scores about 18
+
+TINY = dict(steps=150, batch_size=4, resolution=48, sh_degree=1, mlp_width=48, mlp_depth=2, pe_freqs=4,
+            uv_resolution=32, test_frames=0, test_fraction=0.15, checkpoint_every=0, workers=0, lr_scale=4.0,
+            mlp_lr=1e-3, log_every=50)
+
+
+def _held_out_psnr(model, surface, layout, cfg):
+    seq = TrackedSequence.load(layout)
+    _, test = split_frames(len(seq), cfg.test_frames, cfg.test_fraction)
+    frames = AvatarFrames(layout, seq, test, cfg.resolution, (0.0, 1.0, 0.0))
+    ev = evaluate(model, surface, frames, torch.tensor([0.0, 1.0, 0.0]), "reference", "cpu", batch_size=4)
+    return ev
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine extra threads mostly wait on each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_tiny_training_reaches_psnr_threshold(toy_dataset, tmp_path, one_thread):
+    layout = DatasetLayout(toy_dataset)
+    cfg = TrainConfig(**TINY)
+    surface = toy_surface()
+    before = _held_out_psnr(build_avatar(surface, cfg), surface, layout, cfg).summary()["psnr_mean"]
+    result = train(cfg, surface, layout, tmp_path, "cpu")
+    assert result.steps == cfg.steps and result.images == cfg.steps * cfg.batch_size
+    ev = _held_out_psnr(result.model, surface, layout, cfg)
+    s = ev.summary()
+    assert s["frames"] == 4 and ev.indices == [20, 21, 22, 23]
+    print(f"held-out PSNR {before:.2f} dB untrained -> {s['psnr_mean']:.2f} dB, SSIM {s['ssim_mean']:.3f}, "
+          f"{result.images_per_s:.1f} images/s")
+    assert s["psnr_mean"] > PSNR_THRESHOLD, (before, s)
+    assert s["psnr_mean"] > before + 6
+    assert s["ssim_mean"] > 0.8
+    # the avatar file round-trips to the same renders
+    p = ckpt.save_atomic(avatar_dict(result.model, surface, cfg, result.steps, result.images), tmp_path / "avatar.pt")
+    model2, meta = load_avatar(p)
+    assert meta["steps"] == cfg.steps
+    assert _held_out_psnr(model2, surface, layout, cfg).psnr == ev.psnr
+
+
+SCRIPT = """
+import json, sys, torch
+from pathlib import Path
+torch.set_num_threads(1)
+from stages.dataset.layout import DatasetLayout
+from stages.gauss.synthetic import toy_surface
+from stages.gauss.trainer import TrainConfig, train
+cfg = TrainConfig(**json.loads(sys.argv[3]))
+r = train(cfg, toy_surface(), DatasetLayout(Path(sys.argv[1])), sys.argv[2], "cpu")
+torch.save({k: v for k, v in r.model.state_dict().items()}, sys.argv[2] + "/final.pt")
+"""
+
+
+def _run(dataset, workdir, cfg: dict) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(dataset), str(workdir), json.dumps(cfg)], env=env)
+
+
+def test_resume_after_kill_gives_identical_parameters(toy_dataset, tmp_path):
+    cfg = dict(TINY, steps=24, checkpoint_every=4, resolution=32, uv_resolution=24)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    full.mkdir(), killed.mkdir()
+    p = _run(toy_dataset, killed, cfg)
+    ck = killed / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not ck.exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    step_at_kill = ckpt.load(ck, ckpt.CHECKPOINT_FORMAT)["step"]
+    assert 0 < step_at_kill < cfg["steps"]
+    assert not (killed / "final.pt").exists()
+
+    resumed = _run(toy_dataset, killed, cfg)
+    uninterrupted = _run(toy_dataset, full, cfg)
+    assert resumed.wait(timeout=600) == 0 and uninterrupted.wait(timeout=600) == 0
+    a = torch.load(killed / "final.pt")
+    b = torch.load(full / "final.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert ckpt.load(killed / "checkpoint.pt", ckpt.CHECKPOINT_FORMAT)["step"] == cfg["steps"]

@@ -1,0 +1,51 @@
+"""The render stage through the runner: preview video, report with PSNR/SSIM/FPS."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from stages.config import PipelineConfig
+from stages.gauss.synthetic import publish_as_assemble, write_synthetic_dataset
+from stages.runner.context import actor_key
+from stages.runner.run import run_stage
+from stages.store.uri import open_store
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_render_stage_writes_preview_and_report(tmp_path, one_thread):
+    import av
+
+    ds = write_synthetic_dataset(tmp_path / "ds", 20, image_size=48, n_gaussians=2000)
+    store = open_store(str(tmp_path / "store"))
+    publish_as_assemble(store, "a", ds)
+    pipeline = PipelineConfig(preset="tiny", stages={
+        "train": {"steps": 6, "batch_size": 2, "resolution": 32, "uv_resolution": 16, "mlp_width": 32,
+                  "test_fraction": 0.2},
+        "render": {"resolution": 40, "fps_resolution": 48, "fps_batch": 2}})
+    run_stage("train", "a", store, pipeline=pipeline, device="cpu")
+    result = run_stage("render", "a", store, pipeline=pipeline, device="cpu")
+    assert result.status == "ran" and result.frames == 4  # the last 20% of 20 frames
+    report = json.loads(store.get_bytes(actor_key("a", "avatar", "report.json")))
+    assert report["frames"] == 4 and report["held_out"] == [16, 19]
+    assert 5 < report["psnr_mean"] < 60 and 0 < report["ssim_mean"] <= 1
+    assert report["render_fps"] > 0 and report["render_fps_single"] > 0 and report["fps_resolution"] == 48 and report["lpips"] is None
+    assert report["per_frame"]["index"] == [16, 17, 18, 19]
+    md = store.get_bytes(actor_key("a", "avatar", "report.md")).decode()
+    assert "PSNR" in md and "SSIM" in md
+    with av.open(str(store.local_path(actor_key("a", "avatar", "preview.mp4")))) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "h264" and s.average_rate == 25
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
+    assert len(frames) == 4 and frames[0].shape == (40, 80, 3)
+    # left half is the ground truth: its corner is the green background
+    assert frames[0][2, 2, 1] > 200 and frames[0][2, 2, 0] < 60
