@@ -93,6 +93,8 @@ def figures_of(result: BenchResult) -> dict[str, tuple[float, str]]:
         out["train_images_per_s"] = (result.extra["train_images_per_s"], "images/s")
     if "render_render_fps" in result.extra:
         out["render_fps"] = (result.extra["render_render_fps"], "FPS")
+    if "render_psnr" in result.extra:
+        out["heldout_psnr_db"] = (result.extra["render_psnr"], "dB")
     key = "e2e_10k_seconds" if result.frames == 10_000 else f"e2e_{result.frames}_seconds"
     out[key] = (result.seconds, "s")
     return out

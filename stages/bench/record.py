@@ -52,6 +52,7 @@ TARGETS: dict[str, Target] = {
     "track_fps": Target("track (full schedule, 512x512)", "0.5-0.7 frames/s (4-6 h for 10k frames)", ">= 100 frames/s on one H100", True, 100),
     "train_images_per_s": Target("train (images/s)", "about 500 images/s (150k in about 5 min, A100)", ">= 1,500 images/s on one H100", True, 1500),
     "train_150k_seconds": Target("train, FlashAvatar's full budget (150k images)", "about 300 s", "< 120 s", False, 120),
+    "train_step_images_per_s": Target("train steps alone (batches in GPU memory)", "-", "-"),
     "render_fps": Target("render 512x512 incl. MLP", "300 FPS (RTX 3090, upstream)", ">= 1,000 FPS", True, 1000),
     "heldout_psnr_db": Target("held-out PSNR, synthetic set", "-", ">= 30 dB", True, 30),
     "flame_fwd_bwd_1024_ms": Target("FLAME forward+backward, 1024 frames", "-", "-", False),
