@@ -67,8 +67,11 @@ workflow: ## write the WorkflowTemplate: make workflow [REGISTRY=...] [TAG=...] 
 submit: ## run on the cluster: make submit ACTOR=roman [VIDEO=video.mp4] [FLAME=...] (needs ARGO_SERVER, ARGO_TOKEN)
 	$(BIN)/avatar submit --actor $(ACTOR) $(if $(VIDEO),--video $(VIDEO)) $(if $(FLAME),--flame $(FLAME)) $(if $(SETTINGS),--settings $(SETTINGS))
 
-retry: ## retry a failed workflow's failed pods: make retry WF=avatar-pipeline-roman-abc12
-	$(BIN)/avatar retry $(WF) $(if $(SETTINGS),--settings $(SETTINGS))
+WORKFLOW ?= $(WF)
+retry: ## retry a failed workflow's failed pods: make retry WORKFLOW=avatar-pipeline-roman-abc12
+	@test -n "$(WORKFLOW)" || { echo "make retry: give WORKFLOW=<name> (avatar submit printed it)" >&2; exit 2; }
+	$(BIN)/avatar retry $(WORKFLOW) $(if $(SETTINGS),--settings $(SETTINGS))
 
-status: ## per-stage phase and progress of a workflow: make status WF=avatar-pipeline-roman-abc12
-	$(BIN)/avatar status $(WF) $(if $(SETTINGS),--settings $(SETTINGS))
+status: ## per-stage phase and progress of a workflow: make status WORKFLOW=avatar-pipeline-roman-abc12
+	@test -n "$(WORKFLOW)" || { echo "make status: give WORKFLOW=<name> (avatar submit printed it)" >&2; exit 2; }
+	$(BIN)/avatar status $(WORKFLOW) $(if $(SETTINGS),--settings $(SETTINGS))

@@ -1,0 +1,272 @@
+"""The Argo WorkflowTemplate ``avatar-pipeline``, built with Hera from :data:`stages.graph.STAGES`.
+
+One container template per stage, one DAG task per stage, the task's ``depends`` = the stage's
+``needs``; fan-out stages run once per shard (``withParam`` over the JSON list of shard indices
+that the ingest pod writes as an output parameter). Nothing here lists the stages.
+
+Each pod runs ``avatar stage <name> --actor {{workflow.parameters.actor}} --store s3://... [--shard N]``
+in its stage's image, on its stage's node class; data moves through S3 (explicit store URI,
+credentials from a Secret as environment variables). Stages skip work whose manifest matches, so
+``argo retry`` and a resubmit redo only what failed.
+
+Retries: ``retryPolicy: Always`` with the expression ``asInt(lastRetry.exitCode) != 2``: transient
+failures (exit 75, OOM kills, pod errors, preempted nodes: exit code 137/143/-1) are retried with
+exponential backoff; bad input (exit 2) fails at once. A pod that cannot be scheduled fails after
+its node class's ``pendingTimeout`` (Argo >= 4.1; the controller marks the node failed and does not
+retry it) and, on any Argo 4, after ``timeout``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate, models as m
+
+from stages.errors import bad_input
+from stages.graph import BY_NAME, STAGES, StageDecl, topological_order
+from workflows.settings import NodeClass, WorkflowSettings
+
+ENTRYPOINT = "pipeline"
+ACTOR = "actor"
+ACTOR_REF = "{{workflow.parameters.actor}}"
+SHARD_PARAM = "shard"
+SHARDS_OUTPUT = "shards"
+SHARD_SOURCE = "ingest"          # the stage whose store folder holds shards.json (StageContext.shards)
+OUTPUTS_DIR = "/tmp/argo-outputs"  # where pods put files Argo collects (output parameters, artifacts)
+SCRATCH = "/scratch"
+RETRY_EXPRESSION = "asInt(lastRetry.exitCode) != 2"
+
+# Final outputs shown in the Argo UI: (artifact name, path under OUTPUTS_DIR, archived as tgz?).
+FINAL_ARTIFACTS = (("avatar", "avatar", True), ("preview", "preview.mp4", False), ("report", "report", True))
+
+
+def sink_stages() -> list[StageDecl]:
+    """Stages no other stage needs (the DAG's ends): they publish the final artifacts."""
+    needed = {n for s in STAGES for n in s.needs}
+    return [s for s in STAGES if s.name not in needed]
+
+
+def label(settings: WorkflowSettings, what: str) -> str:
+    """A label key of ours, e.g. ``avatar-pipeline/actor``."""
+    return f"{settings.label_prefix}/{what}"
+
+
+def stage_command(decl: StageDecl, settings: WorkflowSettings) -> tuple[list[str], list[str]]:
+    """The container's ``command`` and ``args`` for a stage's pod.
+
+    Plain stages run ``avatar stage NAME ...`` directly. The shard source also writes the JSON
+    list of shard indices to ``OUTPUTS_DIR/shards.json`` (its output parameter), and each sink
+    copies the final avatar, preview and report to ``OUTPUTS_DIR`` (its output artifacts); those
+    two run through ``sh -c`` with the actor and store as positional arguments (never spliced
+    into the script), so the stage's exit code (2 or 75) is the pod's.
+    """
+    stage_args = ["stage", decl.name, "--actor", ACTOR_REF, "--store", settings.s3.store_uri]
+    if decl.fan_out:
+        stage_args += ["--shard", "{{inputs.parameters.%s}}" % SHARD_PARAM]
+    post = []
+    if decl.name == SHARD_SOURCE:
+        post.append(f'avatar workflow shard-list --actor "$1" --store "$2" --out {OUTPUTS_DIR}/shards.json')
+    if decl in sink_stages():
+        post.append(f'avatar workflow collect --actor "$1" --store "$2" --out {OUTPUTS_DIR}')
+    if not post:
+        return ["avatar"], stage_args
+    script = " && ".join([f'avatar stage {decl.name} --actor "$1" --store "$2"'] + post)
+    return ["sh", "-c"], [script, "avatar-" + decl.name, ACTOR_REF, settings.s3.store_uri]
+
+
+def _env(settings: WorkflowSettings, decl: StageDecl) -> list[m.EnvVar]:
+    """The pod's environment: the S3 connection (keys from the Secret), scratch, code version."""
+    s3 = settings.s3
+
+    def secret(key: str) -> m.EnvVarSource:
+        return m.EnvVarSource(secret_key_ref=m.SecretKeySelector(name=s3.credentials_secret, key=key))
+
+    return [
+        m.EnvVar(name="AVATAR_S3_ENDPOINT", value=s3.endpoint),
+        m.EnvVar(name="AWS_REGION", value=s3.region),
+        m.EnvVar(name="AWS_ACCESS_KEY_ID", value_from=secret(s3.access_key_key)),
+        m.EnvVar(name="AWS_SECRET_ACCESS_KEY", value_from=secret(s3.secret_key_key)),
+        m.EnvVar(name="AVATAR_SCRATCH", value=SCRATCH),
+        m.EnvVar(name="AVATAR_CODE_VERSION", value=settings.images[decl.image].tag),
+        m.EnvVar(name="PYTHONUNBUFFERED", value="1"),
+    ]
+
+
+def _artifact_key(settings: WorkflowSettings, name: str) -> str:
+    """Where Argo puts a final artifact: beside the actor's data, one folder per workflow run."""
+    base = f"actors/{ACTOR_REF}/argo/{{{{workflow.name}}}}/{name}"
+    prefix = settings.s3.prefix.strip("/")
+    return f"{prefix}/{base}" if prefix else base
+
+
+def _outputs(decl: StageDecl, settings: WorkflowSettings) -> list[Any]:
+    out: list[Any] = []
+    if decl.name == SHARD_SOURCE:
+        out.append(Parameter(name=SHARDS_OUTPUT, value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/shards.json"),
+                             description="JSON list of shard indices"))
+    if decl in sink_stages():
+        s3 = settings.s3
+        for name, rel, archived in FINAL_ARTIFACTS:
+            out.append(m.Artifact(
+                name=name, path=f"{OUTPUTS_DIR}/{rel}",
+                archive=None if archived else m.ArchiveStrategy(none=m.NoneStrategy()),
+                s3=m.S3Artifact(
+                    endpoint=s3.artifact_endpoint, insecure=s3.insecure, bucket=s3.bucket, region=s3.region,
+                    key=_artifact_key(settings, rel + (".tgz" if archived else "")),
+                    access_key_secret=m.SecretKeySelector(name=s3.credentials_secret, key=s3.access_key_key),
+                    secret_key_secret=m.SecretKeySelector(name=s3.credentials_secret, key=s3.secret_key_key))))
+    return out
+
+
+def _resources(nc: NodeClass) -> m.ResourceRequirements:
+    return m.ResourceRequirements(requests={k: m.Quantity(v) for k, v in nc.requests.items()} or None,
+                                  limits={k: m.Quantity(v) for k, v in nc.limits.items()} or None)
+
+
+def stage_template(decl: StageDecl, settings: WorkflowSettings) -> Container:
+    """The container template of one stage (registered on the active WorkflowTemplate context)."""
+    nc = settings.node_classes[decl.node_class]
+    command, args = stage_command(decl, settings)
+    retry = settings.retry
+    semaphores = None
+    if decl.node_class in settings.semaphore.node_classes:
+        semaphores = m.Synchronization(semaphores=[m.SemaphoreRef(config_map_key_ref=m.ConfigMapKeySelector(
+            name=settings.semaphore.config_map, key=settings.semaphore.key))])
+    return Container(
+        name=decl.name,
+        image=settings.image_of(decl.image),
+        image_pull_policy=settings.image_pull_policy,
+        command=command,
+        args=args,
+        inputs=[Parameter(name=SHARD_PARAM, description="shard index")] if decl.fan_out else None,
+        outputs=_outputs(decl, settings) or None,
+        env=_env(settings, decl),
+        resources=_resources(nc),
+        node_selector=dict(nc.node_selector),
+        tolerations=[m.Toleration(**t) for t in nc.tolerations],
+        priority_class_name=nc.priority_class or None,
+        volumes=[m.Volume(name="dshm", empty_dir=m.EmptyDirVolumeSource(medium="Memory", size_limit=m.Quantity(nc.shm_size))),
+                 m.Volume(name="scratch", empty_dir=m.EmptyDirVolumeSource(size_limit=m.Quantity(nc.scratch_size)))],
+        volume_mounts=[m.VolumeMount(name="dshm", mount_path="/dev/shm"),
+                       m.VolumeMount(name="scratch", mount_path=SCRATCH)],
+        retry_strategy=m.RetryStrategy(
+            limit=m.IntOrString(retry.limit), retry_policy="Always", expression=RETRY_EXPRESSION,
+            backoff=m.Backoff(duration=retry.backoff, factor=m.IntOrString(retry.factor), cap=retry.max_backoff)),
+        timeout=nc.timeout,
+        synchronization=semaphores,
+        labels={label(settings, "actor"): ACTOR_REF, label(settings, "stage"): decl.name,
+                label(settings, "node-class"): decl.node_class},
+        annotations={"workflows.argoproj.io/display-name": decl.name, f"{settings.label_prefix}/summary": decl.summary},
+    )
+
+
+def _task(decl: StageDecl) -> Task:
+    kwargs: dict[str, Any] = {}
+    if decl.needs:
+        kwargs["depends"] = " && ".join(decl.needs)
+    if decl.fan_out:
+        kwargs["with_param"] = "{{tasks.%s.outputs.parameters.%s}}" % (SHARD_SOURCE, SHARDS_OUTPUT)
+        kwargs["arguments"] = [Parameter(name=SHARD_PARAM, value="{{item}}")]
+    return Task(name=decl.name, template=decl.name, **kwargs)
+
+
+def build_template(settings: WorkflowSettings) -> WorkflowTemplate:
+    """The Hera WorkflowTemplate of the whole pipeline for these settings."""
+    settings.validate()
+    if any(s.fan_out for s in STAGES) and SHARD_SOURCE not in BY_NAME:
+        raise ValueError(f"fan-out stages need the {SHARD_SOURCE!r} stage that plans the shards")
+    order = topological_order()
+    with WorkflowTemplate(
+        name=settings.name,
+        namespace=settings.namespace,
+        labels={"app.kubernetes.io/name": "avatar-pipeline", "app.kubernetes.io/component": "workflow-template"},
+        annotations={"workflows.argoproj.io/description":
+                     "Talking-head video in, FlashAvatar out: " + " -> ".join(s.name for s in order),
+                     "workflows.argoproj.io/version": ">= 4.0.0"},
+        entrypoint=ENTRYPOINT,
+        arguments=[Parameter(name=ACTOR, description="actor name: the video is at actors/<actor>/input/video.mp4")],
+        service_account_name=settings.service_account,
+        active_deadline_seconds=settings.active_deadline_seconds,
+        pod_gc=m.PodGC(strategy=settings.pod_gc, delete_delay_duration=settings.pod_gc_delay),
+        ttl_strategy=m.TTLStrategy(seconds_after_success=settings.ttl_after_success,
+                                   seconds_after_failure=settings.ttl_after_failure),
+        workflow_metadata=m.WorkflowMetadata(
+            labels={label(settings, "pipeline"): settings.name},
+            labels_from={label(settings, "actor"): m.LabelValueFrom(expression=f"workflow.parameters.{ACTOR}")}),
+    ) as wt:
+        for decl in order:
+            stage_template(decl, settings)
+        with DAG(name=ENTRYPOINT):
+            for decl in order:
+                _task(decl)
+    return wt
+
+
+def build_dict(settings: WorkflowSettings) -> dict[str, Any]:
+    """The WorkflowTemplate as a plain dict (what ``kubectl apply`` takes).
+
+    Adds what Hera 7.1's models lack: ``pendingTimeout`` per template (Argo >= 4.1; older
+    controllers ignore it and rely on ``timeout``); keeps empty ``nodeSelector``, ``tolerations``
+    and resource maps (one shape for every settings, as the Helm form has)."""
+    doc = build_template(settings).to_dict()
+    for tmpl in doc["spec"]["templates"]:
+        if tmpl["name"] in BY_NAME:
+            nc = settings.node_classes[BY_NAME[tmpl["name"]].node_class]
+            tmpl["pendingTimeout"] = nc.pending_timeout
+            tmpl["container"]["resources"] = {"limits": dict(nc.limits), "requests": dict(nc.requests)}
+            tmpl.setdefault("nodeSelector", {})
+            tmpl.setdefault("tolerations", [])
+    return doc
+
+
+def render_yaml(settings: WorkflowSettings, for_helm: bool = False) -> str:
+    """The WorkflowTemplate as YAML; with ``for_helm`` the cluster-specific fields are Helm value
+    references (see :mod:`workflows.helm`) and Argo's own ``{{...}}`` are escaped for Helm."""
+    doc = build_dict(settings)
+    if for_helm:
+        from workflows.helm import helm_yaml
+
+        return helm_yaml(doc, settings)
+    return dump_yaml(doc)
+
+
+def dump_yaml(doc: dict[str, Any]) -> str:
+    """Deterministic YAML (keys in build order, block style, no line wrapping)."""
+    import yaml
+
+    return yaml.safe_dump(copy.deepcopy(doc), sort_keys=False, default_flow_style=False, width=1 << 16,
+                          allow_unicode=True)
+
+
+_ACTOR_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+def check_actor(actor: str) -> str:
+    """An actor name usable as a store folder, a label value and part of a workflow name
+    (lower-case letters, digits, ``.``, ``_``, ``-``; at most 63 characters); BadInput if not."""
+    if not _ACTOR_NAME.match(actor):
+        raise bad_input(f"--actor {actor!r}", "not a valid actor name",
+                        "use at most 63 lower-case letters, digits, '.', '_' or '-', starting and ending with a "
+                        "letter or digit")
+    return actor
+
+
+def workflow_for(settings: WorkflowSettings, actor: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Workflow that ``avatar submit`` creates: a reference to the template plus the actor."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": f"{settings.name}-{actor}-"[:57], "namespace": settings.namespace,
+                     "labels": {label(settings, "actor"): actor, label(settings, "pipeline"): settings.name,
+                                **(labels or {})}},
+        "spec": {"workflowTemplateRef": {"name": settings.name},
+                 "arguments": {"parameters": [{"name": ACTOR, "value": actor}]}},
+    }
+
+
+def shard_indices_json(indices: list[int]) -> str:
+    """The ``shards`` output parameter: a JSON list of shard indices (``withParam`` input)."""
+    return json.dumps([int(i) for i in indices])
