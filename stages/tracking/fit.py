@@ -132,7 +132,8 @@ def _q_to_t(q: Tensor) -> Tensor:
 
 
 def _weighted_terms(model: nn.Module, problem: Problem, p: FrameParams, sh: Shared, w: LossWeights,
-                    photo: PhotometricTerm | None, photometric: bool, step: int) -> tuple[Tensor, Tensor]:
+                    photo: PhotometricTerm | None, photometric: bool, step: int,
+                    focal0: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Total loss and [N, L, 2] projected landmarks for the current parameters."""
     out = run_model(model, sh.shape, p)
     R = rotation_6d_to_matrix(p.rot)
@@ -140,12 +141,16 @@ def _weighted_terms(model: nn.Module, problem: Problem, p: FrameParams, sh: Shar
     total = w.landmarks * losses.landmark_loss(pix, problem.targets, problem.point_w, problem.frame_w,
                                                problem.image_size)
     if w.smooth_points > 0:
-        total = total + w.smooth_points * losses.temporal_loss(cam * 1000.0, problem.link)
+        total = total + w.smooth_points * losses.temporal_loss(cam * 1000.0, problem.link, order=2)
     if w.smooth_exp > 0:
         total = total + w.smooth_exp * losses.temporal_loss(p.exp, problem.link)
     ident6 = torch.tensor([1.0, 0, 0, 0, 1.0, 0], device=p.jaw.device)
     total = total + w.exp * losses.prior_loss(p.exp) + w.jaw * losses.prior_loss(p.jaw, ident6) \
         + w.eyes * losses.prior_loss(p.eyes, ident6.repeat(2)) + w.eyelids * losses.prior_loss(p.eyelids)
+    if sh.shape.requires_grad and w.shape > 0:
+        total = total + w.shape * sh.shape.pow(2).sum()
+    if sh.focal.requires_grad and w.focal > 0 and focal0 is not None:
+        total = total + w.focal * torch.log(sh.focal[0] / focal0).pow(2)
     if photometric and photo is not None:
         frames = problem.frames if problem.frames is not None else torch.arange(len(p), device=p.exp.device)
         total = total + w.photometric * photo(out.vertices, R, p.t, sh.focal, sh.pp, frames, step)
@@ -161,7 +166,8 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
             -> output with ``landmarks_mp [B, L, 3]`` and ``vertices [B, V, 3]`` in metres.
         problem: targets and weights of ``N`` frames.
         init: starting per-frame parameters (``N`` rows).
-        shared: identity, focal, principal point (optimised where a level frees them).
+        shared: identity, focal, principal point (optimised where a level frees them; an optimised
+            focal length is one value, fx = fy).
         schedule: levels and learning rates.
         weights: loss weights (defaults: :class:`LossWeights`).
         photo: photometric term (used by levels with ``photometric=True``); its parameters
@@ -178,14 +184,18 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
     # instead of also sliding it, which decouples the three directions for Adam.
     per_frame["t"] = _t_to_q(per_frame["t"])
     # Shared parameters in well-scaled forms: focal as log(f / size), pp in image sizes.
-    shared_raw = {"shape": shared.shape.detach().clone(), "focal": torch.log(shared.focal.detach() / size),
+    # One focal length (fx = fy, as metrical-tracker and the .frame's single ``fl`` have it).
+    shared_raw = {"shape": shared.shape.detach().clone(),
+                  "focal": torch.log(shared.focal.detach().mean().reshape(1) / size),
                   "pp": shared.pp.detach().clone() / size}
+    focal0 = shared.focal.detach().mean()
     photo_params = photo.parameters() if photo is not None else {}
     history: dict[str, float] = {}
 
     def current() -> tuple[FrameParams, Shared]:
         return (FrameParams(**{**per_frame, "t": _q_to_t(per_frame["t"])}),
-                Shared(shared_raw["shape"], torch.exp(shared_raw["focal"]) * size, shared_raw["pp"] * size))
+                Shared(shared_raw["shape"], (torch.exp(shared_raw["focal"]) * size).expand(2),
+                       shared_raw["pp"] * size))
 
     for level in schedule.levels:
         use_photo = level.photometric and photo is not None
@@ -199,14 +209,14 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
         for _, tensor in free:
             tensor.requires_grad_(True)
         opt = torch.optim.Adam([{"params": [t], "lr": schedule.lr[n], "base_lr": schedule.lr[n]} for n, t in free],
-                               betas=schedule.betas)
+                               betas=schedule.betas, fused=all(t.is_cuda for _, t in free) or None)
         loss = torch.zeros(())
         for step in range(level.steps):
             factor = schedule.lr_factor(step, level.steps)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
             p, sh = current()
-            loss, _ = _weighted_terms(model, problem, p, sh, weights, photo, use_photo, step)
+            loss, _ = _weighted_terms(model, problem, p, sh, weights, photo, use_photo, step, focal0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -62,20 +62,28 @@ def landmark_error_px(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).norm(dim=-1).mean(-1)
 
 
-def temporal_loss(x: Tensor, link: Tensor) -> Tensor:
-    """Mean squared difference between neighbouring frames.
+def temporal_loss(x: Tensor, link: Tensor, order: int = 1) -> Tensor:
+    """Mean squared finite difference between neighbouring frames.
 
     Args:
         x: [B, ...] a per-frame quantity (parameters, or camera-space points).
         link: [B-1] float, 1 where frame b+1 follows frame b in time, 0 across a cut.
+        order: 1 penalises velocity ``x[b+1] - x[b]``; 2 penalises acceleration
+            ``x[b+1] - 2 x[b] + x[b-1]`` (no pull on steady motion, only on jitter).
 
     Returns:
-        ``sum_b link_b |x[b+1] - x[b]|^2 / (B * elements per frame)``.
+        ``sum_b w_b |d_b|^2 / (B * elements per frame)``, ``w_b`` the product of the links the
+        difference spans.
     """
-    if x.shape[0] < 2:
+    if x.shape[0] <= order:
         return x.sum() * 0.0
-    d = (x[1:] - x[:-1]).reshape(x.shape[0] - 1, -1).pow(2).mean(-1)
-    return (d * link).sum() / x.shape[0]
+    d, w = x, link
+    for _ in range(order):
+        d = d[1:] - d[:-1]
+    if order == 2:
+        w = link[1:] * link[:-1]
+    d2 = d.reshape(d.shape[0], -1).pow(2).mean(-1)
+    return (d2 * w).sum() / x.shape[0]
 
 
 def prior_loss(x: Tensor, rest: Tensor | None = None) -> Tensor:

@@ -52,24 +52,29 @@ class LossWeights:
     Attributes:
         landmarks: landmark term (distances in units of the image size).
         photometric: L1 colour term inside the face region.
-        smooth_points: temporal term on camera-space landmark positions (millimetres).
+        smooth_points: temporal term on the acceleration of camera-space landmarks (millimetres).
         smooth_exp: temporal term on expression coefficients.
         exp, jaw, eyes, eyelids: priors pulling towards neutral.
         shape: prior on identity coefficients (calibrate).
+        focal: prior keeping log(focal) near its starting value (calibrate). At a face crop's
+            narrow field of view the landmarks hardly tell focal length from identity and depth
+            (a flat valley), so the starting value (metrical-tracker-like, 4.5 x 512 px) is kept
+            unless the perspective in the keyframes clearly says otherwise.
     """
 
     landmarks: float = 1.0
-    photometric: float = 2e-3
+    photometric: float = 1e-4
     smooth_points: float = 2e-7
     smooth_exp: float = 1e-6
     exp: float = 1e-7
     jaw: float = 1e-5
     eyes: float = 1e-5
     eyelids: float = 1e-6
-    shape: float = 1e-7
+    shape: float = 1e-9
+    focal: float = 1e-4
 
 
-DEFAULT_LR = {"rot": 1e-2, "t": 2e-3, "exp": 3e-2, "jaw": 3e-3, "eyes": 1e-2, "eyelids": 2e-2,
+DEFAULT_LR = {"rot": 1e-2, "t": 2e-3, "exp": 1e-1, "jaw": 1e-2, "eyes": 1e-2, "eyelids": 2e-2,
               "shape": 3e-2, "focal": 1e-2, "pp": 2e-3, "albedo": 2e-2, "sh": 1e-2}
 """Adam learning rates per parameter (rotations 6D; t as (x/z, y/z, log z); focal as log; pp in image sizes)."""
 

@@ -1,0 +1,93 @@
+"""Stage ``calibrate``: identity (face-model shape), focal length, principal point, albedo and
+lighting of one actor, fitted jointly over automatically chosen keyframes.
+
+Reads ``landmarks/<shard>.npz`` of every shard and the keyframes' images from ``ingest``; writes
+``calibrate/calibration.npz`` (see :mod:`stages.tracking.calibration`) and ``calibrate/report.json``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.errors import bad_input
+from stages.tracking.calibration import CalibrationInputs, calibrate
+from stages.tracking.face_assets import FACE_ASSETS, build_model, face_region, load_stage_face_model
+from stages.tracking.keyframes import score_frames, select_keyframes
+from stages.tracking.losses import LandmarkWeights
+from stages.tracking.schedule import calibrate_schedule
+from stages.tracking.stage_io import fetch_all_landmarks, fetch_frames
+
+ASSETS = FACE_ASSETS
+IMAGE_SIZE = 512
+
+PRESETS = {"tiny": {"keyframes": 4, "rigid_steps": 40, "identity_steps": 120, "appearance_steps": 0}}
+
+
+@dataclass
+class Config:
+    """Attributes:
+        keyframes: how many keyframes (spread over the video; fewer if the video is short).
+        rigid_steps, identity_steps, appearance_steps: Adam steps of the three levels (see
+            :func:`stages.tracking.schedule.calibrate_schedule`); 0 leaves a level out.
+        initial_focal: starting focal length, pixels of the 512x512 crop (4.5 x 512, about
+            metrical-tracker's cameras).
+        photo_size: resolution of the photometric (appearance) fit.
+    """
+
+    keyframes: int = 16
+    rigid_steps: int = 150
+    identity_steps: int = 500
+    appearance_steps: int = 150
+    initial_focal: float = 2304.0
+    photo_size: int = 128
+
+
+def run(ctx) -> None:  # noqa: ANN001 - StageContext
+    cfg: Config = ctx.config
+    t0 = time.monotonic()
+    shards = ctx.shards()
+    lm = fetch_all_landmarks(ctx, shards)
+    if not lm.ok.any():
+        raise bad_input(ctx.key("", "landmarks"), "no frame has a detected face",
+                        "record the video with the face visible and well lit, then run again with a new --actor")
+    picks = select_keyframes(lm.points[..., :2], lm.ok, lm.confidence, cfg.keyframes)
+    data = load_stage_face_model(ctx)
+    device = torch.device(ctx.device)
+    model = build_model(data, device)
+    mp_index = model.mp_index.cpu().numpy()
+    targets = torch.as_tensor(lm.points[picks][:, mp_index, :2], device=device)
+    point_w = LandmarkWeights().per_point()[mp_index].to(device)
+    images = None
+    if cfg.appearance_steps > 0:
+        images = torch.as_tensor(fetch_frames(ctx, shards, lm.frames[picks].tolist(), cfg.photo_size), device=device)
+    schedule = calibrate_schedule(cfg.rigid_steps, cfg.identity_steps, cfg.appearance_steps)
+    ctx.progress.set_total(schedule.total_steps)
+    inputs = CalibrationInputs(targets=targets, point_w=point_w, frames=lm.frames[picks], images=images,
+                               face_region=torch.as_tensor(face_region(data), device=device))
+    calib = calibrate(model, inputs, image_size=IMAGE_SIZE, initial_focal=cfg.initial_focal, schedule=schedule,
+                      model_name=data.name, on_step=lambda level, step: ctx.progress.advance(1))
+    if not np.isfinite(calib.shape).all() or not np.isfinite(calib.focal).all():
+        raise FloatingPointError("calibration diverged (non-finite identity or focal length)")
+    with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
+        path = Path(tmp) / "calibration.npz"
+        calib.save(path)
+        ctx.put_file("calibration.npz", path)
+    scores = score_frames(lm.points[picks], lm.ok[picks], lm.confidence[picks])
+    report = {
+        "model": data.name, "frames": int(len(lm.frames)), "frames_with_landmarks": int(lm.ok.sum()),
+        "keyframes": lm.frames[picks].tolist(), "keyframe_yaw": np.round(scores.yaw, 3).tolist(),
+        "focal_px": calib.focal.tolist(), "principal_point_px": calib.pp.tolist(),
+        "landmark_error_px": {"per_keyframe": np.round(calib.error_px, 3).tolist(),
+                              "median": float(np.median(calib.error_px))},
+        "appearance": calib.albedo is not None, "steps": schedule.total_steps,
+        "seconds": round(time.monotonic() - t0, 2), "device": str(device),
+    }
+    ctx.put_json("report.json", report)
+    ctx.stats.update({"keyframes": len(picks), "landmark_error_px": report["landmark_error_px"]["median"]})
+    ctx.count_frames(len(picks))

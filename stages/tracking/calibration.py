@@ -1,0 +1,154 @@
+"""Once-per-actor calibration: identity, focal length, principal point, appearance and lighting,
+fitted jointly over a few keyframes; and its file, ``calibrate/calibration.npz``.
+
+File keys (numpy, float32 unless noted)::
+
+    shape [300]            identity coefficients
+    focal [2]              fx, fy pixels;   pp [2]  cx, cy pixels (see stages.tracking.params)
+    image_size int64 [2]   h, w
+    keyframes int64 [K]    frame numbers (from 1) of the keyframes
+    kf_<name> [K, ...]     the keyframes' fitted per-frame parameters (exp, jaw, eyes, eyelids, rot, t)
+    error_px [K]           mean landmark error per keyframe
+    albedo [V, 3]          per-vertex albedo 0..1 (absent without a photometric fit)
+    sh [9, 3]              SH lighting (camera space)
+    model_name str         the face model it was fitted with (a model mismatch is refused later)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from stages.tracking import fit as fitting
+from stages.tracking.schedule import LossWeights, Schedule, calibrate_schedule
+
+
+@dataclass
+class Calibration:
+    """See the module docstring for the meaning and shape of each field."""
+
+    shape: np.ndarray
+    focal: np.ndarray
+    pp: np.ndarray
+    image_size: tuple[int, int] = (512, 512)
+    keyframes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    keyframe_params: dict[str, np.ndarray] = field(default_factory=dict)
+    error_px: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    albedo: np.ndarray | None = None
+    sh: np.ndarray | None = None
+    model_name: str = ""
+
+    def save(self, path: str | Path) -> None:
+        arrays: dict[str, np.ndarray] = {
+            "shape": np.asarray(self.shape, np.float32), "focal": np.asarray(self.focal, np.float32),
+            "pp": np.asarray(self.pp, np.float32), "image_size": np.asarray(self.image_size, np.int64),
+            "keyframes": np.asarray(self.keyframes, np.int64), "error_px": np.asarray(self.error_px, np.float32),
+            "model_name": np.asarray(self.model_name)}
+        arrays.update({f"kf_{k}": np.asarray(v, np.float32) for k, v in self.keyframe_params.items()})
+        if self.albedo is not None:
+            arrays["albedo"] = np.asarray(self.albedo, np.float32)
+        if self.sh is not None:
+            arrays["sh"] = np.asarray(self.sh, np.float32)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Calibration":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(shape=z["shape"], focal=z["focal"], pp=z["pp"],
+                       image_size=tuple(int(x) for x in z["image_size"]), keyframes=z["keyframes"],
+                       keyframe_params={k[3:]: z[k] for k in z.files if k.startswith("kf_")},
+                       error_px=z["error_px"], albedo=z["albedo"] if "albedo" in z.files else None,
+                       sh=z["sh"] if "sh" in z.files else None, model_name=str(z["model_name"]))
+
+    def shared(self, device: torch.device | str = "cpu") -> fitting.Shared:
+        return fitting.Shared(torch.as_tensor(self.shape, device=device).float(),
+                              torch.as_tensor(self.focal, device=device).float(),
+                              torch.as_tensor(self.pp, device=device).float())
+
+
+@dataclass
+class CalibrationInputs:
+    """Attributes:
+        targets: [K, L, 2] keyframe landmark pixels in the model's landmark order.
+        point_w: [L] landmark weights.
+        frames: [K] frame numbers of the keyframes.
+        images: uint8 [K, S, S, 3] keyframe images at the photometric resolution, or None.
+        face_region: bool [F] triangles of the photometric face region (None: all).
+    """
+
+    targets: Tensor
+    point_w: Tensor
+    frames: np.ndarray
+    images: Tensor | None = None
+    face_region: Tensor | None = None
+
+
+def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 512, initial_focal: float = 2304.0,
+              schedule: Schedule | None = None, weights: LossWeights | None = None, model_name: str = "",
+              on_step=None) -> Calibration:
+    """Fit identity, focal, principal point (and per-keyframe pose and expression) to the keyframes'
+    landmarks, then per-vertex albedo and SH lighting to their images (when given).
+
+    Args:
+        model: the face model (``stages.face.flame.FLAME``), on the device to use.
+        inputs: keyframe targets and images (on the model's device).
+        initial_focal: starting focal length, pixels (fx = fy).
+        schedule: default :func:`stages.tracking.schedule.calibrate_schedule`.
+    """
+    schedule = schedule or calibrate_schedule()
+    weights = weights or LossWeights()
+    dev = inputs.targets.device
+    k = inputs.targets.shape[0]
+    n_shape = int(getattr(model, "n_shape", 300))
+    shared = fitting.Shared(shape=torch.zeros(n_shape, device=dev),
+                            focal=torch.full((2,), float(initial_focal), device=dev),
+                            pp=torch.full((2,), image_size / 2.0, device=dev))
+    problem = fitting.Problem(targets=inputs.targets, point_w=inputs.point_w, frame_w=torch.ones(k, device=dev),
+                              link=torch.zeros(max(k - 1, 0), device=dev), image_size=image_size)
+    init = fitting.initial_pose(model, shared.shape, inputs.targets, inputs.point_w, shared.focal, shared.pp)
+    geometry = Schedule([lv for lv in schedule.levels if not lv.photometric], schedule.lr, schedule.final_lr_fraction)
+    res = fitting.fit(model, problem, init, shared, geometry, weights, on_step=on_step)
+
+    albedo = sh = None
+    appearance = Schedule([lv for lv in schedule.levels if lv.photometric], schedule.lr, schedule.final_lr_fraction)
+    if inputs.images is not None and appearance.levels:
+        from stages.tracking.photometric import Photometric, ambient_sh, sample_vertex_colours
+
+        with torch.no_grad():
+            p = res.params
+            verts = fitting.run_model(model, res.shared.shape, p).vertices
+            colour, _ = sample_vertex_colours(inputs.images, verts, p.R, p.t, res.shared.focal, res.shared.pp,
+                                              model.faces, image_size)
+        region = inputs.face_region if inputs.face_region is not None else torch.ones(
+            model.faces.shape[0], dtype=torch.bool, device=dev)
+        photo = Photometric(inputs.images, model.faces, region, colour, ambient_sh(device=dev), image_size)
+        problem.frames = torch.arange(k, device=dev)
+        fitting.fit(model, problem, res.params, res.shared, appearance, weights, photo=photo, on_step=on_step)
+        albedo = photo.albedo.detach().clamp(0, 1).cpu().numpy()
+        sh = photo.sh.detach().cpu().numpy()
+
+    return Calibration(shape=res.shared.shape.cpu().numpy(), focal=res.shared.focal.cpu().numpy(),
+                       pp=res.shared.pp.cpu().numpy(), image_size=(image_size, image_size),
+                       keyframes=np.asarray(inputs.frames, np.int64), keyframe_params=res.params.to_numpy(),
+                       error_px=res.error_px.cpu().numpy(), albedo=albedo, sh=sh, model_name=model_name)
+
+
+def personalised(model: nn.Module, shape: Tensor) -> nn.Module:
+    """A copy of ``model`` with the identity baked into its template, to be called with a shape of
+    width 0: the ``[B,300] @ [300, V*3]`` identity product then leaves the per-step work.
+
+    The copy's vertices equal ``model``'s with ``shape`` (joints are regressed from the shaped mesh in
+    both, so they agree too)."""
+    import copy
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        offs = (shape.reshape(1, -1).to(m.shapedirs) @ m.shapedirs[:, : shape.numel()].T).view(-1, 3)
+        m.v_template = m.v_template + offs
+    return m
+

@@ -1,0 +1,158 @@
+"""The photometric term: render the face with per-vertex albedo under 9-coefficient spherical-
+harmonics lighting through the mesh rasteriser, compare with the frame inside the face region.
+
+Cost control: the term works at ``size x size`` pixels (e.g. 128 for a 512 crop), and the
+rasteriser's visibility pass (which face covers each pixel) runs every ``refresh`` steps only; in
+between, the cached face per pixel is reused and only the barycentrics are recomputed from the
+current vertices, which is what carries gradients to the geometry (as metrical-tracker does).
+
+Lighting is expressed in camera space (head pose lives in the camera, the room's light is fixed
+relative to the camera), with real SH basis functions of the vertex normal.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from stages.face.raster import Fragments, barycentrics, interpolate, rasterize
+from stages.tracking.params import project
+
+SH_C = (0.282095, 0.488603, 1.092548, 0.315392, 0.546274)
+
+
+def sh_basis(normals: Tensor) -> Tensor:
+    """Real spherical-harmonics basis of degree <= 2.
+
+    Args:
+        normals: [..., 3] unit vectors.
+
+    Returns:
+        [..., 9]: ``Y00, Y1-1 (y), Y10 (z), Y11 (x), Y2-2 (xy), Y2-1 (yz), Y20, Y21 (xz), Y22``.
+    """
+    x, y, z = normals.unbind(-1)
+    c0, c1, c2, c3, c4 = SH_C
+    return torch.stack((torch.full_like(x, c0), c1 * y, c1 * z, c1 * x, c2 * x * y, c2 * y * z,
+                        c3 * (3 * z * z - 1), c2 * x * z, c4 * (x * x - y * y)), dim=-1)
+
+
+def ambient_sh(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+    """[9, 3] SH coefficients of uniform white light of intensity 1 (shading 1 everywhere)."""
+    sh = torch.zeros(9, 3, dtype=dtype, device=device)
+    sh[0] = 1.0 / SH_C[0]
+    return sh
+
+
+def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """[B, V, 3] unit vertex normals (area-weighted face normals; outward for counter-clockwise faces)."""
+    v0, v1, v2 = (verts[:, faces[:, i]] for i in range(3))
+    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)  # [B, F, 3]
+    n = torch.zeros_like(verts)
+    for i in range(3):
+        n = n.index_add(1, faces[:, i], fn)
+    return F.normalize(n, dim=-1, eps=1e-12)
+
+
+def shade(albedo: Tensor, sh: Tensor, normals: Tensor) -> Tensor:
+    """Per-vertex colour ``albedo * (Y(n) @ sh)``: albedo [V, 3], sh [9, 3], normals [B, V, 3] -> [B, V, 3]."""
+    return albedo[None] * (sh_basis(normals) @ sh)
+
+
+class Photometric:
+    """Photometric term for :func:`stages.tracking.fit.fit`.
+
+    Args:
+        images: uint8 [M, S, S, 3] the frames (RGB) at the term's resolution ``S``; the fit's
+            ``problem.frames`` index its rows.
+        faces: int64 [F, 3] mesh triangles.
+        face_region: bool [F] triangles of the face region (the term applies where they are seen).
+        albedo: [V, 3] initial per-vertex albedo, 0..1. sh: [9, 3] initial SH lighting.
+        image_size: pixels per side of the camera's image (the intrinsics' unit), e.g. 512.
+        refresh: re-run the visibility pass every ``refresh`` steps.
+    """
+
+    def __init__(self, images: Tensor, faces: Tensor, face_region: Tensor, albedo: Tensor, sh: Tensor,
+                 image_size: int = 512, refresh: int = 8):
+        self.images = images
+        self.faces = faces.long()
+        self.face_region = face_region.bool()
+        self.albedo = albedo.detach().clone().float()
+        self.sh = sh.detach().clone().float()
+        self.image_size = image_size
+        self.size = int(images.shape[1])
+        self.refresh = max(1, refresh)
+        self._face_idx: Tensor | None = None
+        self._key: tuple[int, int] | None = None
+
+    def parameters(self) -> dict[str, Tensor]:
+        return {"albedo": self.albedo, "sh": self.sh}
+
+    def screen_vertices(self, vertices: Tensor, R: Tensor, t: Tensor, focal: Tensor, pp: Tensor) -> Tensor:
+        """[B, V, 3] x, y in the term's pixels, z camera depth (metres)."""
+        pix, cam = project(vertices, R, t, focal, pp)
+        s = self.size / self.image_size
+        xy = pix * s  # same continuous pixel convention as the rasteriser, rescaled to the term's size
+        return torch.cat((xy, cam[..., 2:3]), dim=-1)
+
+    def render(self, vertices: Tensor, R: Tensor, t: Tensor, focal: Tensor, pp: Tensor, *,
+               face_idx: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Render the shaded face.
+
+        Returns:
+            (colour [B, S, S, 3], mask [B, S, S] float (face region seen), face_idx [B, S, S]).
+        """
+        vpix = self.screen_vertices(vertices, R, t, focal, pp)
+        if face_idx is None:
+            face_idx = rasterize(vpix.detach(), self.faces, self.size, self.size, cull_backfaces=True).face_idx
+        bary = barycentrics(vpix, self.faces, face_idx)
+        cam = vertices @ R.transpose(-1, -2) + t[:, None, :]
+        colour_v = shade(self.albedo, self.sh, vertex_normals(cam, self.faces))
+        frags = Fragments(face_idx, bary, bary[..., 0])
+        colour = interpolate(colour_v, self.faces, frags)
+        mask = ((face_idx >= 0) & self.face_region[face_idx.clamp_min(0)]).float()
+        return colour, mask, face_idx
+
+    def targets(self, frames: Tensor) -> Tensor:
+        """[B, S, S, 3] float 0..1 images of the given rows."""
+        return self.images[frames].float() / 255.0
+
+    def __call__(self, vertices: Tensor, R: Tensor, t: Tensor, focal: Tensor, pp: Tensor, frames: Tensor,
+                 step: int) -> Tensor:
+        """Mean L1 colour error inside the seen face region (see :func:`stages.tracking.losses.photometric_loss`)."""
+        from stages.tracking.losses import photometric_loss
+
+        key = (frames.data_ptr(), len(frames))  # the batch's frame tensor (no device sync)
+        reuse = self._face_idx is not None and self._key == key and step % self.refresh != 0
+        colour, mask, face_idx = self.render(vertices, R, t, focal, pp, face_idx=self._face_idx if reuse else None)
+        self._face_idx, self._key = face_idx, key
+        return photometric_loss(colour, self.targets(frames), mask)
+
+
+def sample_vertex_colours(images: Tensor, vertices: Tensor, R: Tensor, t: Tensor, focal: Tensor, pp: Tensor,
+                          faces: Tensor, image_size: int = 512, min_cos: float = 0.3) -> tuple[Tensor, Tensor]:
+    """Average colour of every vertex over frames where it faces the camera (albedo estimate).
+
+    Args:
+        images: uint8 [B, S, S, 3] frames (any resolution S; sampled bilinearly).
+        vertices: [B, V, 3] world vertices; R, t, focal, pp: cameras (see :func:`project`).
+        min_cos: a vertex counts in a frame when its normal's cosine with the view ray exceeds this.
+
+    Returns:
+        (colour [V, 3] in 0..1 (grey 0.5 where never seen), seen [V] number of frames used).
+    """
+    pix, cam = project(vertices, R, t, focal, pp)
+    normals = vertex_normals(cam, faces)
+    view = -F.normalize(cam, dim=-1)
+    cos = (normals * view).sum(-1)  # [B, V]
+    weight = (cos > min_cos).float()
+    grid = pix / image_size * 2.0 - 1.0  # continuous pixels -> grid_sample's align_corners=False range
+    img = images.permute(0, 3, 1, 2).float() / 255.0
+    col = F.grid_sample(img, grid[:, :, None, :], mode="bilinear", align_corners=False)[..., 0]  # [B, 3, V]
+    col = col.permute(0, 2, 1)
+    inside = ((grid.abs() <= 1).all(-1)).float()
+    weight = weight * inside
+    seen = weight.sum(0)
+    colour = (col * weight[..., None]).sum(0) / seen.clamp_min(1.0)[:, None]
+    colour = torch.where(seen[:, None] > 0, colour, torch.full_like(colour, 0.5))
+    return colour, seen

@@ -1,0 +1,115 @@
+"""Stage assemble: joins the shards, writes and verifies the FlashAvatar dataset and .frame files,
+an overlay video and a report; refuses a dataset that fails verification."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stages.config import PipelineConfig
+from stages.dataset.frame_file import read_frame
+from stages.dataset.layout import DatasetLayout
+from stages.dataset.verify import verify_dataset
+from stages.errors import BadInput
+from stages.face.flame import FLAME
+from stages.runner.run import run_stage
+from stages.store.local import LocalStore
+from tracking.synthetic import landmarks478, make_clip, publish_upstream, standin
+
+TINY = PipelineConfig(preset="tiny")
+
+
+@pytest.fixture(scope="module")
+def assembled(tmp_path_factory):
+    model = FLAME(standin())
+    clip = make_clip(model, 20, seed=6)
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    publish_upstream(store, "syn", landmarks478(clip, model.mp_index.numpy()), shard_size=10, fail=(3,))
+    for stage in ("calibrate", "track", "assemble"):
+        run_stage(stage, "syn", store, pipeline=TINY, device="cpu")
+    return store, clip
+
+
+def test_dataset_layout_frames_and_pairing(assembled):
+    store, clip = assembled
+    root = store.root / "actors/syn/dataset"
+    assert verify_dataset(root) == []
+    layout = DatasetLayout(root)
+    assert layout.frame_count() == 20
+    assert layout.image_path(1).is_file() and layout.image_path(20).is_file() and not layout.image_path(0).exists()
+    f0, f19 = read_frame(layout.frame_path(0)), read_frame(layout.frame_path(19))
+    assert f0["frame_id"] == "00000" and f19["frame_id"] == "00019"
+    assert f0["flame"]["shape"].shape == (1, 300) and f0["flame"]["exp"].shape == (1, 100)
+    assert f0["opencv"]["K"].shape == (1, 3, 3) and f0["camera"]["R"].shape == (1, 6)
+    assert f0["img_size"].tolist() == [512, 512]
+    # the camera block is the PyTorch3D form of the OpenCV one
+    import torch
+
+    from stages.face.camera import Pytorch3dCamera, pytorch3d_to_opencv
+
+    cam = Pytorch3dCamera(*(torch.as_tensor(f19["camera"][k]) for k in ("R", "t", "fl", "pp")))
+    K, R, t = pytorch3d_to_opencv(cam, (512, 512))
+    np.testing.assert_allclose(R.numpy(), f19["opencv"]["R"], atol=1e-5)
+    np.testing.assert_allclose(t.numpy(), f19["opencv"]["t"], atol=1e-5)
+    np.testing.assert_allclose(K.numpy(), f19["opencv"]["K"], atol=1e-3)
+    # checkpoint i holds the parameters of frame i+1 (frame_delta 1)
+    with np.load(root / "tracking.npz") as z:
+        assert z["frames"].tolist() == list(range(1, 21)) and z["checkpoint"].tolist() == list(range(20))
+        np.testing.assert_allclose(z["exp"][19], f19["flame"]["exp"][0], atol=1e-6)
+        assert z["filled"].tolist() == [i == 3 for i in range(20)]
+        from stages.dataset.frame_file import load_tracked_sequence
+
+        seq = load_tracked_sequence(layout.checkpoint_dir)
+        np.testing.assert_allclose(seq["opencv.t"], z["t"], atol=1e-6)
+        np.testing.assert_allclose(seq["flame.jaw"], z["jaw"], atol=1e-6)
+
+
+def test_report_and_overlay(assembled):
+    store, _ = assembled
+    report = json.loads((store.root / "actors/syn/assemble/report.json").read_text())
+    assert report["frames"] == 20 and report["filled"] == [3] and report["verified"]
+    per_frame = report["landmark_error_px"]["per_frame"]
+    assert len(per_frame) == 20 and per_frame[3] is None and report["landmark_error_px"]["median"] < 1.5
+    assert len(report["seam_jump_mm"]) == 1
+    import av
+
+    with av.open(str(store.root / "actors/syn/assemble/overlay.mp4")) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in c.decode(stream)) == report["overlay_frames"] == 10  # tiny: every 2nd frame
+
+
+def test_assemble_refuses_bad_masks(tmp_path):
+    """Masks saved 0/1 instead of 0/255 would silently break FlashAvatar: assemble must refuse."""
+    import io
+    import tarfile
+
+    import cv2
+
+    model = FLAME(standin())
+    clip = make_clip(model, 6, seed=7)
+    store = LocalStore(tmp_path / "store")
+    publish_upstream(store, "bad", landmarks478(clip, model.mp_index.numpy()), shard_size=6)
+    # rewrite the masks tar with 0/1 neckhead masks, and its manifest
+    members = []
+    for k in range(1, 7):
+        ones = np.ones((512, 512), np.uint8)
+        members += [(f"alpha/{k:05d}.jpg", cv2.imencode(".jpg", ones * 255)[1].tobytes()),
+                    (f"parsing/{k:05d}_neckhead.png", cv2.imencode(".png", ones)[1].tobytes()),
+                    (f"parsing/{k:05d}_mouth.png", cv2.imencode(".png", ones * 0)[1].tobytes())]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    key = "actors/bad/masks/0000.tar"
+    sha = store.put_bytes(key, buf.getvalue())
+    m = store.get_json("actors/bad/masks/manifest.json")
+    m["outputs"][key] = sha
+    store.put_json("actors/bad/masks/manifest.json", m)
+    run_stage("calibrate", "bad", store, pipeline=TINY, device="cpu")
+    run_stage("track", "bad", store, pipeline=TINY, device="cpu")
+    with pytest.raises(BadInput, match="0/255"):
+        run_stage("assemble", "bad", store, pipeline=TINY, device="cpu")
+    assert not (store.root / "actors/bad/assemble/manifest.json").exists()
