@@ -50,6 +50,7 @@ TARGETS: dict[str, Target] = {
     "masks_fps": Target("masks (alpha + parsing)", "1.5 frames/s", ">= 300 frames/s on one H100", True, 300),
     "calibrate_seconds": Target("calibrate (once per actor)", "-", "-", False),
     "track_fps": Target("track (full schedule, 512x512)", "0.5-0.7 frames/s (4-6 h for 10k frames)", ">= 100 frames/s on one H100", True, 100),
+    "track_vertex_error_mm": Target("track accuracy: mean vertex error (synthetic)", "-", "< 1 mm", False, 1.0),
     "train_images_per_s": Target("train (images/s)", "about 500 images/s (150k in about 5 min, A100)", ">= 1,500 images/s on one H100", True, 1500),
     "train_150k_seconds": Target("train, FlashAvatar's full budget (150k images)", "about 300 s", "< 120 s", False, 120),
     "train_step_images_per_s": Target("train steps alone (batches in GPU memory)", "-", "-"),
