@@ -8,13 +8,22 @@
   :func:`composite_gt` turns them into FlashAvatar's ground truth on the training device.
 - :class:`StepBatchSampler`: the batches of steps ``[start, stop)``, a pure function of (seed, step),
   so a resumed run sees exactly the batches an uninterrupted one would.
+- :class:`CachedBatches`: the sampler's batches gathered from a decoded-frame cache
+  (:mod:`stages.gauss.frame_cache`): one row gather per batch, no decoding.
+- :func:`prefetch_to_device`: a background thread that keeps the next batches ready on the device
+  (pinned host memory, copies on a side CUDA stream).
+- :func:`training_batches`: the trainer's input pipeline (cache when possible, else per-item decoding).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import atexit
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +33,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from stages.dataset.frame_file import load_tracked_sequence, read_frame
 from stages.dataset.layout import FRAME_DELTA, DatasetLayout
 from stages.errors import bad_input
+from stages.gauss.frame_cache import FrameCache, ensure_frame_cache, has_room, load_image
 from stages.gauss.surface import condition_vector
+
+log = logging.getLogger("avatar.gauss")
+
+PIXEL_KEYS = ("img", "alpha", "neckhead", "mouth")
+"""Pixel entries of a batch (uint8); a cached batch carries them as one ``pixels`` [B, H, W, 6] tensor."""
 
 BACKGROUNDS = {"green": (0.0, 1.0, 0.0), "white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
@@ -105,16 +120,8 @@ def check_masks(layout: DatasetLayout, k: int) -> None:
 
 
 def _load(path: Path, mode: str, size: int) -> np.ndarray:
-    """uint8 pixels of an image file at ``size`` x ``size`` (bilinear resize when needed)."""
-    from PIL import Image
-
-    try:
-        im = Image.open(path).convert(mode)
-    except (FileNotFoundError, OSError) as e:
-        raise bad_input(path, f"cannot read image ({e})", "re-run the assemble stage") from None
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.BILINEAR)
-    return np.array(im, dtype=np.uint8)  # a writable copy (torch.from_numpy warns on read-only arrays)
+    """uint8 pixels of an image file at ``size`` x ``size`` (:func:`stages.gauss.frame_cache.load_image`)."""
+    return load_image(path, mode, size)
 
 
 def composite_gt(img: Tensor, alpha: Tensor, neckhead: Tensor, background: Tensor) -> Tensor:
@@ -152,6 +159,28 @@ class AvatarFrames(Dataset):
         self.background = torch.tensor(background, dtype=torch.float32)
         h, w = seq.image_size
         self.k_scale = np.diag([resolution / w, resolution / h, 1.0]).astype(np.float32)
+        self._meta = self._meta_table()
+
+    def _meta_table(self) -> dict[str, Tensor]:
+        """Per-position cond [n, 120], R [n, 3, 3], t [n, 3], K [n, 3, 3] (scaled), index [n] (int64)."""
+        rows = [self._item_meta(i) for i in self.indices]
+        keys = ("cond", "R", "t", "K", "index")
+        if not rows:
+            return {}
+        return {k: torch.stack([r[k] for r in rows]) for k in keys}
+
+    def _item_meta(self, i: int) -> dict[str, Tensor]:
+        return {
+            "cond": torch.from_numpy(np.array(self.seq.cond[i], np.float32)),
+            "R": torch.from_numpy(np.asarray(self.seq.R[i], np.float32).copy()),
+            "t": torch.from_numpy(np.asarray(self.seq.t[i], np.float32).copy()),
+            "K": torch.from_numpy(self.k_scale @ np.asarray(self.seq.K[i], np.float32)),
+            "index": torch.tensor(i),
+        }
+
+    def meta(self, positions: Tensor) -> dict[str, Tensor]:
+        """The small per-frame entries (cond, R, t, K, index) of positions [B] (int64), batched."""
+        return {k: v.index_select(0, positions) for k, v in self._meta.items()}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -166,11 +195,7 @@ class AvatarFrames(Dataset):
             "alpha": torch.from_numpy(_load(lay.alpha_path(k), "L", s)),
             "neckhead": torch.from_numpy(_load(lay.neckhead_path(k), "L", s)),
             "mouth": torch.from_numpy(_load(lay.mouth_path(k), "L", s)),
-            "cond": torch.from_numpy(self.seq.cond[i]),
-            "R": torch.from_numpy(np.asarray(self.seq.R[i], np.float32)),
-            "t": torch.from_numpy(np.asarray(self.seq.t[i], np.float32)),
-            "K": torch.from_numpy(self.k_scale @ np.asarray(self.seq.K[i], np.float32)),
-            "index": torch.tensor(i),
+            **{key: v[j].clone() for key, v in self._meta.items()},
         }
 
     def ground_truth(self, batch: dict[str, Tensor]) -> Tensor:
@@ -207,13 +232,214 @@ class StepBatchSampler(Sampler[list[int]]):
 def make_loader(frames: AvatarFrames, batch_sampler: Sampler | None = None, *, batch_size: int = 1,
                 workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """A DataLoader with worker processes and pinned memory (on CUDA). With a ``batch_sampler`` the
-    order is the sampler's; else sequential batches of ``batch_size``."""
+    order is the sampler's; else sequential batches of ``batch_size``. (torch's worker loop already
+    runs each worker with one intra-op thread; the workers only decode with PIL and collate.)"""
     kw = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=False)
     if workers > 0:
         kw["prefetch_factor"] = 4
     if batch_sampler is not None:
         return DataLoader(frames, batch_sampler=batch_sampler, **kw)
     return DataLoader(frames, batch_size=batch_size, shuffle=False, **kw)
+
+
+def split_pixels(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A batch with ``pixels`` [B, H, W, 6] turned into ``img`` [B, H, W, 3], ``alpha``, ``neckhead``,
+    ``mouth`` [B, H, W] (views, no copy); other batches are returned as they are."""
+    if "pixels" not in batch:
+        return batch
+    out = {k: v for k, v in batch.items() if k != "pixels"}
+    p = batch["pixels"]
+    out.update(img=p[..., :3], alpha=p[..., 3], neckhead=p[..., 4], mouth=p[..., 5])
+    return out
+
+
+class CachedBatches:
+    """The batches of ``sampler`` gathered from a :class:`~stages.gauss.frame_cache.FrameCache`.
+
+    Each batch is a dict: ``pixels`` uint8 [B, H, W, 6] (RGB, alpha, neckhead, mouth, the same bytes
+    :class:`AvatarFrames` decodes) plus cond, R, t, K, index as in :class:`AvatarFrames`, in the
+    sampler's order. The pixels are one ``index_select`` of cache rows into a fresh buffer (pinned
+    when ``pin_memory``; the caching host allocator recycles it once its copy to the GPU is done).
+    """
+
+    def __init__(self, cache: FrameCache, frames: AvatarFrames, sampler: Iterable[list[int]], pin_memory: bool = False):
+        if len(cache) != len(frames) or cache.resolution != frames.resolution:
+            raise ValueError("the frame cache does not hold these frames")
+        self.cache, self.frames, self.sampler, self.pin_memory = cache, frames, sampler, pin_memory
+        self._rows = cache.tensor().view(len(cache), -1)  # [N, H*W*6]: the contiguous fast path of index_select
+
+    def gather(self, positions: list[int]) -> dict[str, Tensor]:
+        """One batch of ``positions`` (indices into ``frames``)."""
+        pos = torch.tensor(positions, dtype=torch.int64)
+        s = self.frames.resolution
+        buf = torch.empty((len(positions), self._rows.shape[1]), dtype=torch.uint8, pin_memory=self.pin_memory)
+        torch.index_select(self._rows, 0, pos, out=buf)
+        return {"pixels": buf.view(len(positions), s, s, 6), **self.frames.meta(pos)}
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        for positions in self.sampler:
+            yield self.gather(positions)
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_DONE = object()
+_LIVE: "set[tuple[threading.Event, threading.Thread]]" = set()
+
+
+@atexit.register
+def _stop_prefetchers() -> None:
+    """Stop the threads of prefetchers never run to the end (else they die inside torch at exit)."""
+    for stop, thread in list(_LIVE):
+        stop.set()
+        thread.join(timeout=5)
+
+
+def prefetch_to_device(batches: Iterable[dict[str, Tensor]], device: str | torch.device, depth: int = 3
+                       ) -> Iterator[dict[str, Tensor]]:
+    """Iterate ``batches`` on ``device``, produced by a background thread up to ``depth`` batches ahead.
+
+    On CUDA the host batches (pinned) are copied with ``non_blocking=True`` on a side stream; the
+    consumer's stream waits on an event per batch and the tensors are marked as used by it
+    (``record_stream``), so copies overlap the training step and no memory is reused early. On the
+    CPU the thread only runs ahead (gathering or decoding overlaps the step). The order is the
+    input's. Errors in the thread are raised in the consumer. ``pixels`` entries are split into
+    ``img``/``alpha``/``neckhead``/``mouth`` views (:func:`split_pixels`).
+
+    Memory: at most ``depth + 1`` batches exist at once (the queue bound), host and device.
+    """
+    dev = torch.device(device)
+    on_cuda = dev.type == "cuda"
+    if on_cuda and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())  # the thread must set an indexed device
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            stream = None
+            if on_cuda:
+                torch.cuda.set_device(dev)
+                stream = torch.cuda.Stream(dev)
+            for host in batches:
+                if stop.is_set():
+                    return
+                if stream is not None:
+                    with torch.cuda.stream(stream):
+                        moved = {k: v.to(dev, non_blocking=True) for k, v in host.items()}
+                        event = torch.cuda.Event()
+                        event.record(stream)
+                    item = (moved, event)
+                else:
+                    item = (host, None)
+                del host
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put(_Failure(e))
+
+    thread = threading.Thread(target=produce, name="avatar-prefetch", daemon=True)
+    thread.start()
+    _LIVE.add((stop, thread))
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            batch, event = item
+            if event is not None:
+                cur = torch.cuda.current_stream(dev)
+                cur.wait_event(event)
+                for v in batch.values():
+                    v.record_stream(cur)
+            yield split_pixels(batch)
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+        _LIVE.discard((stop, thread))
+
+
+FRAME_CACHE_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class PipelineInfo:
+    """How :func:`training_batches` feeds the trainer: ``source`` is ``cache`` or ``decode``;
+    ``cache_built`` whether this run decoded the cache, ``cache_seconds`` the time to build or open
+    it, ``cache_path`` its file (empty without one)."""
+
+    source: str
+    cache_built: bool = False
+    cache_seconds: float = 0.0
+    cache_path: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def training_batches(frames: AvatarFrames, sampler: StepBatchSampler, device: str | torch.device, *,
+                     frame_cache: str = "auto", cache_dir: str | Path | None = None, workers: int = 0,
+                     prefetch: int = 3) -> tuple[Iterator[dict[str, Tensor]], PipelineInfo]:
+    """The trainer's batches on ``device``, in the sampler's order, with the same bytes either way.
+
+    ``frame_cache``: ``on`` decodes every frame once into ``cache_dir`` (or reuses a current cache)
+    and gathers batches from it; ``auto`` does so when ``cache_dir``'s disk has room (else falls
+    back, with a log line); ``off`` decodes per item in ``workers`` DataLoader processes.
+    Cache builds use every core when ``workers > 0``, this process when ``workers == 0``.
+    ``prefetch``: batches kept ready ahead (:func:`prefetch_to_device`).
+
+    Returns (iterator of batches with img/alpha/neckhead/mouth uint8 and cond/R/t/K/index, info).
+    """
+    import time
+
+    if frame_cache not in FRAME_CACHE_MODES:
+        raise bad_input("config", f"unknown frame_cache {frame_cache!r}", f"use one of {', '.join(FRAME_CACHE_MODES)}")
+    pin = torch.device(device).type == "cuda"
+    info = PipelineInfo(source="decode")
+    use_cache = frame_cache != "off" and cache_dir is not None and len(frames) > 0
+    if use_cache and frame_cache == "auto" and not has_room(cache_dir, len(frames), frames.resolution):
+        info.notes.append(f"no room for a {len(frames)}-frame cache in {cache_dir}: decoding per item")
+        log.warning("frame cache: %s", info.notes[-1])
+        use_cache = False
+    if frame_cache == "on" and cache_dir is None:
+        raise ValueError("frame_cache='on' needs a cache_dir")
+    if use_cache:
+        t0 = time.monotonic()
+        try:
+            cache, built = ensure_frame_cache(frames.layout, frames.indices, frames.resolution, cache_dir,
+                                              None if workers > 0 else 0)
+        except OSError as e:
+            if frame_cache == "on":
+                raise bad_input(cache_dir, f"cannot write the frame cache ({e})",
+                                "free disk space there or set train.frame_cache to off") from None
+            info.notes.append(f"frame cache failed ({e}): decoding per item")
+            log.warning("frame cache: %s", info.notes[-1])
+        else:
+            info = PipelineInfo("cache", built, time.monotonic() - t0, str(cache.path), info.notes)
+            return prefetch_to_device(CachedBatches(cache, frames, sampler, pin), device, prefetch), info
+    loader = make_loader(frames, sampler, workers=workers, pin_memory=pin)
+    return prefetch_to_device(loader, device, prefetch), info
 
 
 def find_dataset_root(paths: list[Path]) -> DatasetLayout:

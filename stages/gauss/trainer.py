@@ -30,7 +30,8 @@ from torch import Tensor
 from stages.config import digest_of
 from stages.dataset.layout import DatasetLayout
 from stages.gauss import checkpoint as ckpt
-from stages.gauss.data import AvatarFrames, StepBatchSampler, TrackedSequence, background_rgb, make_loader, split_frames
+from stages.gauss.data import (AvatarFrames, PipelineInfo, StepBatchSampler, TrackedSequence, background_rgb,
+                               split_frames, training_batches)
 from stages.gauss.losses import avatar_loss
 from stages.gauss.model import AvatarConfig, GaussianAvatar
 from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
@@ -51,6 +52,13 @@ class TrainConfig:
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
+            The base rates are upstream's batch-1 values (SH 2.5e-3, opacity 5e-2, scale 5e-3,
+            rotation 1e-3, MLP 1e-4, Adam betas 0.9/0.999). For batch ``B`` Adam follows the
+            square-root scaling rule (Malladi et al. 2022, "On the SDEs and scaling rules for
+            adaptive gradient algorithms"): averaging B frames cuts the gradient noise by sqrt(B)
+            while Adam's step size does not grow with the gradient, so ``lr_scale = sqrt(B)``; the
+            default 4.0 is sqrt(16). Linear scaling (16x) would put the opacity logits' rate at 0.8
+            a step, past where Adam stays stable. The tiny preset (batch 2, 200 steps) uses 4.0 too.
         huber_delta, mouth_weight: the loss (Huber 0.1, 40x inside the mouth).
         lpips_weight, lpips_start: LPIPS inside neck-and-head from this fraction of the steps on,
             only where an LPIPS weights asset exists (none is supported yet: it is logged as off).
@@ -59,7 +67,12 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (0: only at the end).
         seed: initialisation and batch order.
         renderer: ``auto`` (gsplat on CUDA, else reference), ``gsplat`` or ``reference``.
-        workers: DataLoader worker processes.
+        workers: decoding processes: the per-item DataLoader's workers (``frame_cache`` off), and
+            when > 0 the frame cache is built on every core (0: in this process).
+        frame_cache: ``auto`` (default: decode every training frame once into a memory-mapped
+            cache under ``<workdir>/frame-cache`` when the disk has room, else decode per item),
+            ``on`` or ``off`` (:mod:`stages.gauss.frame_cache`). The same bytes reach the model either way.
+        prefetch: batches kept ready on the device ahead of the step (a background thread).
         amp: bfloat16 autocast for the MLP on CUDA.
         log_every: steps between log lines.
     """
@@ -75,7 +88,7 @@ class TrainConfig:
     offset_scale: float = 0.01
     uv_resolution: int = 128
     area_samples: int = 14000
-    lr_scale: float = 1.0
+    lr_scale: float = 4.0
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
     mouth_weight: float = 40.0
@@ -89,6 +102,8 @@ class TrainConfig:
     seed: int = 0
     renderer: str = "auto"
     workers: int = 8
+    frame_cache: str = "auto"
+    prefetch: int = 3
     amp: bool = True
     log_every: int = 100
 
@@ -111,6 +126,7 @@ class TrainResult:
     last_loss: float
     resumed_from: int = 0
     losses: list[float] = field(default_factory=list)
+    pipeline: PipelineInfo | None = None
 
 
 def choose_renderer(name: str, device: str) -> str:
@@ -163,7 +179,7 @@ def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: 
     return render(g.means, g.quats, g.scales, g.opacities, colors, viewmats, K, resolution, resolution, background)
 
 
-RESUME_IGNORES = ("steps", "workers", "log_every", "checkpoint_every")
+RESUME_IGNORES = ("steps", "workers", "log_every", "checkpoint_every", "frame_cache", "prefetch")
 """Settings that do not change what a step computes: a checkpoint resumes across changes of these
 (so a finished run can also be extended with more steps)."""
 
@@ -255,14 +271,16 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
 
     frames = AvatarFrames(layout, seq, train_idx, cfg.resolution, background_rgb(cfg.background))
     sampler = StepBatchSampler(len(frames), cfg.batch_size, cfg.seed, start, cfg.steps)
-    loader = make_loader(frames, sampler, workers=cfg.workers, pin_memory=on_cuda)
+    batches, pipeline = training_batches(frames, sampler, device, frame_cache=cfg.frame_cache,
+                                         cache_dir=workdir / "frame-cache", workers=cfg.workers, prefetch=cfg.prefetch)
+    log.info("input: %s%s", pipeline.source, f" ({'built' if pipeline.cache_built else 'reused'} "
+             f"{pipeline.cache_path} in {pipeline.cache_seconds:.2f} s)" if pipeline.source == "cache" else "")
 
     t0 = time.monotonic()
     step = start
     losses: list[float] = []
     last = math.nan
-    for batch in loader:
-        b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    for b in batches:  # on the device already, in the sampler's order
         gt = frames.ground_truth(b)
         mouth = b["mouth"].float() / 255.0
         image, _ = render_frames(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg, renderer, use_amp)
@@ -291,7 +309,8 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     if math.isnan(last) and step > start:
         last = float(loss.detach())
     return TrainResult(model=model, steps=step, steps_run=step - start, images=run_images, seconds=seconds,
-                       images_per_s=run_images / max(seconds, 1e-9), last_loss=last, resumed_from=start, losses=losses)
+                       images_per_s=run_images / max(seconds, 1e-9), last_loss=last, resumed_from=start, losses=losses,
+                       pipeline=pipeline)
 
 
 def config_from_dict(d: dict) -> TrainConfig:

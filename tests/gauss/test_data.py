@@ -78,3 +78,15 @@ def test_find_dataset_root(toy_dataset):
     assert layout.root == toy_dataset and layout.checkpoint_dir == toy_dataset / "checkpoint"
     with pytest.raises(BadInput):
         find_dataset_root([p for p in paths if p.suffix != ".frame"])
+
+
+def test_batched_meta_equals_the_items(toy_dataset):
+    layout = DatasetLayout(toy_dataset)
+    frames = AvatarFrames(layout, TrackedSequence.load(layout), [4, 9, 2, 17], 24, (0.0, 1.0, 0.0))
+    meta = frames.meta(torch.tensor([2, 0, 3]))
+    for b, j in enumerate([2, 0, 3]):
+        item = frames[j]
+        for k, v in meta.items():
+            assert v[b].dtype == item[k].dtype and torch.equal(v[b], item[k]), k
+    assert meta["index"].tolist() == [2, 4, 17] and meta["K"].shape == (3, 3, 3)
+

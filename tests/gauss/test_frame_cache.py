@@ -1,0 +1,192 @@
+"""The decoded-frame cache: built once, reused, rebuilt when stale, same bytes as decoding, memory-mapped."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stages.dataset.layout import DatasetLayout
+from stages.gauss import frame_cache as fc
+from stages.gauss.data import (AvatarFrames, CachedBatches, StepBatchSampler, TrackedSequence, make_loader,
+                               prefetch_to_device, training_batches)
+
+
+@pytest.fixture
+def dataset(toy_dataset, tmp_path):
+    """A private copy of the toy dataset (tests here rewrite files)."""
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(toy_dataset, root)
+    return DatasetLayout(root)
+
+
+def _frames(layout, indices, res):
+    return AvatarFrames(layout, TrackedSequence.load(layout), indices, res, (0.0, 1.0, 0.0))
+
+
+def test_cache_rows_equal_decoding_and_header(dataset, tmp_path):
+    idx = [0, 3, 5, 11, 20]
+    cache = fc.build_frame_cache(dataset, idx, 24, tmp_path / "c" / "x.u8", processes=2)  # a real pool of 2
+    assert isinstance(cache.array, np.memmap) and cache.array.shape == (5, 24, 24, 6)
+    assert cache.path.stat().st_size == fc.HEADER_BYTES + 5 * 24 * 24 * 6
+    assert not list(cache.path.parent.glob("*.tmp-*"))
+    for r, i in enumerate(idx):
+        k = i + 1
+        want = np.asarray(Image.open(dataset.image_path(k)).convert("RGB").resize((24, 24), Image.BILINEAR))
+        assert np.array_equal(cache.array[r, ..., :3], want)
+        assert np.array_equal(cache.array[r], fc.decode_frame(dataset, i, 24))
+    h = fc.CacheHeader.read(cache.path)
+    assert h.shape == [5, 24, 24, 6] and h.resolution == 24 and h.fingerprint == fc.dataset_fingerprint(dataset, idx)
+
+
+def test_reuse_then_rebuild_when_a_file_changes(dataset, tmp_path):
+    idx = list(range(8))
+    c1, built1 = fc.ensure_frame_cache(dataset, idx, 16, tmp_path / "cache", processes=0)
+    mtime = c1.path.stat().st_mtime_ns
+    c2, built2 = fc.ensure_frame_cache(dataset, idx, 16, tmp_path / "cache", processes=0)
+    assert built1 and not built2 and c2.path == c1.path and c2.path.stat().st_mtime_ns == mtime
+    # other frames or another resolution: another cache, the first one untouched
+    c3, built3 = fc.ensure_frame_cache(dataset, idx[:4], 16, tmp_path / "cache", processes=0)
+    assert built3 and c3.path != c1.path
+    # rewrite one mask: the cache is stale and rebuilt with the new pixels
+    p = dataset.mouth_path(4)
+    Image.fromarray(np.full((48, 48), 255, np.uint8)).save(p)
+    os.utime(p, ns=(time.time_ns(), time.time_ns() + 10 ** 9))
+    assert fc.open_frame_cache(c1.path, dataset, idx, 16) is None
+    c4, built4 = fc.ensure_frame_cache(dataset, idx, 16, tmp_path / "cache", processes=0)
+    assert built4 and c4.path == c1.path and (c4.array[3, ..., 5] == 255).all()
+    # a truncated or foreign file is not trusted
+    with open(c4.path, "r+b") as f:
+        f.truncate(fc.HEADER_BYTES + 10)
+    assert fc.open_frame_cache(c4.path, dataset, idx, 16) is None
+    c4.path.write_bytes(b"not a cache")
+    assert fc.open_frame_cache(c4.path, dataset, idx, 16) is None
+
+
+def test_killed_build_leaves_no_cache_and_its_temporary_is_removed(dataset, tmp_path):
+    path = tmp_path / "cache" / "frames.u8"
+    path.parent.mkdir()
+    dead = path.with_name(path.name + ".tmp-999999999")  # no such process
+    dead.write_bytes(b"half")
+    fc.build_frame_cache(dataset, [0, 1], 16, path, processes=0)
+    assert not dead.exists() and path.exists()
+    # a missing file is bad input naming the file
+    dataset.alpha_path(3).unlink()
+    from stages.errors import BadInput
+
+    with pytest.raises(BadInput, match="00003.jpg"):
+        fc.build_frame_cache(dataset, [2], 16, tmp_path / "cache" / "other.u8", processes=0)
+    assert not list((tmp_path / "cache").glob("other.u8*"))
+
+
+def test_cached_batches_equal_the_decoding_loader_exactly(dataset, tmp_path):
+    idx = list(range(2, 18))
+    frames = _frames(dataset, idx, 32)
+    cache, _ = fc.ensure_frame_cache(dataset, idx, 32, tmp_path / "cache", processes=0)
+    sampler = StepBatchSampler(len(frames), 5, seed=3, start=0, stop=7)  # crosses epochs
+    cached = list(prefetch_to_device(CachedBatches(cache, frames, sampler), "cpu", depth=2))
+    decoded = list(make_loader(frames, sampler, workers=0))
+    assert len(cached) == len(decoded) == 7
+    for a, b in zip(cached, decoded):
+        assert set(a) == set(b)
+        for k in b:
+            assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]), k
+        assert torch.equal(frames.ground_truth(a), frames.ground_truth(b))
+
+
+def test_training_batches_modes_and_order(dataset, tmp_path, monkeypatch):
+    frames = _frames(dataset, list(range(12)), 16)
+    runs = {}
+    for mode in ("on", "off", "auto"):
+        it, info = training_batches(frames, StepBatchSampler(12, 4, 0, 2, 9), "cpu", frame_cache=mode,
+                                    cache_dir=tmp_path / "fc", workers=0, prefetch=2)
+        runs[mode] = (list(it), info)
+    assert runs["on"][1].source == "cache" and runs["on"][1].cache_built
+    assert runs["auto"][1].source == "cache" and not runs["auto"][1].cache_built  # reused
+    assert runs["off"][1].source == "decode"
+    for a, b, c in zip(*(runs[m][0] for m in ("on", "off", "auto"))):
+        for k in b:
+            assert torch.equal(a[k], b[k]) and torch.equal(c[k], b[k]), k
+    assert [int(i) for b in runs["on"][0] for i in b["index"]] == \
+        [i for b in StepBatchSampler(12, 4, 0, 2, 9) for i in b]
+    # no room on the disk: auto falls back to decoding, on insists
+    monkeypatch.setattr("stages.gauss.data.has_room", lambda d, n, r: False)
+    it, info = training_batches(frames, StepBatchSampler(12, 4, 0, 0, 1), "cpu", frame_cache="auto",
+                                cache_dir=tmp_path / "fc3", workers=0)
+    assert info.source == "decode" and "no room" in info.notes[0] and len(list(it)) == 1
+    it, info = training_batches(frames, StepBatchSampler(12, 4, 0, 0, 1), "cpu", frame_cache="on",
+                                cache_dir=tmp_path / "fc3", workers=0)
+    assert info.source == "cache"
+
+
+def test_prefetch_raises_errors_and_stops_early():
+    def gen():
+        yield {"x": torch.zeros(2)}
+        raise RuntimeError("boom in the producer")
+
+    it = prefetch_to_device(gen(), "cpu", depth=2)
+    assert torch.equal(next(it)["x"], torch.zeros(2))
+    with pytest.raises(RuntimeError, match="boom"):
+        next(it)
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield {"i": torch.tensor(i)}
+            i += 1
+
+    it = prefetch_to_device(endless(), "cpu", depth=3)
+    assert [int(next(it)["i"]) for _ in range(5)] == [0, 1, 2, 3, 4]
+    it.close()  # the thread stops: it ran at most depth + 2 batches ahead
+    n = len(produced)
+    time.sleep(0.2)
+    assert len(produced) == n <= 5 + 3 + 2
+
+
+def _rss_anon_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise RuntimeError("no RssAnon")
+
+
+def test_memory_stays_bounded_by_the_batches_in_flight(dataset, tmp_path):
+    """Iterating over a cache much larger than a batch keeps the process's own (anonymous) memory
+    near a few batches: the frames stay in the file's pages (page cache), not in the heap."""
+    idx = list(range(24)) * 3  # 72 rows (frames repeated) x 512 x 512 x 6 = 113 MB, 1.6 MB a batch of 1
+    res = 512
+    cache, _ = fc.ensure_frame_cache(dataset, idx, res, tmp_path / "cache", processes=0)
+    frames = _frames(dataset, idx, res)
+    cache_mb = cache.array.nbytes / 2 ** 20
+    n = len(idx)
+    sampler = StepBatchSampler(n, 1, seed=0, start=0, stop=3 * n)  # three epochs
+    before = _rss_anon_kb()
+    total, grown = 0, {}
+    for step, b in enumerate(prefetch_to_device(CachedBatches(cache, frames, sampler), "cpu", depth=2), 1):
+        total += int(b["img"][:, ::37, ::37].sum())
+        if step % n == 0:
+            grown[step // n] = (_rss_anon_kb() - before) / 1024
+    assert total > 0
+    # a few batches in flight plus allocator slack, never the frames themselves, and no growth per epoch
+    assert grown[1] < cache_mb / 4 and grown[3] < grown[1] + 4, (grown, cache_mb)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_prefetch_gives_the_same_batches(dataset, tmp_path):
+    idx = list(range(16))
+    frames = _frames(dataset, idx, 32)
+    sampler = StepBatchSampler(16, 4, 0, 0, 10)
+    cpu, _ = training_batches(frames, sampler, "cpu", frame_cache="on", cache_dir=tmp_path / "fc", workers=0)
+    gpu, info = training_batches(frames, sampler, "cuda", frame_cache="on", cache_dir=tmp_path / "fc", workers=0)
+    dec, _ = training_batches(frames, sampler, "cuda", frame_cache="off", workers=2)
+    for a, b, c in zip(cpu, gpu, dec):
+        for k in a:
+            assert b[k].is_cuda and torch.equal(a[k], b[k].cpu()) and torch.equal(a[k], c[k].cpu()), k
