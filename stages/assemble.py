@@ -42,10 +42,13 @@ PARAM_KEYS = ("exp", "jaw", "eyes", "eyelids", "rot", "t")
 class Config:
     """Attributes:
         overlay_every: draw every n-th frame into ``overlay.mp4`` (0: no overlay video).
+        overlay_max_frames: at most this many frames in the overlay (long clips are subsampled further:
+            the overlay is a diagnostic, and drawing 10,000 frames would cost minutes).
         check_pixels: decode every image and mask when verifying (sizes, 0/255 masks).
     """
 
     overlay_every: int = 1
+    overlay_max_frames: int = 1500
     check_pixels: bool = True
 
 
@@ -86,11 +89,12 @@ def _overlay(ctx, shards, cfg: Config, track: JoinedTrack, calib: Calibration, d
     focal, pp = torch.as_tensor(calib.focal).float(), torch.as_tensor(calib.pp).float()
     faces = np.asarray(data.faces)
     first = int(track.frames[0])
+    every = max(cfg.overlay_every, -(-len(track.frames) // max(1, cfg.overlay_max_frames)))
 
     def frames():
         for s in shards:
             lm = read_landmarks(ctx.fetch(f"{s.name}.npz", "landmarks"), s)
-            wanted = [k for k in s.frames if (k - first) % cfg.overlay_every == 0]
+            wanted = [k for k in s.frames if (k - first) % every == 0]
             if not wanted:
                 continue
             rows = np.asarray(wanted) - first
@@ -112,7 +116,7 @@ def _overlay(ctx, shards, cfg: Config, track: JoinedTrack, calib: Calibration, d
                 yield draw_overlay(decode_rgb(blob), mesh[j].numpy(), faces, lm.points[k - s.start, :, :2],
                                    lmk[j].numpy(), caption)
 
-    return write_video(path, frames(), fps=25.0 / max(1, cfg.overlay_every))
+    return write_video(path, frames(), fps=25.0 / every)
 
 
 def run(ctx) -> None:  # noqa: ANN001 - StageContext

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ class BenchResult:
 
 def synthetic_clip(path: Path, frames: int, seed: int = 0, size: int = 512) -> Path:
     """Render (or reuse) a synthetic talking-head clip with known ground truth next to it."""
+    import torch
+
     from stages.face.model import load_face_model
     from stages.face.synth import SynthSpec, generate_params, render_video
 
@@ -52,7 +55,9 @@ def synthetic_clip(path: Path, frames: int, seed: int = 0, size: int = 512) -> P
     spec = SynthSpec(n_frames=frames, seed=seed, size=size)
     params = generate_params(model, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    render_video(model, params, path, spec=spec)
+    t0 = time.monotonic()
+    render_video(model, params, path, spec=spec, batch=64, device="cuda" if torch.cuda.is_available() else "cpu")
+    log.info("synthetic clip: %d frames rendered in %.1f s -> %s", frames, time.monotonic() - t0, path)
     return path
 
 
@@ -62,8 +67,8 @@ def run_benchmark(frames: int, workdir: Path, *, preset: str = "full", device: s
     from stages.cli.run_cmd import prepare_actor, run_pipeline
 
     clip = video or synthetic_clip(workdir / f"synthetic-{frames}.mp4", frames)
-    store = LocalStore(workdir / f"store-{time.strftime('%Y%m%d-%H%M%S')}")
-    actor = "bench"
+    store = LocalStore(workdir / "store")  # fixed: a rerun after a crash resumes where it stopped
+    actor = f"bench-{frames}-{preset}"
     pipeline = prepare_actor(store, actor, clip, None, preset)
     t0 = time.monotonic()
     results = run_pipeline(store, actor, pipeline, device=device, jobs=jobs)
@@ -78,7 +83,14 @@ def run_benchmark(frames: int, workdir: Path, *, preset: str = "full", device: s
             if isinstance(stats.get(k), (int, float)):
                 extra[f"{name}_{k}"] = float(stats[k])
     n = store.get_json(f"actors/{actor}/ingest/shards.json")["frames"]
-    return BenchResult(n, results, seconds, extra)
+    result = BenchResult(n, results, seconds, extra)
+    (workdir / "bench.json").write_text(json.dumps({
+        "frames": n, "seconds": seconds, "extra": extra, "preset": preset,
+        "stages": [{"stage": r.stage, "status": r.status, "frames": r.frames, "seconds": round(r.seconds, 3),
+                    "fps": round(r.fps, 2)} for r in results],
+        "manifest_stats": {r.stage: store.get_json(f"actors/{actor}/{r.stage}/manifest.json")["stats"] for r in results},
+    }, indent=1, default=str))
+    return result
 
 
 def figures_of(result: BenchResult) -> dict[str, tuple[float, str]]:
