@@ -10,7 +10,9 @@ A stage module (``decl.module``) provides:
 - ``run(ctx: StageContext) -> None`` for a stage that does not fan out, or
   ``run_shard(ctx: StageContext, shard: Shard) -> None`` for one that does (one call per shard,
   possibly in different pods), optionally followed by ``finish(ctx) -> None`` once all shards are
-  done (runs where the last shard finished, or in the local run).
+  done (runs where the last shard finished, or in the local run);
+- optionally ``PROCESSES_PER_GPU``: how many shard processes may share one GPU in a local run
+  (default 1; CPU-device stages use ``--jobs`` processes).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from stages.tracking.sequence import Appearance, SequenceInputs, track_sequence
 from stages.tracking.stage_io import Landmarks, fetch_frames, fetch_landmarks
 
 ASSETS = FACE_ASSETS
+PROCESSES_PER_GPU = 4  # a shard is launch-bound: four shard processes overlap on one GPU
 IMAGE_SIZE = 512
 
 PRESETS = {"tiny": {"rigid_steps": 40, "landmark_steps": 120, "photometric_steps": 0, "overlap": 4}}

@@ -41,6 +41,7 @@ from stages.runner.context import StageContext
 from stages.runner.shards import Shard
 
 ASSETS = ("matting", "parsing")
+PROCESSES_PER_GPU = 8  # the default backend is CPU-bound; ONNX models are small enough to share a GPU
 
 PRESETS = {
     "tiny": {"batch_size": 4, "rvm_warmup": 4, "workers": 2},

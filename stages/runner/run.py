@@ -165,15 +165,17 @@ def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True) -> int:
 
 
 def _shard_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any], device: str,
-                  scratch: str, index: int, decls: tuple[StageDecl, ...]) -> int:
+                  scratch: str, index: int, decls: tuple[StageDecl, ...], pool_size: int) -> int:
     """Process-pool entry point: rebuild the plan in the worker (with the parent's stage graph) and
-    run one shard."""
+    run one shard. ``ctx.jobs`` is the pool size there, so a stage sizes its threads to its share
+    of the cores."""
     from stages import graph
 
     graph.BY_NAME.clear()
     graph.BY_NAME.update({d.name: d for d in decls})
     Path(scratch).mkdir(parents=True, exist_ok=True)
-    plan = _Plan(name, actor, open_store(store_uri), PipelineConfig.from_dict(pipeline), device, 1, Path(scratch))
+    plan = _Plan(name, actor, open_store(store_uri), PipelineConfig.from_dict(pipeline), device, pool_size,
+                 Path(scratch))
     shard = next(s for s in plan.context(Progress("", enabled=False)).shards() if s.index == index)
     return _run_shard(plan, shard, show_progress=False)
 
@@ -231,14 +233,18 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
             else:
                 todo.append(s)
         frames = 0
-        if plan.jobs > 1 and len(todo) > 1 and plan.device == "cpu":
+        # Shards in parallel processes: as many as jobs on a CPU; on a GPU as many as the stage says
+        # share one GPU well (PROCESSES_PER_GPU: launch-bound or CPU-bound stages overlap there).
+        per_device = plan.jobs if plan.device == "cpu" else int(getattr(plan.module, "PROCESSES_PER_GPU", 1))
+        workers = min(plan.jobs, len(todo), per_device)
+        if workers > 1:
             import multiprocessing as mp
 
             with Progress(name, sum(len(s) for s in todo)) as progress, ProcessPoolExecutor(
-                    max_workers=min(plan.jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+                    max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
                 futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(), plan.device,
                                        str(scratch / f"w{s.index}"), s.index,
-                                       tuple(graph_decls())): s for s in todo}
+                                       tuple(graph_decls()), workers): s for s in todo}
                 for fut in as_completed(futures):
                     n = fut.result()
                     frames += n
