@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stages.calibrate import Config as CalibrateConfig  # noqa: E402
 from stages.face.camera import project as cv_project  # noqa: E402
 from stages.face.flame import FLAME  # noqa: E402
 from stages.face.model import load_face_model  # noqa: E402
@@ -117,15 +118,18 @@ def main() -> None:
     # 1. calibration
     sync()
     t0 = time.perf_counter()
-    picks = select_keyframes(full478, np.ones(n, bool), np.ones(n), 16)
+    cal_cfg = CalibrateConfig()
+    picks = select_keyframes(full478, np.ones(n, bool), np.ones(n), cal_cfg.keyframes)
     region = torch.as_tensor(face_region(data), device=dev)
     cal_sched = calibrate_schedule(*(10, 20, 10) if quick else (150, 500, 150))
     calib = calibrate(flame, CalibrationInputs(torch.as_tensor(lmk[picks], device=dev), pw, picks + 1,
                                                torch.as_tensor(images[picks], device=dev), region),
-                      schedule=cal_sched, model_name=data.name)
+                      schedule=cal_sched, model_name=data.name,
+                      refine_iterations=30 if quick else cal_cfg.refine_iterations)
     sync()
     out["calibrate"] = {"seconds": round(time.perf_counter() - t0, 2), "keyframes": len(picks),
-                        "steps": cal_sched.total_steps, "focal_px": float(calib.focal[0]),
+                        "steps": cal_sched.total_steps, "refine_iterations": 30 if quick else cal_cfg.refine_iterations,
+                        "focal_px": float(calib.focal[0]),
                         "focal_true_px": float(params["K"][0, 0, 0]),
                         "landmark_error_px_median": float(np.median(calib.error_px))}
 

@@ -26,24 +26,29 @@ from stages.tracking.stage_io import fetch_all_landmarks, fetch_frames
 ASSETS = FACE_ASSETS
 IMAGE_SIZE = 512
 
-PRESETS = {"tiny": {"keyframes": 4, "rigid_steps": 40, "identity_steps": 120, "appearance_steps": 0}}
+PRESETS = {"tiny": {"keyframes": 4, "rigid_steps": 40, "identity_steps": 120, "appearance_steps": 0,
+                    "refine_iterations": 100}}
 
 
 @dataclass
 class Config:
     """Attributes:
-        keyframes: how many keyframes (spread over the video; fewer if the video is short).
+        keyframes: how many keyframes (spread over the head poses and the time of the video, see
+            :func:`stages.tracking.keyframes.select_keyframes`; fewer if the video is short).
         rigid_steps, identity_steps, appearance_steps: Adam steps of the three levels (see
             :func:`stages.tracking.schedule.calibrate_schedule`); 0 leaves a level out.
+        refine_iterations: L-BFGS iterations of the float64 identity refinement after the Adam
+            levels (see :mod:`stages.tracking.refine`); 0 leaves it out.
         initial_focal: starting focal length, pixels of the 512x512 crop (4.5 x 512, about
             metrical-tracker's cameras).
         photo_size: resolution of the photometric (appearance) fit.
     """
 
-    keyframes: int = 16
+    keyframes: int = 32
     rigid_steps: int = 150
     identity_steps: int = 500
     appearance_steps: int = 150
+    refine_iterations: int = 1000
     initial_focal: float = 2304.0
     photo_size: int = 128
 
@@ -71,7 +76,8 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     inputs = CalibrationInputs(targets=targets, point_w=point_w, frames=lm.frames[picks], images=images,
                                face_region=torch.as_tensor(face_region(data), device=device))
     calib = calibrate(model, inputs, image_size=IMAGE_SIZE, initial_focal=cfg.initial_focal, schedule=schedule,
-                      model_name=data.name, on_step=lambda level, step: ctx.progress.advance(1))
+                      model_name=data.name, refine_iterations=cfg.refine_iterations,
+                      on_step=lambda level, step: ctx.progress.advance(1))
     if not np.isfinite(calib.shape).all() or not np.isfinite(calib.focal).all():
         raise FloatingPointError("calibration diverged (non-finite identity or focal length)")
     with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from stages.tracking import fit as fitting
+from stages.tracking.refine import refine_identity
 from stages.tracking.schedule import LossWeights, Schedule, calibrate_schedule
 
 
@@ -90,15 +91,18 @@ class CalibrationInputs:
 
 def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 512, initial_focal: float = 2304.0,
               schedule: Schedule | None = None, weights: LossWeights | None = None, model_name: str = "",
-              on_step=None) -> Calibration:
+              refine_iterations: int = 1000, on_step=None) -> Calibration:
     """Fit identity, focal, principal point (and per-keyframe pose and expression) to the keyframes'
-    landmarks, then per-vertex albedo and SH lighting to their images (when given).
+    landmarks (Adam, then :func:`stages.tracking.refine.refine_identity`), then per-vertex albedo
+    and SH lighting to their images (when given).
 
     Args:
         model: the face model (``stages.face.flame.FLAME``), on the device to use.
         inputs: keyframe targets and images (on the model's device).
         initial_focal: starting focal length, pixels (fx = fy).
         schedule: default :func:`stages.tracking.schedule.calibrate_schedule`.
+        refine_iterations: L-BFGS iterations of the float64 identity refinement after the Adam
+            levels (0: none); focal and principal point stay at Adam's values.
     """
     schedule = schedule or calibrate_schedule()
     weights = weights or LossWeights()
@@ -113,6 +117,11 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
     init = fitting.initial_pose(model, shared.shape, inputs.targets, inputs.point_w, shared.focal, shared.pp)
     geometry = Schedule([lv for lv in schedule.levels if not lv.photometric], schedule.lr, schedule.final_lr_fraction)
     res = fitting.fit(model, problem, init, shared, geometry, weights, on_step=on_step)
+    if refine_iterations > 0:
+        ref = refine_identity(model, res.shared.shape, res.params, res.shared.focal, res.shared.pp, inputs.targets,
+                              inputs.point_w, image_size=image_size, iterations=refine_iterations, weights=weights)
+        res = fitting.FitResult(params=ref.params, error_px=ref.error_px, history=res.history,
+                                shared=fitting.Shared(ref.shape, res.shared.focal, res.shared.pp))
 
     albedo = sh = None
     appearance = Schedule([lv for lv in schedule.levels if lv.photometric], schedule.lr, schedule.final_lr_fraction)

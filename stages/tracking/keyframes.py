@@ -1,5 +1,7 @@
-"""Automatic keyframe choice for calibration: spread over the video, frontal, near-neutral, well
-detected, judged from the MediaPipe landmarks alone (numpy, no model needed)."""
+"""Automatic keyframe choice for calibration, judged from the MediaPipe landmarks alone (numpy, no
+model needed): well detected, mouth closed, eyes open, and spread over the head poses the video
+shows (the identity's depth is only observable across poses: near-frontal keyframes alone leave
+it to the prior), and over time."""
 
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ class KeyframeScores:
     mouth: np.ndarray
     eyes: np.ndarray
     score: np.ndarray
+
+
+_MIN_SPREAD = np.array([0.1, 0.05, 0.05, 1e-6])
+"""Smallest spread used to normalise yaw (asymmetry units), pitch (relative), roll (radians), time."""
 
 
 def _d(points: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -67,19 +73,43 @@ def score_frames(points: np.ndarray, ok: np.ndarray, confidence: np.ndarray) -> 
     return KeyframeScores(*masked, score=score)
 
 
-def select_keyframes(points: np.ndarray, ok: np.ndarray, confidence: np.ndarray, count: int) -> np.ndarray:
-    """Indices (into the frame arrays, sorted) of up to ``count`` keyframes: the video's valid
-    frames are cut into ``count`` equal spans of time and the best-scoring frame of each is taken.
+def select_keyframes(points: np.ndarray, ok: np.ndarray, confidence: np.ndarray, count: int, *,
+                     quality_quantile: float = 0.5, time_weight: float = 0.5) -> np.ndarray:
+    """Indices (into the frame arrays, sorted) of up to ``count`` keyframes spread over head poses.
+
+    Candidates are the valid frames whose quality (detector confidence, mouth closed, eyes open;
+    not frontality) is at least the ``quality_quantile`` of the valid frames'. Among them the first
+    keyframe is the best-scoring (frontal, neutral) one; each further one is the candidate farthest
+    from those already chosen (greedy farthest-point sampling) in (yaw, pitch, roll, time), each
+    axis divided by its spread over the candidates (at least :data:`_MIN_SPREAD`, so that the
+    landmarks' noise in a still video is not blown up into pose differences) and time weighted by
+    ``time_weight``. A video
+    that barely moves thus gets keyframes spread over time; one that turns gets its extreme poses.
 
     Raises:
         ValueError: when no frame has landmarks.
     """
-    scores = score_frames(points, ok, confidence).score
-    valid = np.flatnonzero(np.isfinite(scores))
+    s = score_frames(points, ok, confidence)
+    valid = np.flatnonzero(np.isfinite(s.score))
     if valid.size == 0:
         raise ValueError("no frame has landmarks")
     count = min(count, valid.size)
-    picks = []
-    for span in np.array_split(valid, count):
-        picks.append(int(span[np.argmax(scores[span])]))
-    return np.unique(np.asarray(picks, dtype=np.int64))
+    quality = (np.asarray(confidence, dtype=np.float64)[valid] - 4.0 * s.mouth[valid]
+               - np.abs(np.minimum(s.eyes[valid], 0.0)))
+    keep = quality >= np.quantile(quality, quality_quantile)
+    if keep.sum() < count:
+        keep = quality >= np.sort(quality)[::-1][count - 1]
+    cand = valid[keep]
+    time = cand / max(len(s.score) - 1, 1)
+    feats = np.stack([s.yaw[cand], s.pitch[cand], s.roll[cand], time], 1)
+    feats = feats / np.maximum(feats.std(0), _MIN_SPREAD)
+    feats[:, 3] *= time_weight
+    chosen = [int(np.argmax(s.score[cand]))]
+    dist = np.linalg.norm(feats - feats[chosen[0]], axis=1)
+    while len(chosen) < min(count, len(cand)):
+        nxt = int(np.argmax(dist))
+        if dist[nxt] <= 0:
+            break
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(feats - feats[nxt], axis=1))
+    return np.unique(cand[np.asarray(chosen, dtype=np.int64)])

@@ -17,6 +17,9 @@ Calibrate (keyframes, no temporal term)::
     rigid      150 steps   rot, t                              landmarks
     identity   500 steps   + shape, focal, pp, exp, jaw, eyes, eyelids
     appearance 150 steps   albedo, SH only (photometric, when images are given)
+
+followed (between identity and appearance) by up to 1000 float64 L-BFGS iterations on shape and
+the per-keyframe parameters (:mod:`stages.tracking.refine`; kept only where it fits clearly better).
 """
 
 from __future__ import annotations
