@@ -66,16 +66,26 @@ def make_frame(index: int, *, exp: Any, shape: Any, eyes: Any, eyelids: Any, jaw
     return frame
 
 
-def write_frame(path: str | Path, frame: dict[str, Any]) -> None:
-    """``torch.save`` the frame to ``path`` atomically (temporary file + rename)."""
+def frame_bytes(frame: dict[str, Any]) -> bytes:
+    """The ``torch.save`` bytes of a frame, identical for identical frames (saving to a named file
+    would put that file's name inside the archive)."""
+    import io
+
     import torch
 
+    buf = io.BytesIO()
+    torch.save(frame, buf)
+    return buf.getvalue()
+
+
+def write_frame(path: str | Path, frame: dict[str, Any]) -> None:
+    """``torch.save`` the frame to ``path`` atomically (temporary file + rename), reproducibly."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
     try:
-        torch.save(frame, tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(frame_bytes(frame))
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

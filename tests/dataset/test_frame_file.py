@@ -56,3 +56,11 @@ def test_load_tracked_sequence_stacks_in_order(dataset):
     from factories.dataset_factory import make_frame_dict as mk
 
     np.testing.assert_array_equal(seq["flame.exp"][4], mk(4)["flame"]["exp"][0])
+
+
+def test_frame_files_are_byte_reproducible(tmp_path):
+    from factories.dataset_factory import make_frame_dict as mk
+
+    write_frame(tmp_path / "a" / "00001.frame", mk(1))
+    write_frame(tmp_path / "b" / "00001.frame", mk(1))
+    assert (tmp_path / "a" / "00001.frame").read_bytes() == (tmp_path / "b" / "00001.frame").read_bytes()
