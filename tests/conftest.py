@@ -80,3 +80,14 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH", "")]))
     env.update(extra or {})
     return env
+
+
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread: on a shared 2-core machine extra threads mostly wait on each other."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -5,53 +5,9 @@ number; every object definition that lists properties closed with additionalProp
 
 from __future__ import annotations
 
-import copy
-import json
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
+import pytest
 
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "workflows" / "argo_schema"
-_WIDEN = ("io.k8s.apimachinery.pkg.util.intstr.IntOrString", "io.k8s.apimachinery.pkg.api.resource.Quantity")
-_CRDS = {"Workflow": "argoproj.io_workflows.yaml", "WorkflowTemplate": "argoproj.io_workflowtemplates.yaml"}
-
-
-@lru_cache(maxsize=1)
-def _definitions() -> dict[str, Any]:
-    defs = copy.deepcopy(json.loads((SCHEMA_DIR / "schema.json").read_text())["definitions"])
-    for name in _WIDEN:
-        defs[name] = {**{k: v for k, v in defs[name].items() if k != "format"}, "type": ["string", "integer", "number"]}
-    for d in defs.values():
-        if isinstance(d, dict) and "properties" in d:
-            d["additionalProperties"] = False
-    return defs
-
-
-@lru_cache(maxsize=2)
-def _crd(kind: str) -> dict[str, Any]:
-    import yaml
-
-    crd = yaml.load((SCHEMA_DIR / _CRDS[kind]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-    return version["schema"]["openAPIV3Schema"]
-
-
-def argo_errors(doc: dict[str, Any], definition: str) -> list[str]:
-    """Violations of ``doc`` against ``io.argoproj.workflow.v1alpha1.<definition>`` (strict), and for
-    Workflow/WorkflowTemplate also against the CRD's openAPIV3Schema (its enums). Empty = valid."""
-    import jsonschema
-
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-              "$ref": f"#/definitions/io.argoproj.workflow.v1alpha1.{definition}", "definitions": _definitions()}
-    errors = [f"schema.json {definition}: {'/'.join(map(str, e.absolute_path))}: {e.message}"
-              for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]
-    if definition in _CRDS:
-        errors += [f"CRD: {'/'.join(map(str, e.absolute_path))}: {e.message}"
-                   for e in jsonschema.Draft7Validator(_crd(definition)).iter_errors(doc)]
-    return errors
-
-
-import pytest  # noqa: E402
+from factories.argo_schema import SCHEMA_DIR, argo_errors
 
 
 @pytest.fixture(scope="session")

@@ -32,13 +32,6 @@ def _held_out_psnr(model, surface, layout, cfg):
     return ev
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine extra threads mostly wait on each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_tiny_training_reaches_psnr_threshold(toy_dataset, tmp_path, one_thread):

@@ -14,12 +14,6 @@ from stages.runner.run import run_stage
 from stages.store.uri import open_store
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_render_stage_writes_preview_and_report(tmp_path, one_thread):

@@ -19,12 +19,6 @@ SMALL = {"steps": 12, "batch_size": 2, "resolution": 32, "uv_resolution": 16, "c
          "mlp_width": 32, "log_every": 4}
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -3,53 +3,12 @@ openAPIV3Schema (enums). See argo_schema/PROVENANCE.md."""
 
 from __future__ import annotations
 
-import copy
 import json
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-SCHEMA_DIR = Path(__file__).parent / "argo_schema"
-_CRD_FILES = {"Workflow": "argoproj.io_workflows.yaml", "WorkflowTemplate": "argoproj.io_workflowtemplates.yaml"}
-_WIDEN = ("io.k8s.apimachinery.pkg.util.intstr.IntOrString", "io.k8s.apimachinery.pkg.api.resource.Quantity")
-
-
-@lru_cache(maxsize=1)
-def strict_definitions() -> dict[str, Any]:
-    """schema.json's definitions with the two quirks fixed."""
-    schema = json.loads((SCHEMA_DIR / "schema.json").read_text())
-    defs = copy.deepcopy(schema["definitions"])
-    for name in _WIDEN:
-        defs[name] = {**{k: v for k, v in defs[name].items() if k != "format"}, "type": ["string", "integer", "number"]}
-    for d in defs.values():
-        if isinstance(d, dict) and "properties" in d:
-            d["additionalProperties"] = False
-    return defs
-
-
-@lru_cache(maxsize=2)
-def crd_schema(kind: str) -> dict[str, Any]:
-    import yaml
-
-    crd = yaml.load((SCHEMA_DIR / _CRD_FILES[kind]).read_text(), Loader=yaml.CSafeLoader)
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-    return version["schema"]["openAPIV3Schema"]
-
-
-def argo_errors(doc: dict[str, Any], kind: str | None = None) -> list[str]:
-    """Every violation of ``doc`` against the strict schema.json and the CRD (empty = valid)."""
-    import jsonschema
-
-    kind = kind or doc["kind"]
-    strict = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-              "$ref": f"#/definitions/io.argoproj.workflow.v1alpha1.{kind}", "definitions": strict_definitions()}
-    errors = [f"schema.json: {'/'.join(map(str, e.absolute_path))}: {e.message}"
-              for e in jsonschema.Draft202012Validator(strict).iter_errors(doc)]
-    errors += [f"CRD: {'/'.join(map(str, e.absolute_path))}: {e.message}"
-               for e in jsonschema.Draft7Validator(crd_schema(kind)).iter_errors(doc)]
-    return errors
+from factories.argo_schema import SCHEMA_DIR, argo_errors, crd_schema, strict_definitions  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
