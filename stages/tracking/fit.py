@@ -119,14 +119,14 @@ def initial_pose(model: nn.Module, shape: Tensor, targets: Tensor, point_w: Tens
     return p
 
 
-def _t_to_q(t: Tensor) -> Tensor:
+def t_to_q(t: Tensor) -> Tensor:
     """[N, 3] translation (metres) -> [N, 3] (x/z, y/z, log z)."""
     z = t[:, 2:3].clamp_min(1e-3)
     return torch.cat((t[:, :2] / z, torch.log(z)), dim=1)
 
 
-def _q_to_t(q: Tensor) -> Tensor:
-    """Inverse of :func:`_t_to_q`."""
+def q_to_t(q: Tensor) -> Tensor:
+    """Inverse of :func:`t_to_q`."""
     z = torch.exp(q[:, 2:3])
     return torch.cat((q[:, :2] * z, z), dim=1)
 
@@ -182,7 +182,7 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
     per_frame = {k: v.detach().clone() for k, v in init.as_dict().items()}
     # Translation as (x/z, y/z, log z): depth then scales the face about its projected origin
     # instead of also sliding it, which decouples the three directions for Adam.
-    per_frame["t"] = _t_to_q(per_frame["t"])
+    per_frame["t"] = t_to_q(per_frame["t"])
     # Shared parameters in well-scaled forms: focal as log(f / size), pp in image sizes.
     # One focal length (fx = fy, as metrical-tracker and the .frame's single ``fl`` have it).
     shared_raw = {"shape": shared.shape.detach().clone(),
@@ -193,7 +193,7 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
     history: dict[str, float] = {}
 
     def current() -> tuple[FrameParams, Shared]:
-        return (FrameParams(**{**per_frame, "t": _q_to_t(per_frame["t"])}),
+        return (FrameParams(**{**per_frame, "t": q_to_t(per_frame["t"])}),
                 Shared(shared_raw["shape"], (torch.exp(shared_raw["focal"]) * size).expand(2),
                        shared_raw["pp"] * size))
 

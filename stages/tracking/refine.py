@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from stages.tracking import losses
+from stages.tracking.fit import q_to_t, t_to_q
 from stages.tracking.params import FrameParams, project
 from stages.tracking.schedule import LossWeights
 
@@ -70,17 +71,6 @@ def objective(model: nn.Module, shape: Tensor, p: FrameParams, focal: Tensor, pp
     return total, pix
 
 
-def _t_to_q(t: Tensor) -> Tensor:
-    """[K, 3] metres -> (x/z, y/z, log z): depth then scales about the projected origin."""
-    z = t[:, 2:3].clamp_min(1e-3)
-    return torch.cat((t[:, :2] / z, torch.log(z)), dim=1)
-
-
-def _q_to_t(q: Tensor) -> Tensor:
-    z = torch.exp(q[:, 2:3])
-    return torch.cat((q[:, :2] * z, z), dim=1)
-
-
 def refine_identity(model: nn.Module, shape: Tensor, params: FrameParams, focal: Tensor, pp: Tensor,
                     targets: Tensor, point_w: Tensor, *, image_size: int = 512, iterations: int = 600,
                     weights: LossWeights | None = None, history: int = 100,
@@ -112,13 +102,13 @@ def refine_identity(model: nn.Module, shape: Tensor, params: FrameParams, focal:
     # scale the loss so that L-BFGS's absolute tolerances and first step are well-sized
     scale = float(image_size) ** 2
     x = {k: v.detach().to(f64).clone() for k, v in params.as_dict().items()}
-    x["t"] = _t_to_q(x["t"])
+    x["t"] = t_to_q(x["t"])
     x["shape"] = shape.detach().to(f64).clone()
     for v in x.values():
         v.requires_grad_(True)
 
     def unpack() -> FrameParams:
-        return FrameParams(**{k: (_q_to_t(v) if k == "t" else v) for k, v in x.items() if k != "shape"})
+        return FrameParams(**{k: (q_to_t(v) if k == "t" else v) for k, v in x.items() if k != "shape"})
 
     opt = torch.optim.LBFGS(list(x.values()), lr=1.0, max_iter=iterations, history_size=history,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)

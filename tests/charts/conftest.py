@@ -13,6 +13,5 @@ from factories.argo_schema import SCHEMA_DIR, argo_errors
 @pytest.fixture(scope="session")
 def argo_validate():
     """``argo_validate(doc, definition) -> list of errors`` (empty = valid)."""
-    if not (SCHEMA_DIR / "schema.json").is_file():
-        pytest.skip(f"Argo schema files not found in {SCHEMA_DIR}")
+    assert (SCHEMA_DIR / "schema.json").is_file(), f"Argo schema files missing from {SCHEMA_DIR}"
     return argo_errors

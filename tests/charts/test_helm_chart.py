@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-helm = pytest.importorskip("helm_python")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
+import helm_python as helm  # noqa: E402
+import kubernetes_validate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "avatar-pipeline"
@@ -230,7 +230,8 @@ def test_node_classes_cover_the_stage_graph():
 
 def test_values_defaults_match_workflow_settings():
     """A default install behaves like `avatar workflow render` with default settings."""
-    settings_mod = pytest.importorskip("workflows.settings")
+    import workflows.settings as settings_mod
+
     s = settings_mod.WorkflowSettings()
     v = yaml.safe_load((CHART / "values.yaml").read_text())
     for name, nc in s.node_classes.items():
@@ -256,9 +257,9 @@ def test_values_defaults_match_workflow_settings():
 
 
 def _render_for_helm() -> str:
-    build = pytest.importorskip("workflows.build")
-    pytest.importorskip("workflows.helm", reason="workflows/helm.py (the --for-helm mode) has not landed yet")
-    settings = pytest.importorskip("workflows.settings")
+    import workflows.build as build
+    import workflows.settings as settings
+
     return build.render_yaml(settings.WorkflowSettings(), for_helm=True)
 
 

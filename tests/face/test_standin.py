@@ -82,7 +82,8 @@ def test_topology_and_embeddings(data):
 
 
 def test_mediapipe_sets_match_mediapipe():
-    conn = pytest.importorskip("mediapipe.python.solutions.face_mesh_connections")
+    from mediapipe.python.solutions import face_mesh_connections as conn
+
 
     def idx(edges):
         return {i for e in edges for i in e}

@@ -16,7 +16,8 @@ from stages.video.testclip import read_frame_number, write_numbered_clip
 
 def ffmpeg_fps25(path, width: int, height: int) -> np.ndarray:
     """Frames [M,H,W,3] of ``ffmpeg -i path -vf fps=25`` (upright: ffmpeg autorotates)."""
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import imageio_ffmpeg
+
     out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-vf", "fps=25",
                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True, timeout=60)
     return np.frombuffer(out.stdout, dtype=np.uint8).reshape(-1, height, width, 3)
@@ -114,7 +115,8 @@ def test_b_frames_and_other_containers_match_ffmpeg(tmp_path):
 def test_audio_first_and_edit_lists_match_ffmpeg(tmp_path, offset):
     """Video starting after the audio (ffmpeg's command line fills the gap with copies of the
     first frame) or cut by an edit list (leading packets discarded) still gives ffmpeg's frames."""
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import imageio_ffmpeg
+
     clip = write_numbered_clip(tmp_path / "v.mp4", 45, Fraction(30000, 1001))
     path = tmp_path / "av.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono",
