@@ -5,7 +5,11 @@ placing the real talking-head clip's frames, scaled to 720x720, on a grey canvas
 is encoded once and stream-copied back to back; then runs ``ingest`` and ``landmarks`` through the stage runner with ``jobs`` = all cores
 and prints one JSON object of figures on stdout (logs go to stderr).
 
-    python bench/ingest_bench.py [--video ../shared/data/wojtek.mp4] [--seconds 600] [--shard-size 500]
+    python bench/ingest_bench.py [--video ../shared/data/wojtek.mp4] [--seconds 600] [--shard-size 500] [--masks]
+
+``--masks`` also runs the masks stage (default backends: MediaPipe selfie matting + landmark
+parsing) on the same frames through the runner, as a local run does (``masks_fps``: shard processes,
+tar I/O and load balance included).
 
 Needs the ``tracker`` extras (av, mediapipe 0.10.21, opencv-python-headless, numpy<2).
 """
@@ -82,6 +86,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=600.0, help="length of the 1080p clip (a 20 s segment looped)")
     ap.add_argument("--shard-size", type=int, default=500)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--masks", action="store_true", help="run the masks stage too")
+    ap.add_argument("--device", default="auto", help="device of the GPU stages (masks): auto, cpu, cuda")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     if not args.video.is_file():
@@ -121,6 +127,12 @@ def main() -> None:
             "crop_side_px": report["crop"]["side"], "landmarks_ok_fraction": lreport["ok_fraction"],
             "clip_encode_seconds": round(encode_s, 2),
         }
+        if args.masks:
+            msk = run_stage("masks", "b", store, jobs=args.jobs, device=args.device)
+            mstats = store.get_json(actor_key("b", "masks", "manifest.json"))["stats"]
+            out.update({"masks_seconds": round(msk.seconds, 2), "masks_fps": round(msk.fps, 1),
+                        "masks_backends": "default matting (MediaPipe selfie) + landmark parsing",
+                        "masks_goal_fps": 300, "masks_stats": {k: v for k, v in mstats.items() if k != "shards"}})
         print(json.dumps(out))
     finally:
         shutil.rmtree(work, ignore_errors=True)

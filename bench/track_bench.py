@@ -1,6 +1,7 @@
 """Benchmark of the batched tracker (calibrate + track) on a synthetic clip, on one GPU.
 
-    python bench/track_bench.py [--frames 2048] [--batches 64,256,1024,2048] [--quick]
+    python bench/track_bench.py [--frames 2048] [--batches 64,256,1024,2048] [--keyframes 32]
+                                [--noise 1.0] [--accuracy-only] [--quick]
 
 Builds a synthetic ground-truth clip with the stand-in face model (stages.face.synth: known
 parameters, exact landmarks, frames rendered by our rasteriser), then
@@ -9,7 +10,12 @@ parameters, exact landmarks, frames rendered by our rasteriser), then
 2. tracks the whole clip with the full default track schedule, photometric term on, all frames
    per optimiser step (batch = the clip, up to --max-batch), and measures frames/s and accuracy
    (median landmark error px, mean vertex error mm after one similarity alignment, jitter);
-3. repeats track for several batch sizes to show how frames/s and peak GPU memory scale.
+3. repeats track for several batch sizes to show how frames/s and peak GPU memory scale;
+4. with ``--noise`` > 0, calibrates and tracks again from landmarks with that much Gaussian noise
+   (pixels, per coordinate) and reports the vertex jitter against the ground truth's own motion
+   (the issue's criterion: jitter <= 1.5 x ground-truth motion + 0.2 mm).
+
+``--accuracy-only`` skips the scaling and timing-only parts (3 and the FLAME-sized timing).
 
 Prints one JSON object to stdout. Uses only torch, numpy and this package.
 """
@@ -70,6 +76,17 @@ def umeyama_error(est: np.ndarray, gt: np.ndarray) -> float:
     return float(np.linalg.norm(s * X @ R.T + (my - s * R @ mx) - Y, axis=1).mean())
 
 
+def identity_error_mm(flame, shape: np.ndarray, true_shape: np.ndarray, dev) -> float:
+    """Mean distance, mm, between the neutral heads of the fitted and the true identity after one
+    similarity alignment (what calibration got wrong about the face's shape)."""
+    ident6 = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]], device=dev)
+    neutral = {"expression": torch.zeros(1, 0, device=dev), "jaw": ident6, "eyes": ident6.repeat(1, 2)}
+    with torch.no_grad():
+        a = flame(shape=torch.as_tensor(np.asarray(shape)[None], device=dev).float(), **neutral).vertices[0]
+        b = flame(shape=torch.as_tensor(np.asarray(true_shape)[None], device=dev).float(), **neutral).vertices[0]
+    return round(1000 * umeyama_error(a.cpu().numpy(), b.cpu().numpy()), 3)
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -82,6 +99,9 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=2048)
     ap.add_argument("--photo-size", type=int, default=128)
     ap.add_argument("--quick", action="store_true", help="a few steps only (smoke test of the script)")
+    ap.add_argument("--keyframes", type=int, default=None, help="calibration keyframes (default: the stage's)")
+    ap.add_argument("--noise", type=float, default=1.0, help="landmark noise of the jitter run, pixels (0: skip)")
+    ap.add_argument("--accuracy-only", action="store_true", help="skip the batch scaling and timing-only runs")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out: dict = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
@@ -111,37 +131,47 @@ def main() -> None:
 
     mp_index = flame.mp_index.cpu().numpy()
     pw = LandmarkWeights().per_point()[flame.mp_index.cpu()].to(dev)
-    full478 = np.repeat(lmk.mean(1, keepdims=True), 478, axis=1)
-    full478[:, mp_index] = lmk
     quick = args.quick
 
     # 1. calibration
-    sync()
-    t0 = time.perf_counter()
     cal_cfg = CalibrateConfig()
-    picks = select_keyframes(full478, np.ones(n, bool), np.ones(n), cal_cfg.keyframes)
+    n_key = args.keyframes or cal_cfg.keyframes
     region = torch.as_tensor(face_region(data), device=dev)
     cal_sched = calibrate_schedule(*(10, 20, 10) if quick else (150, 500, 150))
-    calib = calibrate(flame, CalibrationInputs(torch.as_tensor(lmk[picks], device=dev), pw, picks + 1,
-                                               torch.as_tensor(images[picks], device=dev), region),
-                      schedule=cal_sched, model_name=data.name,
-                      refine_iterations=30 if quick else cal_cfg.refine_iterations)
-    sync()
-    out["calibrate"] = {"seconds": round(time.perf_counter() - t0, 2), "keyframes": len(picks),
+
+    def calibrate_on(points: np.ndarray):
+        full = np.repeat(points.mean(1, keepdims=True), 478, axis=1)
+        full[:, mp_index] = points
+        picks = select_keyframes(full, np.ones(n, bool), np.ones(n), n_key)
+        sync()
+        t0 = time.perf_counter()
+        calib = calibrate(flame, CalibrationInputs(torch.as_tensor(points[picks], device=dev), pw, picks + 1,
+                                                   torch.as_tensor(images[picks], device=dev), region),
+                          schedule=cal_sched, model_name=data.name,
+                          refine_iterations=30 if quick else cal_cfg.refine_iterations)
+        sync()
+        return calib, picks, time.perf_counter() - t0
+
+    calib, picks, cal_s = calibrate_on(lmk.astype(np.float32))
+    out["calibrate"] = {"seconds": round(cal_s, 2), "keyframes": len(picks),
                         "steps": cal_sched.total_steps, "refine_iterations": 30 if quick else cal_cfg.refine_iterations,
                         "focal_px": float(calib.focal[0]),
                         "focal_true_px": float(params["K"][0, 0, 0]),
-                        "landmark_error_px_median": float(np.median(calib.error_px))}
+                        "landmark_error_px_median": float(np.median(calib.error_px)),
+                        "identity_error_mm": identity_error_mm(flame, calib.shape, params["shape"][0], dev)}
 
     # 2. track, full schedule, photometric on
-    model = personalised(flame, torch.as_tensor(calib.shape, device=dev))
-    shared = Shared(torch.zeros(0, device=dev), torch.as_tensor(calib.focal, device=dev),
-                    torch.as_tensor(calib.pp, device=dev))
-    appearance = Appearance(calib.albedo, calib.sh, face_region(data))
     sched = track_schedule(*(5, 10, 5) if quick else (80, 260, 80))
 
-    def run(count: int, batch: int):
-        inputs = SequenceInputs(np.arange(1, count + 1), lmk[:count].astype(np.float32), np.ones(count, bool),
+    def tracker_for(c):
+        return (personalised(flame, torch.as_tensor(c.shape, device=dev)),
+                Shared(torch.zeros(0, device=dev), torch.as_tensor(c.focal, device=dev), torch.as_tensor(c.pp, device=dev)),
+                Appearance(c.albedo, c.sh, face_region(data)))
+
+    model, shared, appearance = tracker_for(calib)
+
+    def run(count: int, batch: int, points: np.ndarray = lmk):
+        inputs = SequenceInputs(np.arange(1, count + 1), points[:count].astype(np.float32), np.ones(count, bool),
                                 images[:count])
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -153,19 +183,38 @@ def main() -> None:
         mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
         return res, sec, mem
 
+    def accuracy(res) -> dict:
+        p = FrameParams.from_numpy(res.params, dev)
+        with torch.no_grad():
+            v = model(shape=torch.zeros(n, 0, device=dev), expression=p.exp, jaw=p.jaw, eyes=p.eyes,
+                      eyelids=p.eyelids).vertices
+            cam = (v @ p.R.transpose(-1, -2) + p.t[:, None]).cpu().numpy()
+        jitter = 1000 * float(np.linalg.norm(np.diff(cam, axis=0), axis=-1).mean())
+        gt_motion = 1000 * float(np.linalg.norm(np.diff(gt_cam, axis=0), axis=-1).mean())
+        return {"landmark_error_px_median": float(np.median(res.error_px)),
+                "vertex_error_mm_aligned": round(1000 * umeyama_error(cam, gt_cam), 3),
+                "jitter_mm": round(jitter, 3), "gt_motion_mm": round(gt_motion, 3),
+                "jitter_limit_mm": round(1.5 * gt_motion + 0.2, 3)}
+
     run(min(n, 64), 64)  # warm-up (kernels, allocator)
     res, sec, mem = run(n, args.max_batch)
-    p = FrameParams.from_numpy(res.params, dev)
-    with torch.no_grad():
-        v = model(shape=torch.zeros(n, 0, device=dev), expression=p.exp, jaw=p.jaw, eyes=p.eyes,
-                  eyelids=p.eyelids).vertices
-        cam = (v @ p.R.transpose(-1, -2) + p.t[:, None]).cpu().numpy()
     out["track"] = {"frames_per_s": round(n / sec, 1), "seconds": round(sec, 2), "steps": sched.total_steps,
                     "batch": min(n, args.max_batch), "peak_gpu_gib": None if mem is None else round(mem, 2),
-                    "landmark_error_px_median": float(np.median(res.error_px)),
-                    "vertex_error_mm_aligned": round(1000 * umeyama_error(cam, gt_cam), 3),
-                    "jitter_mm": round(1000 * float(np.linalg.norm(np.diff(cam, axis=0), axis=-1).mean()), 3),
-                    "gt_motion_mm": round(1000 * float(np.linalg.norm(np.diff(gt_cam, axis=0), axis=-1).mean()), 3)}
+                    **accuracy(res)}
+
+    if args.noise > 0:  # 4. the jitter criterion: calibrate and track from noisy landmarks
+        rng = np.random.default_rng(1)
+        noisy = (lmk + rng.normal(0.0, args.noise, lmk.shape)).astype(np.float32)
+        calib_n, _, cal_s = calibrate_on(noisy)
+        model, shared, appearance = tracker_for(calib_n)
+        res_n, sec_n, _ = run(n, args.max_batch, noisy)
+        out["track_noisy"] = {"noise_px": args.noise, "calibrate_seconds": round(cal_s, 2),
+                              "identity_error_mm": identity_error_mm(flame, calib_n.shape, params["shape"][0], dev),
+                              "frames_per_s": round(n / sec_n, 1), **accuracy(res_n)}
+        model, shared, appearance = tracker_for(calib)
+    if args.accuracy_only:
+        print(json.dumps(out))
+        return
 
     # 3. scaling with the batch size (photometric on, full schedule)
     scaling = []

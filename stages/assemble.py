@@ -5,6 +5,8 @@ Writes (see :mod:`stages.dataset.layout`), under ``actors/<actor>/dataset/``::
 
     imgs/{k:05d}.jpg, alpha/{k:05d}.jpg, parsing/{k:05d}_{neckhead,mouth}.png   k = 1..N
     checkpoint/{i:05d}.frame                                                     i = 0..N-1 (pairs with k = i+1)
+                 (flame.tex: the calibration's FLAME texture coefficients when calibrate fitted
+                 in texture space, else zeros)
     tracking.npz                                                                 all parameters, compact
 
 and under ``actors/<actor>/assemble/``: ``overlay.mp4`` (mesh and landmarks over the frames) and
@@ -50,6 +52,17 @@ class Config:
     overlay_every: int = 1
     overlay_max_frames: int = 1500
     check_pixels: bool = True
+
+
+def frame_tex(calib: Calibration) -> np.ndarray | None:
+    """The ``.frame``'s ``flame.tex`` [140]: the calibration's FLAME texture coefficients (zero-padded
+    or cut to 140), or None (zeros in the file) when calibrate fitted no texture."""
+    if calib.tex is None:
+        return None
+    out = np.zeros(140, np.float32)
+    k = min(140, int(np.size(calib.tex)))
+    out[:k] = np.asarray(calib.tex, np.float32).reshape(-1)[:k]
+    return out
 
 
 def _camera_fields(K: np.ndarray, R: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
@@ -141,6 +154,7 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     calib_path = ctx.fetch("calibration.npz", "calibrate")
     calib = Calibration.load(calib_path)
     K = np.array([[calib.focal[0], 0, calib.pp[0]], [0, calib.focal[1], calib.pp[1]], [0, 0, 1]], np.float32)
+    tex = frame_tex(calib)
     cams = _camera_fields(K, track.R, track.params["t"])
     data = load_stage_face_model(ctx)
 
@@ -151,7 +165,7 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
             frame = make_frame(i, exp=track.params["exp"][i], shape=calib.shape, eyes=track.params["eyes"][i],
                                eyelids=track.params["eyelids"][i], jaw=track.params["jaw"][i], R=track.R[i],
                                t=track.params["t"][i], K=K, camera={k: v[i] for k, v in cams.items()},
-                               img_size=(IMAGE_SIZE, IMAGE_SIZE), sh=calib.sh, global_step=i)
+                               img_size=(IMAGE_SIZE, IMAGE_SIZE), tex=tex, sh=calib.sh, global_step=i)
             write_frame(layout.frame_path(i), frame)
             items.append((rel_paths(i)["frame"], layout.frame_path(i)))
             if i % 256 == 255:

@@ -1,5 +1,11 @@
-"""Stage ``calibrate``: identity (face-model shape), focal length, principal point, albedo and
+"""Stage ``calibrate``: identity (face-model shape), focal length, principal point, appearance and
 lighting of one actor, fitted jointly over automatically chosen keyframes.
+
+Appearance: in FLAME texture space (140 coefficients, the ``.frame``'s ``flame.tex``) when the
+actor has a ``flame-texture`` asset whose UV layout fits the face model (from the npz's
+``vt``/``ft`` or the model's own); otherwise a per-vertex albedo estimated from the keyframes. The
+report's ``appearance`` says which (and ``appearance_note`` why not texture, when a texture asset
+was given but could not be used).
 
 Reads ``landmarks/<shard>.npz`` of every shard and the keyframes' images from ``ingest``; writes
 ``calibrate/calibration.npz`` (see :mod:`stages.tracking.calibration`) and ``calibrate/report.json``.
@@ -42,6 +48,9 @@ class Config:
         initial_focal: starting focal length, pixels of the 512x512 crop (4.5 x 512, about
             metrical-tracker's cameras).
         photo_size: resolution of the photometric (appearance) fit.
+        texture_size: texels per side the FLAME texture space is resampled to (texture mode).
+        tex_prior: weight of ``sum(tex**2)`` relative to the photometric L1 (texture mode; about
+            metrical-tracker's ratio of texture regulariser to photometric weight).
     """
 
     keyframes: int = 32
@@ -51,6 +60,25 @@ class Config:
     refine_iterations: int = 1000
     initial_focal: float = 2304.0
     photo_size: int = 128
+    texture_size: int = 256
+    tex_prior: float = 1e-4
+
+
+def load_stage_texture(ctx, data, size: int):  # noqa: ANN001, ANN201 - StageContext, FaceModelData
+    """``(FlameTexture or None, note)``: the actor's ``flame-texture`` asset on the model's UV layout,
+    or None with the reason (no asset; no UV layout; a layout for another mesh)."""
+    from stages.face.texture import N_COMPONENTS, FlameTexture
+
+    path = ctx.asset("flame-texture")
+    if path is None:
+        return None, ""
+    texture = FlameTexture.from_file(path, N_COMPONENTS, size, vt=data.vt, ft=data.ft)
+    if not texture.has_uv:
+        return None, "the flame-texture asset has no UV layout (vt/ft) and neither has the face model"
+    if tuple(texture.ft.shape) != tuple(np.shape(data.faces)) or int(texture.ft.max()) >= texture.vt.shape[0]:
+        return None, (f"the flame-texture asset's UV layout has {texture.ft.shape[0]} triangles but the face model "
+                      f"{np.shape(data.faces)[0]} (add the FLAME model it belongs to)")
+    return texture, ""
 
 
 def run(ctx) -> None:  # noqa: ANN001 - StageContext
@@ -68,16 +96,19 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     mp_index = model.mp_index.cpu().numpy()
     targets = torch.as_tensor(lm.points[picks][:, mp_index, :2], device=device)
     point_w = LandmarkWeights().per_point()[mp_index].to(device)
-    images = None
+    images = texture = None
+    note = ""
     if cfg.appearance_steps > 0:
         images = torch.as_tensor(fetch_frames(ctx, shards, lm.frames[picks].tolist(), cfg.photo_size), device=device)
+        texture, note = load_stage_texture(ctx, data, cfg.texture_size)
+        texture = texture.to(device) if texture is not None else None
     schedule = calibrate_schedule(cfg.rigid_steps, cfg.identity_steps, cfg.appearance_steps)
     ctx.progress.set_total(schedule.total_steps)
     inputs = CalibrationInputs(targets=targets, point_w=point_w, frames=lm.frames[picks], images=images,
                                face_region=torch.as_tensor(face_region(data), device=device))
     calib = calibrate(model, inputs, image_size=IMAGE_SIZE, initial_focal=cfg.initial_focal, schedule=schedule,
-                      model_name=data.name, refine_iterations=cfg.refine_iterations,
-                      on_step=lambda level, step: ctx.progress.advance(1))
+                      model_name=data.name, refine_iterations=cfg.refine_iterations, texture=texture,
+                      tex_prior=cfg.tex_prior, on_step=lambda level, step: ctx.progress.advance(1))
     if not np.isfinite(calib.shape).all() or not np.isfinite(calib.focal).all():
         raise FloatingPointError("calibration diverged (non-finite identity or focal length)")
     with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
@@ -91,7 +122,8 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
         "focal_px": calib.focal.tolist(), "principal_point_px": calib.pp.tolist(),
         "landmark_error_px": {"per_keyframe": np.round(calib.error_px, 3).tolist(),
                               "median": float(np.median(calib.error_px))},
-        "appearance": calib.albedo is not None, "steps": schedule.total_steps,
+        "appearance": calib.appearance_mode, **({"appearance_note": note} if note else {}),
+        "steps": schedule.total_steps,
         "seconds": round(time.monotonic() - t0, 2), "device": str(device),
     }
     ctx.put_json("report.json", report)

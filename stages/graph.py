@@ -12,7 +12,8 @@ A stage module (``decl.module``) provides:
   possibly in different pods), optionally followed by ``finish(ctx) -> None`` once all shards are
   done (runs where the last shard finished, or in the local run);
 - optionally ``PROCESSES_PER_GPU``: how many shard processes may share one GPU in a local run
-  (default 1; CPU-device stages use ``--jobs`` processes).
+  (default 1; CPU-device stages use ``--jobs`` processes), or ``processes_per_gpu(config, assets)
+  -> int`` when that depends on the config (0: the work is CPU-bound, use ``--jobs``).
 """
 
 from __future__ import annotations

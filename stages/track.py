@@ -1,6 +1,10 @@
 """Stage ``track`` (fans out over shards): per-frame expression, jaw, eyes, eyelids and head pose
 (as the camera's R, t) of every frame of a shard, all frames optimised together on the GPU.
 
+The photometric level uses the calibration's appearance as it is (see
+:mod:`stages.tracking.photometric`): the baked FLAME-texture albedo map when calibrate fitted in
+texture space (no texture file is read here), else the per-vertex albedo.
+
 Each shard is tracked with the actor's calibration plus ``overlap`` frames of each neighbour shard
 (their landmarks and images are read too), so assemble can cross-fade the seams. Output
 ``track/<shard>.npz``::
@@ -98,10 +102,17 @@ def run_shard(ctx, shard) -> None:  # noqa: ANN001 - StageContext, Shard
         raise bad_input(ctx.key(f"{shard.name}.npz", "landmarks"), "no frame of this shard or its overlaps has a face",
                         "trim the video to the part where the face is visible and run again with a new --actor")
     mp_index = base.mp_index.cpu().numpy()
-    use_photo = cfg.photometric_steps > 0 and calib.albedo is not None and calib.sh is not None
+    mode = calib.appearance_mode
+    use_photo = cfg.photometric_steps > 0 and mode is not None
+    if use_photo and mode == "texture" and tuple(np.shape(calib.tex_ft)) != tuple(np.shape(data.faces)):
+        raise bad_input(calib_path, f"its texture UV layout has {np.shape(calib.tex_ft)[0]} triangles but the face "
+                        f"model has {np.shape(data.faces)[0]}", "re-run calibrate with the same FLAME assets")
     images = fetch_frames(ctx, ctx.shards(), lm.frames.tolist(), cfg.photo_size) if use_photo else None
     inputs = SequenceInputs(frames=lm.frames, targets=lm.points[:, mp_index, :2], ok=lm.ok, images=images)
-    appearance = Appearance(calib.albedo, calib.sh, face_region(data)) if use_photo else None
+    appearance = None
+    if use_photo:
+        tex = {"tex_map": calib.tex_map, "vt": calib.tex_vt, "ft": calib.tex_ft} if mode == "texture" else {}
+        appearance = Appearance(calib.albedo, calib.sh, face_region(data), **tex)
     schedule = track_schedule(cfg.rigid_steps, cfg.landmark_steps, cfg.photometric_steps if use_photo else 0)
     n = len(shard)
     ctx.progress.set_total(n)
@@ -131,5 +142,6 @@ def run_shard(ctx, shard) -> None:  # noqa: ANN001 - StageContext, Shard
     err = result.error_px[core & ~result.filled]
     ctx.stats.update({"landmark_error_px_median": float(np.median(err)) if err.size else None,
                       "filled_frames": int(result.filled[core].sum()), "steps": schedule.total_steps,
-                      "photometric": use_photo, "seconds_fit": round(time.monotonic() - t0, 2)})
+                      "photometric": use_photo, "appearance": mode if use_photo else None,
+                      "seconds_fit": round(time.monotonic() - t0, 2)})
     ctx.count_frames(n)

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers such as s3server.py
+# the repository root ahead of tests/: tests/stages/ (no __init__.py) must never shadow the
+# stages package, also when pytest is started as a plain `pytest` rather than `python -m pytest`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s3server import SeaweedServer  # noqa: E402
 

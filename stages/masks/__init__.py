@@ -41,7 +41,7 @@ from stages.runner.context import StageContext
 from stages.runner.shards import Shard
 
 ASSETS = ("matting", "parsing")
-PROCESSES_PER_GPU = 8  # the default backend is CPU-bound; ONNX models are small enough to share a GPU
+PROCESSES_PER_GPU = 8  # ONNX models are small: eight shard processes share one GPU well
 
 PRESETS = {
     "tiny": {"batch_size": 4, "rvm_warmup": 4, "workers": 2},
@@ -119,10 +119,27 @@ def _check(cfg: Config) -> None:
             raise bad_input(where, f"{name} has {bad}, outside BiSeNet's classes 0..18", "use class ids 0..18")
 
 
+def backends(cfg: Config, assets: dict) -> tuple[str, str]:
+    """``(matting, parsing)`` after resolving ``auto`` against the chosen assets (kind -> sha256)."""
+    matting = cfg.matting if cfg.matting != "auto" else ("rvm" if assets.get("matting") else "default")
+    parsing = cfg.parsing if cfg.parsing != "auto" else ("bisenet" if assets.get("parsing") else "default")
+    return matting, parsing
+
+
+def processes_per_gpu(cfg: Config, assets: dict) -> int:
+    """Shard processes per GPU in a local run: with no network on the GPU (default matting and
+    parsing) the stage is CPU-bound, so 0 (one process per job, every core busy); else
+    :data:`PROCESSES_PER_GPU`."""
+    return 0 if backends(cfg, assets) == ("default", "default") else PROCESSES_PER_GPU
+
+
 def _workers(ctx: StageContext) -> int:
+    """Threads per shard process: the configured number, else the cores per process and at least
+    2 (OpenCV and MediaPipe release the GIL; two threads keep a core busy while the other waits,
+    and keep the last shards of a run, when fewer processes are left than cores, going faster)."""
     if ctx.config.workers:
         return int(ctx.config.workers)
-    return max(1, min(16, (os.cpu_count() or 1) // max(1, ctx.jobs)))
+    return max(2, min(16, (os.cpu_count() or 1) // max(1, ctx.jobs)))
 
 
 def make_matting(ctx: StageContext, threads: int):
@@ -131,7 +148,7 @@ def make_matting(ctx: StageContext, threads: int):
 
     cfg: Config = ctx.config
     path = ctx.asset("matting")
-    kind = cfg.matting if cfg.matting != "auto" else ("rvm" if path is not None else "default")
+    kind = backends(cfg, {"matting": path})[0]
     if kind == "rvm":
         if path is None:
             raise bad_input("masks config", "matting is rvm but no matting model was chosen",
@@ -147,7 +164,7 @@ def make_parsing(ctx: StageContext, threads: int):
     """The BiSeNet parser when the config and the chosen assets ask for one, else ``None``."""
     cfg: Config = ctx.config
     path = ctx.asset("parsing")
-    kind = cfg.parsing if cfg.parsing != "auto" else ("bisenet" if path is not None else "default")
+    kind = backends(cfg, {"parsing": path})[1]
     if kind != "bisenet":
         return None
     if path is None:

@@ -149,6 +149,15 @@ def _stats(frames: int, seconds: float, extra: dict[str, Any]) -> dict[str, Any]
             "frames_per_s": round(frames / seconds, 2) if seconds > 0 else None, **extra}
 
 
+def _processes_per_gpu(plan: _Plan) -> int:
+    """Shard processes that share one GPU: the module's ``processes_per_gpu(config, assets)`` when
+    it has one (0 means the work is CPU-bound with this config: use ``jobs``), else its
+    ``PROCESSES_PER_GPU`` (default 1)."""
+    fn = getattr(plan.module, "processes_per_gpu", None)
+    n = int(fn(plan.config, plan.assets)) if fn is not None else int(getattr(plan.module, "PROCESSES_PER_GPU", 1))
+    return plan.jobs if n <= 0 else n
+
+
 def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True) -> int:
     """Run one shard and write its manifest; return frames processed."""
     t0 = time.monotonic()
@@ -235,7 +244,7 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
         frames = 0
         # Shards in parallel processes: as many as jobs on a CPU; on a GPU as many as the stage says
         # share one GPU well (PROCESSES_PER_GPU: launch-bound or CPU-bound stages overlap there).
-        per_device = plan.jobs if plan.device == "cpu" else int(getattr(plan.module, "PROCESSES_PER_GPU", 1))
+        per_device = plan.jobs if plan.device == "cpu" else _processes_per_gpu(plan)
         workers = min(plan.jobs, len(todo), per_device)
         if workers > 1:
             import multiprocessing as mp

@@ -1,6 +1,10 @@
 """Once-per-actor calibration: identity, focal length, principal point, appearance and lighting,
 fitted jointly over a few keyframes; and its file, ``calibrate/calibration.npz``.
 
+Appearance is fitted in one of two modes (see :mod:`stages.tracking.photometric`): in FLAME texture
+space when the user supplied ``FLAME_texture.npz`` (and a UV layout is known), else as a per-vertex
+albedo estimated from the keyframes.
+
 File keys (numpy, float32 unless noted)::
 
     shape [300]            identity coefficients
@@ -9,8 +13,14 @@ File keys (numpy, float32 unless noted)::
     keyframes int64 [K]    frame numbers (from 1) of the keyframes
     kf_<name> [K, ...]     the keyframes' fitted per-frame parameters (exp, jaw, eyes, eyelids, rot, t)
     error_px [K]           mean landmark error per keyframe
-    albedo [V, 3]          per-vertex albedo 0..1 (absent without a photometric fit)
-    sh [9, 3]              SH lighting (camera space)
+    albedo [V, 3]          per-vertex albedo 0..1 (per-vertex mode only; absent otherwise)
+    tex [K]                FLAME texture coefficients (texture mode only; K = 140 with FLAME's file),
+                           in FLAME_texture.npz's units: the .frame's flame.tex
+    tex_map [H, W, 3]      the albedo map of ``tex`` (RGB 0..1, row 0 = v = 1), baked so track
+                           needs no texture file     (texture mode only)
+    tex_vt [T, 2]          UV coordinates (v up);  tex_ft int64 [F, 3] UV corners per triangle
+                           (texture mode only)
+    sh [9, 3]              SH lighting (camera space; absent without a photometric fit)
     model_name str         the face model it was fitted with (a model mismatch is refused later)
 """
 
@@ -25,7 +35,7 @@ from torch import Tensor, nn
 
 from stages.tracking import fit as fitting
 from stages.tracking.refine import refine_identity
-from stages.tracking.schedule import LossWeights, Schedule, calibrate_schedule
+from stages.tracking.schedule import Level, LossWeights, Schedule, calibrate_schedule
 
 
 @dataclass
@@ -42,6 +52,19 @@ class Calibration:
     albedo: np.ndarray | None = None
     sh: np.ndarray | None = None
     model_name: str = ""
+    tex: np.ndarray | None = None
+    tex_map: np.ndarray | None = None
+    tex_vt: np.ndarray | None = None
+    tex_ft: np.ndarray | None = None
+
+    @property
+    def appearance_mode(self) -> str | None:
+        """``"texture"``, ``"vertex"`` or ``None`` (no photometric fit)."""
+        if self.sh is None:
+            return None
+        if self.tex is not None and self.tex_map is not None:
+            return "texture"
+        return "vertex" if self.albedo is not None else None
 
     def save(self, path: str | Path) -> None:
         arrays: dict[str, np.ndarray] = {
@@ -54,6 +77,11 @@ class Calibration:
             arrays["albedo"] = np.asarray(self.albedo, np.float32)
         if self.sh is not None:
             arrays["sh"] = np.asarray(self.sh, np.float32)
+        for key in ("tex", "tex_map", "tex_vt"):
+            if getattr(self, key) is not None:
+                arrays[key] = np.asarray(getattr(self, key), np.float32)
+        if self.tex_ft is not None:
+            arrays["tex_ft"] = np.asarray(self.tex_ft, np.int64)
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -64,7 +92,8 @@ class Calibration:
                        image_size=tuple(int(x) for x in z["image_size"]), keyframes=z["keyframes"],
                        keyframe_params={k[3:]: z[k] for k in z.files if k.startswith("kf_")},
                        error_px=z["error_px"], albedo=z["albedo"] if "albedo" in z.files else None,
-                       sh=z["sh"] if "sh" in z.files else None, model_name=str(z["model_name"]))
+                       sh=z["sh"] if "sh" in z.files else None, model_name=str(z["model_name"]),
+                       **{k: z[k] for k in ("tex", "tex_map", "tex_vt", "tex_ft") if k in z.files})
 
     def shared(self, device: torch.device | str = "cpu") -> fitting.Shared:
         return fitting.Shared(torch.as_tensor(self.shape, device=device).float(),
@@ -89,12 +118,21 @@ class CalibrationInputs:
     face_region: Tensor | None = None
 
 
+TEX_LR = 5e-2
+"""Adam learning rate of the texture coefficients. Assumes coefficients of order 1 (eigenvalue-scaled
+components), as the squared-norm priors of DECA and metrical-tracker on them suggest; not checked
+against FLAME's own file here."""
+
+
 def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 512, initial_focal: float = 2304.0,
               schedule: Schedule | None = None, weights: LossWeights | None = None, model_name: str = "",
-              refine_iterations: int = 1000, on_step=None) -> Calibration:
+              refine_iterations: int = 1000, texture: nn.Module | None = None, tex_prior: float = 1e-4,
+              on_step=None) -> Calibration:
     """Fit identity, focal, principal point (and per-keyframe pose and expression) to the keyframes'
-    landmarks (Adam, then :func:`stages.tracking.refine.refine_identity`), then per-vertex albedo
-    and SH lighting to their images (when given).
+    landmarks (Adam, then :func:`stages.tracking.refine.refine_identity`), then appearance and SH
+    lighting to their images (when given): texture coefficients when ``texture`` (a
+    :class:`stages.face.texture.FlameTexture` with a UV layout matching the model's faces) is
+    given, else a per-vertex albedo.
 
     Args:
         model: the face model (``stages.face.flame.FLAME``), on the device to use.
@@ -103,6 +141,8 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
         schedule: default :func:`stages.tracking.schedule.calibrate_schedule`.
         refine_iterations: L-BFGS iterations of the float64 identity refinement after the Adam
             levels (0: none); focal and principal point stay at Adam's values.
+        texture: FLAME texture space on the model's device (texture mode), or None.
+        tex_prior: weight of ``sum(tex**2)`` relative to the photometric L1 (texture mode).
     """
     schedule = schedule or calibrate_schedule()
     weights = weights or LossWeights()
@@ -124,6 +164,7 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
                                 shared=fitting.Shared(ref.shape, res.shared.focal, res.shared.pp))
 
     albedo = sh = None
+    tex_fields: dict[str, np.ndarray] = {}
     appearance = Schedule([lv for lv in schedule.levels if lv.photometric], schedule.lr, schedule.final_lr_fraction)
     if inputs.images is not None and appearance.levels:
         from stages.tracking.photometric import Photometric, ambient_sh, sample_vertex_colours
@@ -131,20 +172,56 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
         with torch.no_grad():
             p = res.params
             verts = fitting.run_model(model, res.shared.shape, p).vertices
-            colour, _ = sample_vertex_colours(inputs.images, verts, p.R, p.t, res.shared.focal, res.shared.pp,
-                                              model.faces, image_size)
+            colour, seen = sample_vertex_colours(inputs.images, verts, p.R, p.t, res.shared.focal, res.shared.pp,
+                                                 model.faces, image_size)
         region = inputs.face_region if inputs.face_region is not None else torch.ones(
             model.faces.shape[0], dtype=torch.bool, device=dev)
-        photo = Photometric(inputs.images, model.faces, region, colour, ambient_sh(device=dev), image_size)
+        use_texture = texture is not None and texture.has_uv and tuple(texture.ft.shape) == tuple(model.faces.shape)
+        if use_texture:
+            uv_albedo = texture_albedo(texture, model.faces, colour, seen, tex_prior)
+            photo = Photometric(inputs.images, model.faces, region, uv_albedo, ambient_sh(device=dev), image_size)
+            appearance = texture_schedule(appearance)
+        else:
+            photo = Photometric(inputs.images, model.faces, region, colour, ambient_sh(device=dev), image_size)
         problem.frames = torch.arange(k, device=dev)
         fitting.fit(model, problem, res.params, res.shared, appearance, weights, photo=photo, on_step=on_step)
-        albedo = photo.albedo.detach().clamp(0, 1).cpu().numpy()
         sh = photo.sh.detach().cpu().numpy()
+        if use_texture:
+            tex = photo.uv_albedo.tex.detach()
+            with torch.no_grad():
+                tex_map = texture(tex[None])[0].clamp(0, 1).permute(1, 2, 0)
+            tex_fields = {"tex": tex.cpu().numpy(), "tex_map": tex_map.cpu().numpy(),
+                          "tex_vt": texture.vt.cpu().numpy(), "tex_ft": texture.ft.cpu().numpy()}
+        else:
+            albedo = photo.albedo.detach().clamp(0, 1).cpu().numpy()
 
     return Calibration(shape=res.shared.shape.cpu().numpy(), focal=res.shared.focal.cpu().numpy(),
                        pp=res.shared.pp.cpu().numpy(), image_size=(image_size, image_size),
                        keyframes=np.asarray(inputs.frames, np.int64), keyframe_params=res.params.to_numpy(),
-                       error_px=res.error_px.cpu().numpy(), albedo=albedo, sh=sh, model_name=model_name)
+                       error_px=res.error_px.cpu().numpy(), albedo=albedo, sh=sh, model_name=model_name,
+                       **tex_fields)
+
+
+def texture_schedule(appearance: Schedule) -> Schedule:
+    """The appearance levels with the texture coefficients (``tex``) freed where they free ``albedo``."""
+    levels = [Level(lv.name, lv.steps, tuple("tex" if n == "albedo" else n for n in lv.free), lv.photometric)
+              for lv in appearance.levels]
+    return Schedule(levels, {**appearance.lr, "tex": appearance.lr.get("tex", TEX_LR)},
+                    appearance.final_lr_fraction, appearance.betas)
+
+
+def texture_albedo(texture: nn.Module, faces: Tensor, colour: Tensor, seen: Tensor,
+                   prior: float = 1e-4):  # noqa: ANN201 - UVAlbedo
+    """A :class:`stages.tracking.photometric.UVAlbedo` whose starting coefficients best match the
+    per-vertex colours ``colour [V, 3]`` seen in ``seen [V]`` frames (ridge least squares at each
+    triangle corner's UV, so UV seams are handled)."""
+    from stages.tracking.photometric import UVAlbedo
+
+    corners_v = faces.reshape(-1)
+    uv = texture.vt[texture.ft.reshape(-1)]
+    w = (seen[corners_v] > 0).float()
+    tex0 = texture.fit_colours(uv, colour[corners_v], w) if w.sum() > 0 else None
+    return UVAlbedo(texture.vt, texture.ft, texture=texture, tex=tex0, prior=prior)
 
 
 def personalised(model: nn.Module, shape: Tensor) -> nn.Module:

@@ -1,5 +1,19 @@
-"""The photometric term: render the face with per-vertex albedo under 9-coefficient spherical-
-harmonics lighting through the mesh rasteriser, compare with the frame inside the face region.
+"""The photometric term: render the face with an albedo under 9-coefficient spherical-harmonics
+lighting through the mesh rasteriser, compare with the frame inside the face region.
+
+Two appearance modes (the same shading, rasteriser and loss):
+
+- **per-vertex albedo** (``albedo [V, 3]``, optimised as ``albedo``): used when the user supplied
+  no FLAME texture space; calibrate estimates it from the keyframes.
+- **FLAME texture space** (:class:`UVAlbedo`): the albedo is looked up per pixel in a UV map, the
+  map being ``FlameTexture(tex)`` (coefficients ``tex [K]``, optimised as ``tex``, with a ridge
+  prior) or a fixed map baked from them (track). Per pixel: UV from the visible triangle's UV
+  corners (``vt[ft[face]]``) and its barycentrics, then a bilinear ``grid_sample``.
+
+Shading is Gouraud in both modes: SH irradiance of the vertex normals, interpolated per pixel; the
+per-vertex mode interpolates ``albedo * shading`` per vertex, the texture mode multiplies the
+looked-up albedo by the interpolated shading (so a uniform texture equals a uniform per-vertex
+albedo exactly).
 
 Cost control: the term works at ``size x size`` pixels (e.g. 128 for a 512 crop), and the
 rasteriser's visibility pass (which face covers each pixel) runs every ``refresh`` steps only; in
@@ -17,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stages.face.raster import Fragments, barycentrics, interpolate, rasterize
+from stages.face.texture import pixel_uv, sample_uv
 from stages.tracking.params import project
 
 SH_C = (0.282095, 0.488603, 1.092548, 0.315392, 0.546274)
@@ -59,6 +74,60 @@ def shade(albedo: Tensor, sh: Tensor, normals: Tensor) -> Tensor:
     return albedo[None] * (sh_basis(normals) @ sh)
 
 
+class UVAlbedo:
+    """Albedo looked up in a UV map (the FLAME-texture mode of :class:`Photometric`).
+
+    Either ``texture`` (a :class:`stages.face.texture.FlameTexture`) with coefficients ``tex [K]``
+    (optimised as ``tex``), or a fixed ``albedo_map [3, H, W]`` (RGB 0..1, row 0 = v = 1).
+
+    Args:
+        vt: [T, 2] UV coordinates (0..1, v up). ft: int64 [F, 3] UV corners of each mesh triangle.
+        prior: weight of ``sum(tex ** 2)`` added to the photometric loss (keeps the coefficients
+            near the mean texture where the frames do not constrain them).
+    """
+
+    def __init__(self, vt: Tensor, ft: Tensor, *, texture: torch.nn.Module | None = None, tex: Tensor | None = None,
+                 albedo_map: Tensor | None = None, prior: float = 1e-4):
+        if (texture is None) == (albedo_map is None):
+            raise ValueError("give either a texture space (with tex) or a fixed albedo_map")
+        self.vt = vt.float()
+        self.ft = ft.long()
+        self.texture = texture
+        self.prior = prior
+        self.tex: Tensor | None = None
+        self._map: Tensor | None = None
+        self._map_version = -1
+        if texture is not None:
+            k = texture.n_components
+            self.tex = (torch.zeros(k, device=vt.device) if tex is None else tex.detach().clone().float())
+        else:
+            self._map = albedo_map.float()[None]
+
+    def parameters(self) -> dict[str, Tensor]:
+        return {"tex": self.tex} if self.tex is not None else {}
+
+    def maps(self) -> Tensor:
+        """[1, 3, H, W] the current albedo map (cached while ``tex`` is not being optimised)."""
+        if self.texture is None:
+            return self._map
+        if self.tex.requires_grad:
+            return self.texture(self.tex[None])
+        if self._map is None or self._map_version != self.tex._version:
+            with torch.no_grad():
+                self._map = self.texture(self.tex[None])
+            self._map_version = self.tex._version
+        return self._map
+
+    def pixel_albedo(self, fragments: Fragments) -> Tensor:
+        """[B, H, W, 3] albedo at every pixel (border texels on background; mask it)."""
+        return sample_uv(self.maps(), pixel_uv(fragments, self.vt, self.ft))
+
+    def prior_loss(self) -> Tensor:
+        if self.tex is None or self.prior <= 0:
+            return torch.zeros((), device=self.vt.device)
+        return self.prior * self.tex.pow(2).sum()
+
+
 class Photometric:
     """Photometric term for :func:`stages.tracking.fit.fit`.
 
@@ -67,17 +136,20 @@ class Photometric:
             ``problem.frames`` index its rows.
         faces: int64 [F, 3] mesh triangles.
         face_region: bool [F] triangles of the face region (the term applies where they are seen).
-        albedo: [V, 3] initial per-vertex albedo, 0..1. sh: [9, 3] initial SH lighting.
+        albedo: [V, 3] initial per-vertex albedo, 0..1 (optimised as ``albedo``), or a
+            :class:`UVAlbedo` (FLAME texture space; optimised as ``tex`` when it has a texture space).
+        sh: [9, 3] initial SH lighting.
         image_size: pixels per side of the camera's image (the intrinsics' unit), e.g. 512.
         refresh: re-run the visibility pass every ``refresh`` steps.
     """
 
-    def __init__(self, images: Tensor, faces: Tensor, face_region: Tensor, albedo: Tensor, sh: Tensor,
+    def __init__(self, images: Tensor, faces: Tensor, face_region: Tensor, albedo: Tensor | UVAlbedo, sh: Tensor,
                  image_size: int = 512, refresh: int = 8):
         self.images = images
         self.faces = faces.long()
         self.face_region = face_region.bool()
-        self.albedo = albedo.detach().clone().float()
+        self.uv_albedo = albedo if isinstance(albedo, UVAlbedo) else None
+        self.albedo = None if self.uv_albedo is not None else albedo.detach().clone().float()
         self.sh = sh.detach().clone().float()
         self.image_size = image_size
         self.size = int(images.shape[1])
@@ -85,7 +157,14 @@ class Photometric:
         self._face_idx: Tensor | None = None
         self._key: tuple[int, int] | None = None
 
+    @property
+    def mode(self) -> str:
+        """``"vertex"`` or ``"texture"``."""
+        return "vertex" if self.uv_albedo is None else "texture"
+
     def parameters(self) -> dict[str, Tensor]:
+        if self.uv_albedo is not None:
+            return {**self.uv_albedo.parameters(), "sh": self.sh}
         return {"albedo": self.albedo, "sh": self.sh}
 
     def screen_vertices(self, vertices: Tensor, R: Tensor, t: Tensor, focal: Tensor, pp: Tensor) -> Tensor:
@@ -107,9 +186,13 @@ class Photometric:
             face_idx = rasterize(vpix.detach(), self.faces, self.size, self.size, cull_backfaces=True).face_idx
         bary = barycentrics(vpix, self.faces, face_idx)
         cam = vertices @ R.transpose(-1, -2) + t[:, None, :]
-        colour_v = shade(self.albedo, self.sh, vertex_normals(cam, self.faces))
+        normals = vertex_normals(cam, self.faces)
         frags = Fragments(face_idx, bary, bary[..., 0])
-        colour = interpolate(colour_v, self.faces, frags)
+        if self.uv_albedo is None:
+            colour = interpolate(shade(self.albedo, self.sh, normals), self.faces, frags)
+        else:
+            shading = interpolate(sh_basis(normals) @ self.sh, self.faces, frags)  # zeros on background
+            colour = self.uv_albedo.pixel_albedo(frags) * shading
         mask = ((face_idx >= 0) & self.face_region[face_idx.clamp_min(0)]).float()
         return colour, mask, face_idx
 
@@ -119,14 +202,18 @@ class Photometric:
 
     def __call__(self, vertices: Tensor, R: Tensor, t: Tensor, focal: Tensor, pp: Tensor, frames: Tensor,
                  step: int) -> Tensor:
-        """Mean L1 colour error inside the seen face region (see :func:`stages.tracking.losses.photometric_loss`)."""
+        """Mean L1 colour error inside the seen face region (see :func:`stages.tracking.losses.photometric_loss`),
+        plus the texture coefficients' prior in the texture mode."""
         from stages.tracking.losses import photometric_loss
 
         key = (frames.data_ptr(), len(frames))  # the batch's frame tensor (no device sync)
         reuse = self._face_idx is not None and self._key == key and step % self.refresh != 0
         colour, mask, face_idx = self.render(vertices, R, t, focal, pp, face_idx=self._face_idx if reuse else None)
         self._face_idx, self._key = face_idx, key
-        return photometric_loss(colour, self.targets(frames), mask)
+        loss = photometric_loss(colour, self.targets(frames), mask)
+        if self.uv_albedo is not None:
+            loss = loss + self.uv_albedo.prior_loss()
+        return loss
 
 
 def sample_vertex_colours(images: Tensor, vertices: Tensor, R: Tensor, t: Tensor, focal: Tensor, pp: Tensor,

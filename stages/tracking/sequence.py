@@ -38,11 +38,28 @@ class SequenceInputs:
 
 @dataclass
 class Appearance:
-    """What the photometric term needs besides the frames: albedo [V,3], sh [9,3], face_region bool [F]."""
+    """What the photometric term needs besides the frames, in one of two modes (see
+    :mod:`stages.tracking.photometric`).
 
-    albedo: np.ndarray
+    Attributes:
+        albedo: [V, 3] per-vertex albedo 0..1 (per-vertex mode), or None in the texture mode.
+        sh: [9, 3] SH lighting (camera space).
+        face_region: bool [F] triangles of the face region.
+        tex_map: [H, W, 3] albedo map 0..1 in UV space (row 0 = v = 1): the FLAME-texture mode
+            (the calibration's baked ``tex_map``), with ``vt`` [T, 2] and ``ft`` int [F, 3].
+    """
+
+    albedo: np.ndarray | None
     sh: np.ndarray
     face_region: np.ndarray
+    tex_map: np.ndarray | None = None
+    vt: np.ndarray | None = None
+    ft: np.ndarray | None = None
+
+    @property
+    def mode(self) -> str:
+        """``"texture"`` or ``"vertex"``."""
+        return "texture" if self.tex_map is not None else "vertex"
 
 
 @dataclass
@@ -86,7 +103,8 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
             :func:`stages.tracking.calibration.personalised`) pass ``shared.shape`` of width 0.
         shared: identity, focal, principal point (held fixed).
         point_w: [L] landmark weights on the model's device.
-        appearance: albedo, lighting and face region for the photometric term (with ``inputs.images``).
+        appearance: albedo (per-vertex or a UV map), lighting and face region for the photometric
+            term (with ``inputs.images``).
 
     Raises:
         ValueError: when no frame has landmarks.
@@ -99,13 +117,17 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
     targets = fill_missing(inputs.targets, ok).astype(np.float32)
     photo = None
     if appearance is not None and inputs.images is not None:
-        from stages.tracking.photometric import Photometric
+        from stages.tracking.photometric import Photometric, UVAlbedo
 
         faces = model.faces
+        if appearance.mode == "texture":
+            albedo = UVAlbedo(torch.as_tensor(appearance.vt, device=dev), torch.as_tensor(appearance.ft, device=dev),
+                              albedo_map=torch.as_tensor(appearance.tex_map, device=dev).float().permute(2, 0, 1))
+        else:
+            albedo = torch.as_tensor(appearance.albedo, device=dev)
         photo = Photometric(torch.as_tensor(inputs.images, device=dev), faces,
-                            torch.as_tensor(appearance.face_region, device=dev),
-                            torch.as_tensor(appearance.albedo, device=dev), torch.as_tensor(appearance.sh, device=dev),
-                            image_size=image_size, refresh=refresh)
+                            torch.as_tensor(appearance.face_region, device=dev), albedo,
+                            torch.as_tensor(appearance.sh, device=dev), image_size=image_size, refresh=refresh)
     segments = []
     for start, stop in chunk_bounds(n, batch_size, chunk_overlap):
         tg = torch.as_tensor(targets[start:stop], device=dev)

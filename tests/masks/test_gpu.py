@@ -42,5 +42,14 @@ def test_bisenet_cuda_matches_cpu(standin_models):
     cpu = BiSeNetParsing(standin_models["bisenet"], "cpu")
     gpu = BiSeNetParsing(standin_models["bisenet"], "cuda")
     assert gpu.session.get_providers()[0] == "CUDAExecutionProvider"
-    agree = (cpu.labels(frames) == gpu.labels(frames)).mean()
-    assert agree > 0.999  # ties between near-equal logits may flip
+    a, b = cpu.labels(frames), gpu.labels(frames)
+    assert (a == b).mean() > 0.99
+    # labels may differ only at near-ties: the CUDA provider computes convolutions in TF32 by
+    # default (10-bit mantissa), so where the best two logits are this close the argmax may flip
+    from stages.masks.backends.bisenet import normalise
+
+    x = cpu.plain.get_inputs()[0].name
+    logits = cpu.plain.run(None, {x: normalise(frames)})[0]  # [B,19,H,W]
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    margin = (top2[:, 1] - top2[:, 0]) / (np.abs(logits).max() + 1e-9)
+    assert margin[a != b].max(initial=0.0) < 0.01

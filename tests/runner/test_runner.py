@@ -139,3 +139,22 @@ def test_parallel_local_shards(toy_graph, tmp_path):
         assert run_stage("count", "a", st, jobs=jobs).status == "ran"
     for i in range(4):
         assert serial.get_bytes(f"actors/a/count/{i:04d}.txt") == parallel.get_bytes(f"actors/a/count/{i:04d}.txt")
+
+
+def test_processes_per_gpu_follows_the_stage_module():
+    """A stage says how many shard processes share a GPU: a constant, or a function of its config
+    whose 0 means CPU-bound (all jobs); the masks stage is CPU-bound with its default backends."""
+    from types import SimpleNamespace
+
+    import stages.masks as masks
+    from stages.runner.run import _processes_per_gpu
+
+    def plan(module, config=None, assets=None):
+        return SimpleNamespace(module=module, config=config, assets=assets or {}, jobs=16)
+
+    assert _processes_per_gpu(plan(SimpleNamespace())) == 1
+    assert _processes_per_gpu(plan(SimpleNamespace(PROCESSES_PER_GPU=4))) == 4
+    assert _processes_per_gpu(plan(masks, masks.Config())) == 16
+    assert _processes_per_gpu(plan(masks, masks.Config(), {"matting": "ab" * 32})) == masks.PROCESSES_PER_GPU
+    assert _processes_per_gpu(plan(masks, masks.Config(parsing="bisenet"))) == masks.PROCESSES_PER_GPU
+    assert masks.backends(masks.Config(), {"parsing": "cd" * 32}) == ("default", "bisenet")

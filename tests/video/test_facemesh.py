@@ -34,6 +34,36 @@ def test_tracks_the_real_face_and_flags_failures(wojtek):
 
 def test_static_mode_gives_the_same_face():
     img = np.full((256, 256, 3), 90, dtype=np.uint8)
-    with FaceMeshTracker(static=True, score_frames=False) as t:
+    with FaceMeshTracker(static=True, score_every=0) as t:
         r = t.process(img)
     assert not r.ok and r.confidence == 1.0 and np.isnan(r.points).all()
+
+
+def test_confidence_is_scored_on_a_stride_and_on_changes(wojtek):
+    """The detector runs every score_every-th frame and wherever tracking fails or recovers; the
+    frames between carry the last score, which matches per-frame scoring closely on a steady face."""
+    import av
+
+    images = []
+    with av.open(str(wojtek)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            images.append(f.to_ndarray(format="rgb24"))
+            if i == 19:
+                break
+    images.insert(12, np.full((512, 512, 3), 40, dtype=np.uint8))  # no face in frame 12
+    with FaceMeshTracker(score_every=8) as t:
+        strided = [t.process(img) for img in images]
+        scored = t.scored
+    with FaceMeshTracker(score_every=1) as t:
+        every = [t.process(img) for img in images]
+        assert t.scored == len(images)
+    # frames 0 and 8 (stride), 12 (fails), 13 (recovers), 21 would be next: 4 detector runs
+    assert scored == 4
+    assert [r.ok for r in strided] == [r.ok for r in every]
+    assert strided[12].confidence < 0.5 and strided[13].confidence > 0.5
+    for a, b in zip(strided, every):
+        if a.ok:
+            np.testing.assert_allclose(a.points, b.points, atol=1e-3)
+            assert abs(a.confidence - b.confidence) < 0.05
+    # held: frames 1..7 carry frame 0's score
+    assert all(r.confidence == strided[0].confidence for r in strided[1:8])
