@@ -161,7 +161,7 @@ def main() -> None:
                         "identity_error_mm": identity_error_mm(flame, calib.shape, params["shape"][0], dev)}
 
     # 2. track, full schedule, photometric on
-    sched = track_schedule(*(5, 10, 5) if quick else (80, 260, 80))
+    sched = track_schedule(*(5, 10, 5)) if quick else track_schedule()
 
     def tracker_for(c):
         return (personalised(flame, torch.as_tensor(c.shape, device=dev)),
@@ -226,7 +226,7 @@ def main() -> None:
                         "peak_gpu_gib": None if mem is None else round(mem, 2)})
     out["scaling"] = scaling
     # landmark-only throughput at the largest batch (photometric off)
-    sched_lmk = track_schedule(*(5, 10, 0) if quick else (80, 260, 0))
+    sched_lmk = track_schedule(5, 10, 0) if quick else track_schedule(photometric=0)
     inputs = SequenceInputs(np.arange(1, n + 1), lmk.astype(np.float32), np.ones(n, bool))
     sync()
     t1 = time.perf_counter()

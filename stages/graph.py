@@ -13,7 +13,9 @@ A stage module (``decl.module``) provides:
   done (runs where the last shard finished, or in the local run);
 - optionally ``PROCESSES_PER_GPU``: how many shard processes may share one GPU in a local run
   (default 1; CPU-device stages use ``--jobs`` processes), or ``processes_per_gpu(config, assets)
-  -> int`` when that depends on the config (0: the work is CPU-bound, use ``--jobs``).
+  -> int`` when that depends on the config (0: the work is CPU-bound, use ``--jobs``);
+- optionally ``WORKER_PRELOAD``: modules that local shard processes should find imported (the
+  runner's forkserver imports them once, e.g. ``("mediapipe",)``).
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ log = logging.getLogger("avatar.ingest")
 
 ASSETS = ()
 
+SAMPLES_PER_WORKER = 8  # face-detection samples per worker process, at least
+
 OUTPUT_FPS = 25  # FlashAvatar's test video and metrical-tracker's extraction use 25 fps
 
 
@@ -168,9 +170,10 @@ class Workers:
 
 def observe(workers: Workers, info: VideoInfo, index: FrameIndex, pts: list[int],
             min_score: float) -> list[FaceObservation]:
-    """Face observations at ``pts``, in contiguous chunks over the workers (at least 4 samples a
-    chunk: each worker loads MediaPipe's graphs once)."""
-    parts = _chunks(pts, min(workers.jobs, max(1, len(pts) // 4)))
+    """Face observations at ``pts``, in contiguous chunks over the workers (at least
+    :data:`SAMPLES_PER_WORKER` samples a chunk: each worker starts MediaPipe's graphs once, which
+    costs about as much as observing several samples)."""
+    parts = _chunks(pts, min(workers.jobs, max(1, len(pts) // SAMPLES_PER_WORKER)))
     futures = [workers.submit(observe_samples, info, index, part, workers.threads, min_score) for part in parts]
     return [o for f in futures for o in f.result()]
 

@@ -35,6 +35,7 @@ from stages.video.facemesh import N_POINTS, FaceMeshTracker
 log = logging.getLogger("avatar.landmarks")
 
 ASSETS = ()
+WORKER_PRELOAD = ("cv2", "mediapipe")  # imported once by the local run's forkserver
 
 
 @dataclass

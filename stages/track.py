@@ -62,7 +62,7 @@ class Config:
     batch_size: int = 2048
     chunk_overlap: int = 16
     rigid_steps: int = 80
-    landmark_steps: int = 260
+    landmark_steps: int = 390
     photometric_steps: int = 80
     photo_size: int = 128
     refresh: int = 8

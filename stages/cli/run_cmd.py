@@ -62,6 +62,15 @@ def prepare_actor(store: Store, actor: str, video: Path | None, flame: Path | No
     return pipeline
 
 
+def check_face_assets(pipeline: PipelineConfig, flame: Path | None) -> None:
+    """Refuse, before any stage runs, a FLAME model without the MediaPipe embedding the tracker fits
+    (it would otherwise stop at calibrate, after ingest, landmarks and masks)."""
+    if "flame" in pipeline.assets and "mediapipe-embedding" not in pipeline.assets:
+        where = flame if flame is not None else "the actor's flame asset"
+        raise BadInput(f"{where}: a FLAME model needs MediaPipe's landmark embedding on it, which the tracker fits; "
+                       "add --mediapipe-embedding mediapipe_landmark_embedding.npz (metrical-tracker's file)")
+
+
 def run_pipeline(store: Store, actor: str, pipeline: PipelineConfig, *, device: str = "auto", jobs: int = 1,
                  until: str | None = None) -> list[StageResult]:
     """Run every stage in dependency order (all shards of fan-out stages), skipping finished ones."""
@@ -80,7 +89,15 @@ def run_command(
     actor: str = typer.Option(..., "--actor", help="Actor name; outputs go under STORE/actors/ACTOR/."),
     video: Path = typer.Option(None, "--video", help="The talking-head video (any common format)."),
     flame: Path = typer.Option(None, "--flame", help="FLAME 2020 generic_model.pkl; without it the built-in "
-                                                     "stand-in face model is used."),
+                                                     "stand-in face model is used. Needs --mediapipe-embedding."),
+    mediapipe_embedding: Path = typer.Option(None, "--mediapipe-embedding",
+                                             help="mediapipe_landmark_embedding.npz: MediaPipe's points on FLAME "
+                                                  "(metrical-tracker's file), which the tracker fits."),
+    flame_masks: Path = typer.Option(None, "--flame-masks", help="FLAME_masks.pkl (face region of the photometric "
+                                                                 "term; default: the whole mesh)."),
+    flame_texture: Path = typer.Option(None, "--flame-texture", help="FLAME_texture.npz: fit appearance in FLAME's "
+                                                                     "texture space (.frame tex); default: per-vertex "
+                                                                     "albedo."),
     matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting ONNX export for the alpha matte "
                                                          "(default: MediaPipe selfie segmentation, built in)."),
     parsing: Path = typer.Option(None, "--parsing", help="19-class BiSeNet face-parsing ONNX model for the "
@@ -95,7 +112,10 @@ def run_command(
     if until is not None and until not in BY_NAME:
         raise BadInput(f"--until {until}: unknown stage; stages are {', '.join(BY_NAME)}")
     st = open_store(store)
-    pipeline = prepare_actor(st, actor, video, flame, preset, assets={"matting": matting, "parsing": parsing})
+    pipeline = prepare_actor(st, actor, video, flame, preset, assets={
+        "matting": matting, "parsing": parsing, "mediapipe-embedding": mediapipe_embedding,
+        "flame-masks": flame_masks, "flame-texture": flame_texture})
+    check_face_assets(pipeline, flame)
     t0 = time.monotonic()
     results = run_pipeline(st, actor, pipeline, device=device, jobs=jobs, until=until)
     total = time.monotonic() - t0

@@ -41,6 +41,7 @@ from stages.runner.context import StageContext
 from stages.runner.shards import Shard
 
 ASSETS = ("matting", "parsing")
+WORKER_PRELOAD = ("cv2", "mediapipe")  # imported once by the local run's forkserver
 PROCESSES_PER_GPU = 8  # ONNX models are small: eight shard processes share one GPU well
 
 PRESETS = {

@@ -149,6 +149,23 @@ def _stats(frames: int, seconds: float, extra: dict[str, Any]) -> dict[str, Any]
             "frames_per_s": round(frames / seconds, 2) if seconds > 0 else None, **extra}
 
 
+def _worker_context(plan: _Plan):  # noqa: ANN202 - a multiprocessing context
+    """How shard processes start: forked from a forkserver that has imported the runner, the stage
+    module and what it names in ``WORKER_PRELOAD`` (e.g. MediaPipe) once, so that sixteen workers
+    do not each spend a second or more importing them; ``spawn`` where there is no forkserver.
+    Neither inherits the parent's state (a CUDA context included): the forkserver is a fresh
+    interpreter. Its preload list is fixed when a process first starts it (a local run's first
+    fan-out stage); later stages' workers import the rest themselves."""
+    import multiprocessing as mp
+
+    try:
+        ctx = mp.get_context("forkserver")
+    except ValueError:  # no forkserver on this platform
+        return mp.get_context("spawn")
+    ctx.set_forkserver_preload(["stages.runner.run", plan.decl.module, *getattr(plan.module, "WORKER_PRELOAD", ())])
+    return ctx
+
+
 def _processes_per_gpu(plan: _Plan) -> int:
     """Shard processes that share one GPU: the module's ``processes_per_gpu(config, assets)`` when
     it has one (0 means the work is CPU-bound with this config: use ``jobs``), else its
@@ -247,10 +264,8 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
         per_device = plan.jobs if plan.device == "cpu" else _processes_per_gpu(plan)
         workers = min(plan.jobs, len(todo), per_device)
         if workers > 1:
-            import multiprocessing as mp
-
             with Progress(name, sum(len(s) for s in todo)) as progress, ProcessPoolExecutor(
-                    max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                    max_workers=workers, mp_context=_worker_context(plan)) as pool:
                 futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(), plan.device,
                                        str(scratch / f"w{s.index}"), s.index,
                                        tuple(graph_decls()), workers): s for s in todo}

@@ -6,10 +6,10 @@ Every level starts a fresh Adam and decays its learning rates along a half cosin
 All frames of a batch take every step together: a level costs ``steps`` optimiser steps whatever
 the number of frames.
 
-Track (per shard, default, about 420 steps for the whole shard)::
+Track (per shard, default, about 550 steps for the whole shard)::
 
     rigid       80 steps   rot, t                              landmarks
-    landmarks  260 steps   rot, t, exp, jaw, eyes, eyelids     landmarks + temporal + priors
+    landmarks  390 steps   rot, t, exp, jaw, eyes, eyelids     landmarks + temporal + priors
     photo       80 steps   rot, t, exp, jaw, eyes, eyelids     + photometric (when images are given)
 
 Calibrate (keyframes, no temporal term)::
@@ -67,7 +67,7 @@ class LossWeights:
 
     landmarks: float = 1.0
     photometric: float = 1e-4
-    smooth_points: float = 2e-7
+    smooth_points: float = 6e-8
     smooth_exp: float = 1e-6
     exp: float = 1e-7
     jaw: float = 1e-5
@@ -111,7 +111,7 @@ class Schedule:
         return sum(level.steps for level in self.levels)
 
 
-def track_schedule(rigid: int = 80, landmarks: int = 260, photometric: int = 80) -> Schedule:
+def track_schedule(rigid: int = 80, landmarks: int = 390, photometric: int = 80) -> Schedule:
     """The track schedule (see the module docstring); a level with 0 steps is left out."""
     levels = [Level("rigid", rigid, ("rot", "t")), Level("landmarks", landmarks, PER_FRAME),
               Level("photometric", photometric, PER_FRAME, photometric=True)]

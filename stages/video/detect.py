@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+from stages.video import mediapipe_env
+
+mediapipe_env.configure()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
@@ -117,14 +119,23 @@ class FaceDetector:
 
         self.min_score = min_score
         self.mesh_size = mesh_size
+        self._mp = mp
         self._full = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
-        self._short = mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=min_score)
+        self._short_graph = None  # the short-range detector, made when the full-range one first finds nothing
         self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                                                      min_detection_confidence=min_score)
 
+    @property
+    def _short(self):
+        if self._short_graph is None:
+            self._short_graph = self._mp.solutions.face_detection.FaceDetection(
+                model_selection=0, min_detection_confidence=self.min_score)
+        return self._short_graph
+
     def close(self) -> None:
-        for g in (self._full, self._short, self._mesh):
-            g.close()
+        for g in (self._full, self._short_graph, self._mesh):
+            if g is not None:
+                g.close()
 
     def __enter__(self) -> "FaceDetector":
         return self
@@ -141,7 +152,7 @@ class FaceDetector:
         side and then of half of it (faces down to about 40 px in 1080p)."""
         h, w = image.shape[:2]
         image = np.ascontiguousarray(image)
-        faces = self._detect_whole(image, (self._full, self._short))
+        faces = self._detect_whole(image, (self._full, "short"))
         short = min(h, w)
         for side in (short, short // 2):
             if faces or side < 128 or (side == short and h == w):
@@ -158,6 +169,8 @@ class FaceDetector:
     def _detect_whole(self, image: np.ndarray, graphs) -> list[tuple[float, Box]]:
         h, w = image.shape[:2]
         for graph in graphs:
+            if graph == "short":
+                graph = self._short
             res = graph.process(image)
             if res.detections:
                 out = []

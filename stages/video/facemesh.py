@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+from stages.video import mediapipe_env
+
+mediapipe_env.configure()
 
 N_POINTS = 478
 

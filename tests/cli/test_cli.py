@@ -7,6 +7,7 @@ import sys
 
 from conftest import subprocess_env
 from stages.cli import main
+from stages.store.local import LocalStore
 
 
 def test_help_lists_the_commands():
@@ -66,3 +67,27 @@ def test_assets_add_unknown_kind_is_exit_2(tmp_path, capsys):
     f.write_bytes(b"x")
     assert main(["assets", "add", "flam", str(f), "--store", str(tmp_path / "s")]) == 2
     assert "kinds are" in _one_error_line(capsys.readouterr().err)
+
+
+def test_flame_without_mediapipe_embedding_is_refused_before_any_stage(tmp_path, capsys):
+    """`avatar run --flame` alone would stop at calibrate after three stages: refused at once, exit 2."""
+    from stages.face.flame_file import write_fake_flame_pkl
+
+    pkl = write_fake_flame_pkl(tmp_path / "generic_model.pkl", seed=3, n_vertices=400, n_faces=700)
+    store = tmp_path / "store"
+    code = main(["run", "--actor", "a", "--flame", str(pkl), "--store", str(store), "--device", "cpu"])
+    assert code == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(pkl) in line and "--mediapipe-embedding" in line
+    assert not list(store.glob("actors/a/*/manifest.json"))
+
+
+def test_run_options_choose_the_face_assets(tmp_path):
+    """--flame-texture (like --matting/--parsing) adds the file as an asset and chooses it for the actor."""
+    from stages.cli.run_cmd import prepare_actor
+    from stages.face.texture import standin_texture_space, write_flame_texture
+
+    mean, basis = standin_texture_space(size=16, n_components=8)
+    tex = write_flame_texture(tmp_path / "FLAME_texture.npz", mean, basis)
+    pipeline = prepare_actor(LocalStore(tmp_path / "s"), "a", None, None, None, assets={"flame-texture": tex})
+    assert set(pipeline.assets) == {"flame-texture"} and len(pipeline.assets["flame-texture"]) == 64

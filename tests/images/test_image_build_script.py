@@ -42,3 +42,14 @@ def test_build_arguments_reach_the_builder():
 def test_unknown_image_is_refused():
     res = _dry_run("trainer", BUILDER="buildah")
     assert res.returncode == 2 and "tracker masks train" in res.stderr
+
+
+def test_the_flavour_reaches_the_masks_build():
+    """The masks image picks its onnxruntime build with the same TORCH_FLAVOR as the torch images."""
+    for flavour, env in (("cuda", {}), ("cpu", {"TORCH_FLAVOR": "cpu"})):
+        res = _dry_run("masks", REGISTRY="r.example/x", TAG="t", BUILDER="buildah", **env)
+        assert res.returncode == 0, res.stderr
+        (line,) = [l for l in res.stdout.splitlines() if l.startswith("buildah build")]
+        assert f"--build-arg TORCH_FLAVOR={flavour}" in line and "images/masks/Containerfile" in line
+    res = _dry_run("masks", BUILDER="buildah", TORCH_FLAVOR="gpu")
+    assert res.returncode == 2 and "cuda or cpu" in res.stderr

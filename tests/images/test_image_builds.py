@@ -47,6 +47,7 @@ CHECKS = {
                 "print('torch', torch.__version__)", None),
     "masks": ("import onnxruntime, av, cv2, mediapipe as mp, numpy as np; "
               "assert np.__version__.startswith('1.'); "
+              "assert 'CUDAExecutionProvider' not in onnxruntime.get_available_providers(); "  # cpu flavour
               "seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0); "
               "r = seg.process(np.zeros((64, 64, 3), np.uint8)); assert r.segmentation_mask.shape == (64, 64); "
               "import importlib.util; assert importlib.util.find_spec('jax') is None; "

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.masks.guided_filter import refine_matte
+from stages.video import mediapipe_env
 from stages.masks.landmark_masks import mouth_mask, neckhead_mask
+
+mediapipe_env.configure()
 
 
 @dataclass(frozen=True)
