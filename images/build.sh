@@ -8,7 +8,8 @@
 #   TAG        image tag (default: the git commit, short)
 #   BUILDER    docker | podman | buildah (default: the first that works: docker buildx with a
 #              reachable engine, then podman, then buildah)
-#   TORCH_FLAVOR          cuda | cpu (default cuda)
+#   TORCH_FLAVOR          cuda | cpu (default cuda): the torch build (tracker, train) and the
+#                         onnxruntime build (masks: onnxruntime-gpu with CUDA 13 wheels, or CPU)
 #   TORCH_CUDA_ARCH_LIST  GPU architectures gsplat's kernels are compiled for (train image)
 #   BASE_REGISTRY         registry of the base images (default docker.io)
 #   BUILD_ARGS            more --build-arg KEY=VALUE words, e.g. "BASE_IMAGE=... BUILDER_IMAGE=..."
@@ -24,12 +25,16 @@ for a in "$@"; do
   case "$a" in
     --push) push=1 ;;
     --dry-run) dry=1 ;;
-    -h|--help) sed -n "2,16p" "$0"; exit 0 ;;
+    -h|--help) sed -n "2,17p" "$0"; exit 0 ;;
     *) [[ -f "$here/$a/Containerfile" ]] || { echo "build.sh: no images/$a/Containerfile; images are: tracker masks train" >&2; exit 2; }
        images+=("$a") ;;
   esac
 done
 [[ ${#images[@]} -gt 0 ]] || images=(tracker masks train)
+case "${TORCH_FLAVOR:-cuda}" in
+  cuda|cpu) ;;
+  *) echo "build.sh: TORCH_FLAVOR must be cuda or cpu, not '$TORCH_FLAVOR'" >&2; exit 2 ;;
+esac
 REGISTRY=${REGISTRY:-localhost/avatar-pipeline}
 TAG=${TAG:-$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo dev)}
 

@@ -7,15 +7,16 @@ import numpy as np
 from stages.video.facemesh import N_POINTS, FaceMeshTracker, track_sequence
 
 
-def test_tracks_the_real_face_and_flags_failures(wojtek):
+def first_frames(path, n: int) -> list[np.ndarray]:
+    """The first ``n`` frames of a video, RGB uint8."""
     import av
 
-    images = []
-    with av.open(str(wojtek)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            images.append(f.to_ndarray(format="rgb24"))
-            if i == 9:
-                break
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for _, f in zip(range(n), c.decode(video=0))]
+
+
+def test_tracks_the_real_face_and_flags_failures(wojtek):
+    images = first_frames(wojtek, 10)
     images.insert(5, np.full((512, 512, 3), 40, dtype=np.uint8))  # a frame without a face
     results = list(track_sequence(images))
     assert [r.ok for r in results] == [True] * 5 + [False] + [True] * 5
@@ -42,14 +43,7 @@ def test_static_mode_gives_the_same_face():
 def test_confidence_is_scored_on_a_stride_and_on_changes(wojtek):
     """The detector runs every score_every-th frame and wherever tracking fails or recovers; the
     frames between carry the last score, which matches per-frame scoring closely on a steady face."""
-    import av
-
-    images = []
-    with av.open(str(wojtek)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            images.append(f.to_ndarray(format="rgb24"))
-            if i == 19:
-                break
+    images = first_frames(wojtek, 20)
     images.insert(12, np.full((512, 512, 3), 40, dtype=np.uint8))  # no face in frame 12
     with FaceMeshTracker(score_every=8) as t:
         strided = [t.process(img) for img in images]
