@@ -73,11 +73,10 @@ def load_stage_texture(ctx, data, size: int):  # noqa: ANN001, ANN201 - StageCon
     if path is None:
         return None, ""
     texture = FlameTexture.from_file(path, N_COMPONENTS, size, vt=data.vt, ft=data.ft)
-    if not texture.has_uv:
-        return None, "the flame-texture asset has no UV layout (vt/ft) and neither has the face model"
-    if tuple(texture.ft.shape) != tuple(np.shape(data.faces)) or int(texture.ft.max()) >= texture.vt.shape[0]:
-        return None, (f"the flame-texture asset's UV layout has {texture.ft.shape[0]} triangles but the face model "
-                      f"{np.shape(data.faces)[0]} (add the FLAME model it belongs to)")
+    problem = texture.layout_problem(np.asarray(data.faces))
+    if problem:
+        fix = " (add the FLAME model it belongs to)" if texture.has_uv else ""
+        return None, f"the flame-texture asset {problem}{fix}"
     return texture, ""
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from stages.errors import bad_input
+from stages.face.texture import uv_layout_problem
 from stages.tracking.calibration import Calibration, personalised
 from stages.tracking.face_assets import FACE_ASSETS, build_model, face_region, load_stage_face_model
 from stages.tracking.fit import Shared
@@ -104,9 +105,11 @@ def run_shard(ctx, shard) -> None:  # noqa: ANN001 - StageContext, Shard
     mp_index = base.mp_index.cpu().numpy()
     mode = calib.appearance_mode
     use_photo = cfg.photometric_steps > 0 and mode is not None
-    if use_photo and mode == "texture" and tuple(np.shape(calib.tex_ft)) != tuple(np.shape(data.faces)):
-        raise bad_input(calib_path, f"its texture UV layout has {np.shape(calib.tex_ft)[0]} triangles but the face "
-                        f"model has {np.shape(data.faces)[0]}", "re-run calibrate with the same FLAME assets")
+    if use_photo and mode == "texture":
+        problem = uv_layout_problem(len(calib.tex_vt), np.shape(calib.tex_ft), int(np.max(calib.tex_ft)),
+                                    np.shape(data.faces))
+        if problem:
+            raise bad_input(calib_path, f"its texture {problem}", "re-run calibrate with the same FLAME assets")
     images = fetch_frames(ctx, ctx.shards(), lm.frames.tolist(), cfg.photo_size) if use_photo else None
     inputs = SequenceInputs(frames=lm.frames, targets=lm.points[:, mp_index, :2], ok=lm.ok, images=images)
     appearance = None

@@ -110,6 +110,15 @@ def read_flame_texture(path: str | Path, n_components: int = N_COMPONENTS, size:
     return TextureData(mean_rgb, basis, vt, ft, scale, (int(h), int(w)))
 
 
+def uv_layout_problem(n_uv: int, ft_shape: tuple[int, ...], ft_max: int, faces_shape: tuple[int, ...]) -> str:
+    """Why a UV layout (``n_uv`` coordinates, corners ``ft`` of shape ``ft_shape`` with largest index
+    ``ft_max``) does not fit a mesh whose triangles have shape ``faces_shape``, phrased to follow
+    its owner ("the texture ..."); ``""`` when it fits."""
+    if tuple(ft_shape) != tuple(faces_shape) or ft_max >= n_uv:
+        return f"has a UV layout of {ft_shape[0]} triangles but the face model has {faces_shape[0]}"
+    return ""
+
+
 def write_flame_texture(path: str | Path, mean: np.ndarray, basis: np.ndarray, vt: np.ndarray | None = None,
                         ft: np.ndarray | None = None) -> Path:
     """Write a texture space in FLAME's file convention (0..255 units, BGR) — for tests and stand-ins.
@@ -169,6 +178,13 @@ class FlameTexture(nn.Module):
     @property
     def has_uv(self) -> bool:
         return self.vt is not None and self.ft is not None
+
+    def layout_problem(self, faces) -> str:  # noqa: ANN001 - array or tensor [F, 3]
+        """Why this texture cannot shade a mesh with triangles ``faces`` [F, 3], phrased to follow
+        its owner (see :func:`uv_layout_problem`); ``""`` when it can."""
+        if not self.has_uv:
+            return "has no UV layout (vt/ft), nor has the face model"
+        return uv_layout_problem(self.vt.shape[0], tuple(self.ft.shape), int(self.ft.max()), tuple(faces.shape))
 
     def forward(self, coeffs: Tensor) -> Tensor:
         """Albedo maps ``[B, 3, H, W]`` of coefficients ``[B, K]`` (``mean + basis @ c``)."""

@@ -176,7 +176,7 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
                                                  model.faces, image_size)
         region = inputs.face_region if inputs.face_region is not None else torch.ones(
             model.faces.shape[0], dtype=torch.bool, device=dev)
-        use_texture = texture is not None and texture.has_uv and tuple(texture.ft.shape) == tuple(model.faces.shape)
+        use_texture = texture is not None and not texture.layout_problem(model.faces)
         if use_texture:
             uv_albedo = texture_albedo(texture, model.faces, colour, seen, tex_prior)
             photo = Photometric(inputs.images, model.faces, region, uv_albedo, ambient_sh(device=dev), image_size)

@@ -152,7 +152,7 @@ class FaceDetector:
         side and then of half of it (faces down to about 40 px in 1080p)."""
         h, w = image.shape[:2]
         image = np.ascontiguousarray(image)
-        faces = self._detect_whole(image, (self._full, "short"))
+        faces = self._detect_whole(image, self._full) or self._detect_whole(image, self._short)
         short = min(h, w)
         for side in (short, short // 2):
             if faces or side < 128 or (side == short and h == w):
@@ -161,25 +161,22 @@ class FaceDetector:
             for y0 in _starts(h, side):
                 for x0 in _starts(w, side):
                     tile = np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side])
-                    for score, b in self._detect_whole(tile, (self._full,)):
+                    for score, b in self._detect_whole(tile, self._full):
                         found.append((score, (b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0)))
             faces = _suppress(found)
         return sorted(faces, key=lambda sb: -box_area(sb[1]))
 
-    def _detect_whole(self, image: np.ndarray, graphs) -> list[tuple[float, Box]]:
+    @staticmethod
+    def _detect_whole(image: np.ndarray, graph) -> list[tuple[float, Box]]:  # noqa: ANN001 - a MediaPipe graph
+        """Faces ``graph`` finds in the whole of ``image``, as (score, box in pixels)."""
         h, w = image.shape[:2]
-        for graph in graphs:
-            if graph == "short":
-                graph = self._short
-            res = graph.process(image)
-            if res.detections:
-                out = []
-                for d in res.detections:
-                    bb = d.location_data.relative_bounding_box
-                    out.append((float(d.score[0]), (bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w,
-                                                    (bb.ymin + bb.height) * h)))
-                return out
-        return []
+        res = graph.process(image)
+        out = []
+        for d in res.detections or ():
+            bb = d.location_data.relative_bounding_box
+            out.append((float(d.score[0]), (bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w,
+                                            (bb.ymin + bb.height) * h)))
+        return out
 
     def landmarks(self, image: np.ndarray, det_box: Box) -> np.ndarray | None:
         """FaceMesh points [478,3] (x, y image pixels; z in the same pixel scale) of the face in
