@@ -25,7 +25,17 @@ if [ ! -f /tmp/siteO/.done ] && [ "$(ls /tmp/ortparts 2>/dev/null | wc -l)" = 5 
   mkdir -p /tmp/siteO && cat /tmp/ortparts/ort.? | xz -d -T4 | tar xf - -C /tmp/siteO \
     && touch /tmp/siteO/.done || echo "onnxruntime-gpu unpack failed" >&2
 fi
+# Packages that travel as xz tarballs of their unpacked package folders (.whlT/*.tar.xz; smaller than
+# wheels, so mediapipe, opencv and av fit the 64 MiB a call may carry): unpacked once into /tmp/siteT.
+mkdir -p /tmp/siteT
+for f in .whlT/*.tar.xz; do
+  [ -f "$f" ] || continue
+  b=$(basename "$f")
+  [ -f "/tmp/siteT/.$b.done" ] && continue
+  xz -d -T4 < "$f" | tar xf - -C /tmp/siteT && touch "/tmp/siteT/.$b.done" || echo "unpack of $f failed" >&2
+done
 SITES=/tmp/site
+ls /tmp/siteT/.*.done >/dev/null 2>&1 && SITES=/tmp/siteT:$SITES
 [ -f /tmp/siteA/.done ] && SITES=$SITES:/tmp/siteA
 [ -f /tmp/siteO/.done ] && SITES=/tmp/siteO:$SITES
 export PYTHONPATH=$SITES:$PWD
