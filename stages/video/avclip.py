@@ -49,6 +49,7 @@ def write_flash_clip(path: str | Path, seconds: float = 2.0, fps: Fraction | int
     import av
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fps = Fraction(fps).limit_denominator(1001)
     tb = Fraction(1, 90000)
     n = int(round(seconds * fps))
