@@ -190,13 +190,15 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return data, rate
 
 
-def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
-    """Write int16 [samples] (mono) or [samples, channels] as a PCM WAV file."""
+def write_wav(path, samples: np.ndarray, rate: int = SAMPLE_RATE):
+    """Write int16 [samples] (mono) or [samples, channels] as a PCM WAV file (a path or a binary
+    file object); returns ``path``."""
     s = np.asarray(samples, np.int16)
     s = s.reshape(s.shape[0], -1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path) if isinstance(path, Path) else path, "wb") as w:
         w.setnchannels(s.shape[1])
         w.setsampwidth(2)
         w.setframerate(rate)
