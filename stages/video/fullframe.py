@@ -33,6 +33,7 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -352,12 +353,13 @@ class FullFrameWriter:
         device: torch device of the renders.
         fps: output frame rate (the timeline's, 25).
         crf, preset, encoder, threads: H.264 settings (``libx264``; ``h264_nvenc`` where present).
-        prefetch: batches of source frames decoded ahead in a background thread.
+        prefetch: decode the next batch of source frames (the frames after the last ones asked for)
+            in a background thread while the caller renders.
     """
 
     def __init__(self, out: str | Path, source: str | Path, record: CropRecord, device="cpu", *, fps: int = 25,
                  feather: Feather = Feather(), crf: int = 18, preset: str = "veryfast", encoder: str = "libx264",
-                 threads: int = 0):
+                 threads: int = 0, prefetch: bool = True):
         import av
 
         self.source = SourceFrames(source, fps)
@@ -382,6 +384,9 @@ class FullFrameWriter:
             except (AttributeError, TypeError, ValueError):
                 pass
         self.frames = 0
+        self.prefetch = prefetch
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="fullframe-decode") if prefetch else None
+        self._pending: tuple[list[int], Future] | None = None
         self._q: queue.Queue = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._encode_loop, daemon=True)
@@ -420,12 +425,26 @@ class FullFrameWriter:
         """
         if self._error is not None:
             raise self._error
-        planes = self.source.get(list(frames))
+        ks = [int(k) for k in frames]
+        planes = None
+        if self._pending is not None:
+            want, fut = self._pending
+            self._pending = None
+            got = fut.result()  # also when unused: one thread at a time decodes
+            if want == ks:
+                planes = got
+        if planes is None:
+            planes = self.source.get(ks)
+        if self._decoder is not None and ks:
+            nxt = list(range(ks[-1] + 1, ks[-1] + 1 + len(ks)))
+            self._pending = (nxt, self._decoder.submit(self.source.get, nxt))
         self.compositor.composite(planes, premult, alpha)
         self._q.put(planes)
         self.frames += len(planes)
 
     def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=True, cancel_futures=True)
         self._q.put(None)
         self._thread.join()
         if self._error is None:
