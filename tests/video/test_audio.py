@@ -115,3 +115,27 @@ def test_slice_frames_pads_with_silence(tmp_path):
     part, rate = read_wav(slice_frames(wav, tmp_path / "p.wav", 2, 3))
     assert rate == 16000 and part.shape == (640 * 3, 1)
     assert part[:1280, 0].tolist() == list(range(1280, 2560)) and not part[1280:].any()
+
+
+@pytest.mark.parametrize("offset", [0.3, -0.2])
+def test_audio_shifted_by_an_edit_list_keeps_its_shift(tmp_path, offset):
+    """The sound moved by ``offset`` s against the picture (an mp4 edit list written by ffmpeg's
+    ``-itsoffset``): the beeps land ``offset * 25`` frames from the flashes."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from stages.video.audio import extract_audio, timeline_origin
+    from stages.video.decode import index_frames, probe
+
+    clip = write_flash_clip(tmp_path / "c.mp4", seconds=1.6, width=320, height=180)
+    out = tmp_path / "shifted.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(clip.path), "-itsoffset", str(offset),
+                    "-i", str(clip.path), "-map", "0:v", "-map", "1:a", "-c", "copy", str(out)], check=True, timeout=60)
+    info = probe(out)
+    index = index_frames(info)
+    assert extract_audio(out, tmp_path / "a.wav", timeline_origin(info, index), 40) is not None
+    samples, rate = read_wav(tmp_path / "a.wav")
+    onsets = np.array(beep_onsets(samples[:, 0], rate)) * 25
+    expect = np.array([float(t) * 25 + offset * 25 for t in clip.flash_times])
+    assert onsets.shape == expect.shape and np.abs(onsets - expect).max() <= 0.05, (onsets, expect)
