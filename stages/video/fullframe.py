@@ -188,7 +188,9 @@ class Compositor:
         w = self._box.expand_as(alpha)
         k = self.feather.blur_radius(self.record.side)
         if k > 0:
-            blur = F.avg_pool2d(alpha[:, None], 2 * k + 1, stride=1, padding=k, count_include_pad=True)[:, 0]
+            n = 2 * k + 1  # separable box blur, zero outside the render
+            blur = F.avg_pool2d(alpha[:, None], (1, n), stride=1, padding=(0, k), count_include_pad=True)
+            blur = F.avg_pool2d(blur, (n, 1), stride=1, padding=(k, 0), count_include_pad=True)[:, 0]
             w = w * blur.clamp(0, 1)
         return w
 
