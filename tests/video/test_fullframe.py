@@ -112,3 +112,14 @@ def test_writer_shows_source_frame_k_looped_back_and_forth(tmp_path):
     assert [read_frame_number(f) for f in frames] == expect
     centre = frames[5][100, 140].astype(int)
     assert centre[0] > 180 and centre[1] < 60  # the red avatar is composited at the crop's centre
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_composite_equals_cpu_composite():
+    yuv, _, premult, alpha, rec = scene(h=360, w=640, side=300, x0=200, y0=-40)
+    cpu, gpu = yuv.copy(), yuv.copy()
+    p, a = torch.tensor(premult[None], dtype=torch.float32), torch.tensor(alpha[None], dtype=torch.float32)
+    Compositor(rec, 640, 360, "cpu").composite([cpu], p, a)
+    Compositor(rec, 640, 360, "cuda").composite([gpu], p.cuda(), a.cuda())
+    assert np.abs(cpu.astype(int) - gpu.astype(int)).max() <= 1 and not np.array_equal(cpu, yuv)
