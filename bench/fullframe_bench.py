@@ -24,7 +24,6 @@ import os
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +100,6 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=900)
     a = ap.parse_args()
     from stages.gauss.fullframe_render import render_full_frame
-    from stages.gauss.surface import condition_vector  # noqa: F401  (import check)
     from stages.gauss.trainer import choose_renderer, render_frames
 
     res: dict = {"device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",

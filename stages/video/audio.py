@@ -217,24 +217,9 @@ def slice_frames(wav: str | Path, out: str | Path, first: int, count: int, fps: 
     return write_wav(out, part, rate)
 
 
-def _video_frames(container, stream) -> tuple[int, Fraction]:
-    """(frames, seconds) of a video stream, counted from its packets."""
-    n = 0
-    end = None
-    start = None
-    for p in container.demux(stream):
-        if p.pts is None or p.size == 0:
-            continue
-        n += 1
-        t0 = p.pts * Fraction(stream.time_base.numerator, stream.time_base.denominator)
-        t1 = (p.pts + (p.duration or 0)) * Fraction(stream.time_base.numerator, stream.time_base.denominator)
-        start = t0 if start is None else min(start, t0)
-        end = t1 if end is None else max(end, t1)
-    if n == 0:
-        return 0, Fraction(0)
-    rate = stream.average_rate or stream.guessed_rate
-    seconds = Fraction(n) / Fraction(rate) if rate else end - start
-    return n, seconds
+def _video_frames(container, stream) -> int:
+    """Frames of a video stream, counted from its packets."""
+    return sum(1 for p in container.demux(stream) if p.pts is not None and p.size > 0)
 
 
 def mux_audio(video: Path, audio: Path, out: Path) -> None:
@@ -253,7 +238,7 @@ def mux_audio(video: Path, audio: Path, out: Path) -> None:
     video, audio, out = Path(video), Path(audio), Path(out)
     with av.open(str(video)) as probe_c:
         vs = probe_c.streams.video[0]
-        n_frames, _ = _video_frames(probe_c, vs)
+        n_frames = _video_frames(probe_c, vs)
         rate = Fraction(vs.average_rate or vs.guessed_rate or 25)
     a_samples, a_rate = _audio_length(audio)
     if a_samples == 0:

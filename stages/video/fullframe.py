@@ -208,7 +208,7 @@ class Compositor:
         if self.empty or not len(planes):
             return
         b = len(planes)
-        s, x0, y0 = self.record.side, self.record.x0, self.record.y0
+        x0, y0 = self.record.x0, self.record.y0
         ex0, ey0, ex1, ey1 = self.ex0, self.ey0, self.ex1, self.ey1
         premult, alpha = premult.float(), alpha.float()
         w = self.weights(alpha)
