@@ -114,8 +114,14 @@ def run(ctx: StageContext) -> None:
 
         report["preview_audio"] = with_audio(preview, wav, first, count, cfg.fps)
     if cfg.full_frame:
-        report["full_frame"] = _full_frame(ctx, cfg, layout, seq, test_idx, model, surface, renderer,
-                                           wav if contiguous else None)
+        from stages.errors import BadInput
+
+        try:
+            report["full_frame"] = _full_frame(ctx, cfg, layout, seq, test_idx, model, surface, renderer,
+                                               wav if contiguous else None)
+        except BadInput as e:  # the optional preview only: the metrics and the preview stand
+            log.warning("no full-frame preview: %s", e)
+            report["full_frame"] = {"error": str(e)}
     ctx.put_file("preview.mp4", preview, folder="avatar")
     ctx.put_json("report.json", report, folder="avatar")
     ctx.put_bytes("report.md", render_markdown(report).encode(), folder="avatar")
@@ -134,7 +140,7 @@ def _full_frame(ctx: StageContext, cfg: Config, layout, seq, test_idx, model, su
 
     crop = layout.root / "crop.json"
     if not crop.is_file():
-        raise bad_input(ctx.key("crop.json", "assemble", folder="dataset"), "no crop record in the dataset",
+        raise bad_input(ctx.key("crop.json", folder="dataset"), "no crop record in the dataset",
                         "re-run ingest and assemble (they record the crop since full-frame output exists)")
     idx = torch.as_tensor(test_idx)
     out = ctx.scratch / "preview_full.mp4"

@@ -60,7 +60,7 @@ def _streams(path):
     return len(frames), frames[0].shape[:2], audio, frames
 
 
-@pytest.mark.parametrize("sound", [True, False])
+@pytest.mark.parametrize("sound", [True, False, "no crop"])
 def test_full_frame_preview_with_the_sources_sound(tmp_path, one_thread, sound):
     """``full_frame``: ``preview_full.mp4`` is the source's size, shows the source outside the crop,
     and both previews carry the held-out frames' sound (4 frames = 0.16 s) when the source has any."""
@@ -70,8 +70,9 @@ def test_full_frame_preview_with_the_sources_sound(tmp_path, one_thread, sound):
 
     ds = write_synthetic_dataset(tmp_path / "ds", 20, image_size=48, n_gaussians=2000)
     clip = write_flash_clip(tmp_path / "src.mp4", seconds=0.8, width=320, height=180, flashes=(0.1,), audio=sound)
-    (ds / "crop.json").write_text(json.dumps(CropRecord(100, 40, 96, 320, 180, out_size=48).to_dict()))
-    if sound:
+    if sound != "no crop":
+        (ds / "crop.json").write_text(json.dumps(CropRecord(100, 40, 96, 320, 180, out_size=48).to_dict()))
+    if sound is True:
         assert extract_audio(clip.path, ds / "audio.wav", 0, 20) is not None
     store = open_store(str(tmp_path / "store"))
     publish_as_assemble(store, "a", ds)
@@ -82,6 +83,11 @@ def test_full_frame_preview_with_the_sources_sound(tmp_path, one_thread, sound):
         "render": {"resolution": 32, "fps_resolution": 32, "fps_batch": 1, "full_frame": True}})
     run_stage("train", "a", store, pipeline=pipeline, device="cpu")
     run_stage("render", "a", store, pipeline=pipeline, device="cpu")
+    report = json.loads(store.get_bytes(actor_key("a", "avatar", "report.json")))
+    if sound == "no crop":  # an old dataset: the preview and metrics stand, the report says why no full frame
+        assert "no crop record" in report["full_frame"]["error"] and report["frames"] == 4
+        assert not store.exists(actor_key("a", "avatar", "preview_full.mp4"))
+        return
     n, size, audio, frames = _streams(store.local_path(actor_key("a", "avatar", "preview_full.mp4")))
     assert n == 4 and size == (180, 320)
     assert np.abs(frames[0][:30].astype(int) - 60).max() < 12  # the grey source (Y 60) above the crop
@@ -90,5 +96,4 @@ def test_full_frame_preview_with_the_sources_sound(tmp_path, one_thread, sound):
         assert audio == pytest.approx(0.16, abs=0.04) and audio2 == pytest.approx(0.16, abs=0.04)
     else:
         assert audio is None and audio2 is None
-    report = json.loads(store.get_bytes(actor_key("a", "avatar", "report.json")))
     assert report["full_frame"]["render_size"] == 96 and report["full_frame"]["audio"] == sound
