@@ -8,6 +8,7 @@ Writes (see :mod:`stages.dataset.layout`), under ``actors/<actor>/dataset/``::
                  (flame.tex: the calibration's FLAME texture coefficients when calibrate fitted
                  in texture space, else zeros)
     tracking.npz                                                                 all parameters, compact
+    crop.json, bbox.pt, audio.wav (when the video has sound)                     copied from ingest
 
 and under ``actors/<actor>/assemble/``: ``overlay.mp4`` (mesh and landmarks over the frames) and
 ``report.json`` (per-frame landmark error, filled frames, seam checks, verification result).
@@ -182,6 +183,9 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
                      filled=track.filled, error_px=track.error_px,
                      **{f"camera_{k}": v for k, v in cams.items()}, **track.params)
         items.append(("tracking.npz", npz))
+        for rel in ("crop.json", "bbox.pt", "audio.wav"):  # the crop in source pixels, the sound (when any)
+            if rel in ctx.input_keys("ingest", rel):
+                items.append((rel, ctx.fetch(rel, "ingest")))
         ctx.put_files(items, folder="dataset")
         overlay_frames = 0
         if cfg.overlay_every > 0:

@@ -12,7 +12,9 @@ Steps:
    only its own time range (seeking there): memory stays bounded for any video length.
 
 Outputs under ``actors/<actor>/ingest/``: ``frames/<shard>.tar`` (``00001.jpg``..., JPEG quality
-95), ``shards.json``, ``crop.json``, ``report.json``.
+95), ``shards.json``, ``crop.json`` and ``bbox.pt`` (the crop in source pixels,
+:mod:`stages.video.crop_record`), ``audio.wav`` (16 kHz mono on the frame timeline,
+:mod:`stages.video.audio`; only when the video has sound), ``report.json``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from stages.errors import BadInput, bad_input
 from stages.frameshard import read_shard_tar, write_shard_tar
 from stages.runner.context import StageContext
 from stages.runner.shards import SHARDS_FILE, plan_shards, shards_document
+from stages.video.audio import extract_audio, timeline_origin
 from stages.video.crop import CropBox, choose_crop, out_of_crop_fraction
+from stages.video.crop_record import CropRecord, bbox_pt_bytes
 from stages.video.decode import FrameIndex, VideoInfo, index_frames, probe
 from stages.video.detect import FaceObservation, box_area
 from stages.video.render import JPEG_QUALITY, observe_samples, render_shard
@@ -277,9 +281,13 @@ def _ingest(ctx: StageContext, cfg: Config, workers: Workers, local: Path, label
              t_index - t0, t_detect - t_index, len(obs), t_render - t_detect, n_out / max(t_render - t_detect, 1e-9))
 
     ctx.put_json(SHARDS_FILE, shards_document(n_out, OUTPUT_FPS, shards))
-    ctx.put_json("crop.json", {**crop.to_dict(), "source_width": info.width, "source_height": info.height,
-                               "rotation": info.rotation, "out_size": cfg.size, "scale": cfg.size / crop.side,
+    record = CropRecord.of(crop, info.width, info.height, cfg.size, info.rotation)
+    ctx.put_json("crop.json", {**record.to_dict(), "pad": cfg.pad,
                                "face_out_of_crop_fraction": round(out_frac, 4), "samples": len(obs)})
+    ctx.put_bytes("bbox.pt", bbox_pt_bytes(record))
+    audio = _label_errors(_audio, local, label, ctx, info, index, n_out)
+    if audio is None:
+        log.info("%s: no audio track; no audio.wav", label)
     dup = int(n_out - np.unique(selected).size)
     ctx.put_json("report.json", {
         "source": {"codec": info.codec, "width": info.width, "height": info.height, "coded_width": info.coded_width,
@@ -289,7 +297,9 @@ def _ingest(ctx: StageContext, cfg: Config, workers: Workers, local: Path, label
         "duplicated": dup, "dropped": int(len(index) - np.unique(selected).size),
         "shards": len(shards), "jpeg_quality": cfg.jpeg_quality, "samples": len(obs),
         "several_faces_samples": several, "face_out_of_crop_fraction": round(out_frac, 4), **faces,
-        "crop": crop.to_dict(), "missing_frames": missing[:100], "warnings": warnings,
+        "crop": crop.to_dict(), "audio": audio,
+        "audio_note": None if audio else "the video has no audio track (or none that decodes): no audio.wav",
+        "missing_frames": missing[:100], "warnings": warnings,
         "sample_boxes": [{"pts": o.key, "box": [round(v, 1) for v in o.box] if o.box else None, "faces": o.faces}
                          for o in obs],
     })
@@ -297,6 +307,24 @@ def _ingest(ctx: StageContext, cfg: Config, workers: Workers, local: Path, label
                       **timing})
     for w in warnings:
         log.warning("%s: %s", label, w)
+
+
+def _audio(ctx: StageContext, info: VideoInfo, index: FrameIndex, n_out: int) -> dict | None:
+    """Extract the sound to ``audio.wav`` (16 kHz mono, frame ``k`` = samples ``[640k, 640(k+1))``);
+    its report, or None when the video has no audio track."""
+    import av
+
+    path = ctx.scratch / "audio.wav"
+    try:
+        rep = extract_audio(info.path, path, timeline_origin(info, index, OUTPUT_FPS), n_out, OUTPUT_FPS)
+    except av.error.FFmpegError as e:  # a broken audio track does not stop the avatar
+        log.warning("%s: the audio track does not decode (%s); no audio.wav", info.path, e)
+        return None
+    if rep is None:
+        return None
+    ctx.put_file("audio.wav", path)
+    path.unlink(missing_ok=True)
+    return rep.to_dict()
 
 
 def _render_all(ctx: StageContext, workers: Workers, cfg: Config, info: VideoInfo, index: FrameIndex,

@@ -3,7 +3,10 @@
 Reads the dataset (assemble) and ``train/avatar.pt``; renders the held-out frames (the split the
 training used) and writes, under ``actors/<a>/render/``:
 
-- ``preview.mp4``: ground truth | render side by side, 25 fps, H.264;
+- ``preview.mp4``: ground truth | render side by side, 25 fps, H.264, with the held-out frames'
+  sound (AAC) when the dataset has ``audio.wav``;
+- ``preview_full.mp4`` (config ``full_frame``): the renders composited into the source footage at
+  source resolution (:mod:`stages.video.fullframe`), with sound;
 - ``report.json`` and ``report.md``: PSNR and SSIM (mean, min), render frames/s including the
   face model and the MLP at ``fps_resolution`` (batched and one frame at a time), LPIPS only where available (not yet: reported as
   not computed).
@@ -32,6 +35,8 @@ class Config:
         fps: preview frame rate.
         max_frames: at most this many held-out frames (0: all).
         workers: DataLoader workers.
+        full_frame: also write ``preview_full.mp4``: the held-out frames' renders composited into
+            the actor's source video at source resolution (the dataset's ``crop.json``).
     """
 
     resolution: int = 512
@@ -42,6 +47,7 @@ class Config:
     fps: int = 25
     max_frames: int = 0
     workers: int = 4
+    full_frame: bool = False
 
 
 PRESETS = {"tiny": {"resolution": 96, "fps_resolution": 96, "fps_batch": 2, "batch_size": 4, "workers": 0}}
@@ -100,12 +106,53 @@ def run(ctx: StageContext) -> None:
               "resolution": cfg.resolution, "renderer": renderer, "device": ctx.device,
               "gaussians": model.num_gaussians, "held_out": [test_idx[0], test_idx[-1]],
               "train_steps": meta.get("steps"), "per_frame": {"index": ev.indices, "psnr": ev.psnr, "ssim": ev.ssim}}
+    wav = layout.root / "audio.wav"
+    first, count = test_idx[0], len(test_idx)
+    contiguous = test_idx == list(range(first, first + count))
+    if contiguous:
+        from stages.gauss.fullframe_render import with_audio
+
+        report["preview_audio"] = with_audio(preview, wav, first, count, cfg.fps)
+    if cfg.full_frame:
+        from stages.errors import BadInput
+
+        try:
+            report["full_frame"] = _full_frame(ctx, cfg, layout, seq, test_idx, model, surface, renderer,
+                                               wav if contiguous else None)
+        except BadInput as e:  # the optional preview only: the metrics and the preview stand
+            log.warning("no full-frame preview: %s", e)
+            report["full_frame"] = {"error": str(e)}
     ctx.put_file("preview.mp4", preview, folder="avatar")
     ctx.put_json("report.json", report, folder="avatar")
     ctx.put_bytes("report.md", render_markdown(report).encode(), folder="avatar")
     ctx.stats.update({"psnr": summary["psnr_mean"], "ssim": summary["ssim_mean"], "render_fps": report["render_fps"]})
     log.info("held-out PSNR %.2f dB, SSIM %.4f over %d frames; %.1f render FPS at %dpx (%s)", summary["psnr_mean"],
              summary["ssim_mean"], summary["frames"], fps, cfg.fps_resolution, renderer)
+
+
+def _full_frame(ctx: StageContext, cfg: Config, layout, seq, test_idx, model, surface, renderer, wav) -> dict:
+    """Write ``avatar/preview_full.mp4``; return its figures."""
+    import torch
+
+    from stages.errors import bad_input
+    from stages.gauss.fullframe_render import render_full_frame, with_audio
+    from stages.video.crop_record import CropRecord
+
+    crop = layout.root / "crop.json"
+    if not crop.is_file():
+        raise bad_input(ctx.key("crop.json", folder="dataset"), "no crop record in the dataset",
+                        "re-run ingest and assemble (they record the crop since full-frame output exists)")
+    idx = torch.as_tensor(test_idx)
+    out = ctx.scratch / "preview_full.mp4"
+    stats = render_full_frame(model, surface, torch.from_numpy(seq.cond)[idx], torch.from_numpy(seq.R)[idx].float(),
+                              torch.from_numpy(seq.t)[idx].float(), torch.from_numpy(seq.K)[idx].float(), test_idx,
+                              out, ctx.fetch_video(), CropRecord.load(crop), renderer=renderer, device=ctx.device,
+                              batch=cfg.batch_size)
+    stats["audio"] = with_audio(out, wav, test_idx[0], len(test_idx), cfg.fps) if wav is not None else False
+    ctx.put_file("preview_full.mp4", out, folder="avatar")
+    log.info("full-frame preview: %d frames at %dx%d, %.1f frames/s", stats["frames"], stats["width"],
+             stats["height"], stats["fps"])
+    return stats
 
 
 def render_markdown(report: dict) -> str:

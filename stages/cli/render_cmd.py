@@ -22,6 +22,13 @@ def render_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch: int = typer.Option(16, "--batch", help="Frames per render call."),
     fps: int = typer.Option(25, "--fps", help="Frame rate of the video."),
+    full_frame: bool = typer.Option(False, "--full-frame", help="Composite the avatar into the actor's source "
+                                    "video at source resolution, at the crop ingest recorded (--resolution is ignored)."),
+    source: Path = typer.Option(None, "--source", help="With --full-frame: the actor's source video "
+                                "(default: input/video.mp4 beside the dataset, as in the store)."),
+    crop: Path = typer.Option(None, "--crop", help="With --full-frame: crop.json (default: the dataset's)."),
+    audio: Path = typer.Option(None, "--audio", help="Sound to mux in as AAC (default: the dataset's audio.wav, "
+                               "cut to the rendered frames, when the frames are the dataset's own)."),
 ) -> None:
     import torch
 
@@ -55,6 +62,9 @@ def render_command(
     if missing:
         raise bad_input(params, f"frames lack {', '.join(missing)}", "re-run tracking or assemble")
     h, w = (int(v) for v in frames[0].get("img_size", (512, 512)))
+    dataset = params if params.is_dir() and not any(params.glob("*.frame")) else files[0].parent.parent
+    ids = [int(f.get("frame_id", j)) for j, f in enumerate(frames)]
+    own = ids == list(range(ids[0], ids[0] + len(ids)))  # consecutive frames of the dataset's own timeline
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     tcfg = config_from_dict(meta["train_config"])
@@ -68,6 +78,31 @@ def render_command(
     K = t("opencv.K") * torch.tensor([[resolution / w], [resolution / h], [1.0]])
     bg = torch.tensor(background_rgb(tcfg.background), device=device)
     n = cond.shape[0]
+    wav = audio if audio is not None else (dataset / "audio.wav" if own else None)
+    if audio is not None and not audio.is_file():
+        raise bad_input(audio, "no such file", "give a WAV, m4a or mp3 file, or leave --audio out")
+    if full_frame:
+        from stages.gauss.fullframe_render import render_full_frame, with_audio
+        from stages.video.crop_record import CropRecord
+
+        crop = crop or dataset / "crop.json"
+        source = source or dataset.parent / "input" / "video.mp4"
+        if not crop.is_file():
+            raise bad_input(crop, "no crop record", "give --crop with the crop.json ingest wrote for this actor")
+        if not source.is_file():
+            raise bad_input(source, "no such file", "give --source with the actor's source video (input/video.mp4)")
+        try:
+            record = CropRecord.load(crop)
+        except (ValueError, KeyError) as e:
+            raise bad_input(crop, f"not a crop record ({e})", "give the crop.json ingest wrote") from None
+        stats = render_full_frame(model, surface, cond, t("opencv.R"), t("opencv.t"), t("opencv.K"),
+                                  ids if own else list(range(n)), out, source, record, renderer=renderer,
+                                  device=device, batch=batch)
+        sound = with_audio(out, wav, None if audio is not None else ids[0], n, fps)
+        typer.echo(f"{out}: {n} frames at {stats['width']}x{stats['height']} (avatar at {record.side}px) in "
+                   f"{stats['seconds']:.1f} s ({stats['fps']:.1f} frames/s incl. decoding, compositing, encoding, "
+                   f"{renderer} on {device}){', with sound' if sound else ''}")
+        return
     t0 = time.perf_counter()
     with PreviewWriter(out, resolution, resolution, fps) as writer, torch.no_grad():
         for s in range(0, n, batch):
@@ -77,5 +112,9 @@ def render_command(
             for frame in (img.clamp(0, 1) * 255).round().byte().cpu().numpy():
                 writer.write(frame)
     seconds = time.perf_counter() - t0
+    from stages.gauss.fullframe_render import with_audio
+
+    sound = with_audio(out, wav, None if audio is not None else ids[0], n, fps)
     typer.echo(f"{out}: {n} frames at {resolution}x{resolution} in {seconds:.1f} s "
-               f"({n / max(seconds, 1e-9):.1f} frames/s incl. encoding, {renderer} on {device})")
+               f"({n / max(seconds, 1e-9):.1f} frames/s incl. encoding, {renderer} on {device})"
+               f"{', with sound' if sound else ''}")

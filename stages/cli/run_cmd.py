@@ -108,11 +108,14 @@ def run_command(
                                                       "minutes on a CPU)."),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", help="Worker processes for CPU shards."),
     until: str = typer.Option(None, "--until", help="Stop after this stage: " + ", ".join(BY_NAME)),
+    full_frame: bool = typer.Option(False, "--full-frame", help="Also write avatar/preview_full.mp4: the held-out "
+                                    "renders composited into the source footage at source resolution."),
 ) -> None:
     if until is not None and until not in BY_NAME:
         raise BadInput(f"--until {until}: unknown stage; stages are {', '.join(BY_NAME)}")
     st = open_store(store)
-    pipeline = prepare_actor(st, actor, video, flame, preset, assets={
+    pipeline = prepare_actor(st, actor, video, flame, preset, {"render": {"full_frame": True}} if full_frame else None,
+                             assets={
         "matting": matting, "parsing": parsing, "mediapipe-embedding": mediapipe_embedding,
         "flame-masks": flame_masks, "flame-texture": flame_texture})
     check_face_assets(pipeline, flame)

@@ -56,3 +56,54 @@ def test_render_command_refuses_another_face_model(tmp_path, toy_dataset):
     r = _cli("render", "--checkpoint", str(avatar), "--params", str(toy_dataset / "checkpoint"),
              "--out", str(tmp_path / "o.mp4"), "--device", "cpu")
     assert r.returncode == 2 and "same FLAME file" in r.stderr
+
+
+def _actor_folder(tmp_path, toy_dataset, sound: bool):
+    """The store's layout for one actor: dataset/checkpoint (the toy frames), dataset/crop.json,
+    dataset/audio.wav (when ``sound``), input/video.mp4 (320x180, 25 frames)."""
+    import json
+    import shutil
+
+    from stages.video.audio import extract_audio
+    from stages.video.avclip import write_flash_clip
+    from stages.video.crop_record import CropRecord
+
+    actor = tmp_path / "actor"
+    shutil.copytree(toy_dataset / "checkpoint", actor / "dataset" / "checkpoint")
+    clip = write_flash_clip(actor / "input" / "video.mp4", seconds=1.0, width=320, height=180, flashes=(0.2,),
+                            audio=sound)
+    (actor / "dataset" / "crop.json").write_text(json.dumps(CropRecord(150, 30, 120, 320, 180, 48).to_dict()))
+    if sound:
+        extract_audio(clip.path, actor / "dataset" / "audio.wav", 0, 25)
+    return actor
+
+
+def test_render_full_frame_has_the_source_size_and_sound(tmp_path, toy_dataset):
+    import av
+
+    avatar = _avatar(tmp_path)
+    for sound in (True, False):
+        actor = _actor_folder(tmp_path / str(sound), toy_dataset, sound)
+        out = tmp_path / f"full_{sound}.mp4"
+        r = _cli("render", "--checkpoint", str(avatar), "--params", str(actor / "dataset" / "checkpoint"), "--out",
+                 str(out), "--full-frame", "--device", "cpu", "--batch", "8")
+        assert r.returncode == 0, r.stderr
+        assert ("with sound" in r.stdout) == sound and "320x180" in r.stdout
+        with av.open(str(out)) as c:
+            audio = [s for s in c.streams if s.type == "audio"]
+            seconds = sum(f.samples for f in c.decode(audio[0])) / audio[0].codec_context.sample_rate if audio else None
+            c.seek(0)
+            frames = list(c.decode(video=0))
+        assert len(frames) == 24 and (frames[0].width, frames[0].height) == (320, 180)
+        assert (seconds is not None) == sound
+        if sound:
+            assert abs(seconds - 24 / 25) <= 1 / 25
+
+
+def test_render_full_frame_without_a_crop_record_exits_2(tmp_path, toy_dataset):
+    avatar = _avatar(tmp_path)
+    actor = _actor_folder(tmp_path, toy_dataset, False)
+    (actor / "dataset" / "crop.json").unlink()
+    r = _cli("render", "--checkpoint", str(avatar), "--params", str(actor / "dataset" / "checkpoint"), "--out",
+             str(tmp_path / "o.mp4"), "--full-frame", "--device", "cpu")
+    assert r.returncode == 2 and "crop.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1

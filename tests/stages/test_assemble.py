@@ -19,12 +19,34 @@ from tracking.synthetic import landmarks478, make_clip, publish_upstream, standi
 TINY = PipelineConfig(preset="tiny")
 
 
+def _add_ingest_extras(store, actor, n):
+    """What ingest also writes: crop.json, bbox.pt and audio.wav (n frames of 640 samples)."""
+    import io
+
+    from stages.runner.context import actor_key
+    from stages.runner.manifest import MANIFEST
+    from stages.video.audio import write_wav
+    from stages.video.crop_record import CropRecord, bbox_pt_bytes
+
+    key = actor_key(actor, "ingest", MANIFEST)
+    manifest = store.get_json(key)
+    rec = CropRecord(10, -20, 600, 640, 480)
+    buf = io.BytesIO()
+    write_wav(buf, np.arange(n * 640, dtype=np.int16))
+    for rel, data in (("crop.json", json.dumps(rec.to_dict()).encode()), ("bbox.pt", bbox_pt_bytes(rec)),
+                      ("audio.wav", buf.getvalue())):
+        k = actor_key(actor, "ingest", rel)
+        manifest["outputs"][k] = store.put_bytes(k, data)
+    store.put_json(key, manifest)
+
+
 @pytest.fixture(scope="module")
 def assembled(tmp_path_factory):
     model = FLAME(standin())
     clip = make_clip(model, 20, seed=6)
     store = LocalStore(tmp_path_factory.mktemp("store"))
     publish_upstream(store, "syn", landmarks478(clip, model.mp_index.numpy()), shard_size=10, fail=(3,))
+    _add_ingest_extras(store, "syn", 20)
     for stage in ("calibrate", "track", "assemble"):
         run_stage(stage, "syn", store, pipeline=TINY, device="cpu")
     return store, clip
@@ -62,6 +84,21 @@ def test_dataset_layout_frames_and_pairing(assembled):
         seq = load_tracked_sequence(layout.checkpoint_dir)
         np.testing.assert_allclose(seq["opencv.t"], z["t"], atol=1e-6)
         np.testing.assert_allclose(seq["flame.jaw"], z["jaw"], atol=1e-6)
+
+
+def test_dataset_gets_the_crop_record_and_the_sound(assembled):
+    import torch
+
+    from stages.video.audio import read_wav
+    from stages.video.crop_record import CropRecord
+
+    store, _ = assembled
+    root = store.root / "actors/syn/dataset"
+    rec = CropRecord.load(root / "crop.json")
+    assert rec.box == (10, -20, 610, 580) and rec.bbox == [10, 610, -20, 580]
+    assert torch.load(root / "bbox.pt").tolist() == [10, 610, -20, 580]
+    samples, rate = read_wav(root / "audio.wav")
+    assert rate == 16000 and samples.shape == (20 * 640, 1)
 
 
 def test_report_and_overlay(assembled):

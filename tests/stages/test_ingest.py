@@ -84,6 +84,10 @@ def test_wojtek_ingest(tmp_path, wojtek):
     assert report["face_fraction"] >= 0.95 and report["face_out_of_crop_fraction"] <= 0.05
     assert crop["face_out_of_crop_fraction"] == report["face_out_of_crop_fraction"]
     assert 350 <= crop["side"] <= 560  # 2.5 x a ~190 px face
+    x0, y0, side = crop["x0"], crop["y0"], crop["side"]
+    assert crop["bbox"] == [x0, x0 + side, y0, y0 + side] and crop["scale"] == 512 / side
+    assert report["audio"] is None and "no audio track" in report["audio_note"]  # wojtek.mp4 has no sound
+    assert not store.exists(actor_key("w", "ingest", "audio.wav")) and store.exists(actor_key("w", "ingest", "bbox.pt"))
 
     # frames are 512x512 JPEGs of the right source frame: frame k is source frame k-1, cut by crop.json
     import av
