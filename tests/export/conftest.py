@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-SMALL = {"steps": 12, "batch_size": 2, "resolution": 32, "uv_resolution": 24, "checkpoint_every": 12,
+SMALL = {"steps": 12, "batch_size": 2, "resolution": 32, "uv_resolution": 40, "checkpoint_every": 12,
          "mlp_width": 32, "log_every": 12, "sh_degree": 1}
 
 
