@@ -206,8 +206,15 @@ class AvatarViewer:
         """Serve until ``stop`` is set (or Ctrl-C)."""
         stop = stop or threading.Event()
         state: dict = {}
+        t_log, n_log = time.monotonic(), self.updates
         while not stop.is_set():
-            self.step(time.monotonic(), state)
+            now = time.monotonic()
+            self.step(now, state)
+            if now - t_log >= 10.0:
+                if self.updates > n_log:
+                    log.info("%d updates in %.0f s (%.1f frames/s posed and sent)", self.updates - n_log, now - t_log,
+                             (self.updates - n_log) / (now - t_log))
+                t_log, n_log = now, self.updates
             time.sleep(0.25 / self.cfg.fps)
 
     def close(self) -> None:
