@@ -24,6 +24,9 @@ def export_command(
     neutral: bool = typer.Option(False, "--neutral", help="ply: the neutral face (the default without --frame)."),
     motion: Path = typer.Option(None, "--motion", help="ply-sequence: a motion.npz or a folder of .frame files "
                                                        "(default: the actor's tracked sequence)."),
+    head_pose: bool = typer.Option(False, "--head-pose", help="ply --frame, ply-sequence: bake the tracked head "
+                                   "pose into the Gaussians (as seen by frame 0's camera), so a viewer with a fixed "
+                                   "camera shows the head moving."),
     out: Path = typer.Option(None, "--out", help="Output file (ply) or folder (ply-sequence, bundle); "
                                                  "never overwritten. Default: ACTOR-....ply / ACTOR-ply/ / ACTOR.avatar-bundle/."),
     store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
@@ -37,6 +40,7 @@ def export_command(
     from stages.export.motion import read_motion, tracked_motion
     from stages.export.ply import splat_cloud, write_ply
     from stages.export.pose import pose_gaussians
+    from stages.export.rigid import head_pose_transform, transform_cloud
     from stages.export.sequence import write_ply_sequence
     from stages.gauss.surface import neutral_condition
     from stages.runner.progress import Progress
@@ -48,6 +52,8 @@ def export_command(
         raise BadInput("--frame and --neutral: give one of them")
     if fmt != "ply" and (frame is not None or neutral):
         raise BadInput(f"--frame/--neutral: only for --format ply, not {fmt}")
+    if head_pose and not (fmt == "ply-sequence" or frame is not None):
+        raise BadInput("--head-pose: only with --format ply --frame K or --format ply-sequence")
     if motion is not None and fmt != "ply-sequence":
         raise BadInput("--motion: only for --format ply-sequence")
     if out is None:
@@ -58,6 +64,8 @@ def export_command(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     motion_data = read_motion(motion) if motion is not None else None  # bad files fail before any work
+    if head_pose and motion_data is not None and (motion_data.R is None or motion_data.t is None):
+        raise bad_input(motion, "has no cameras (R, t) to take the head pose from", "drop --head-pose or add R and t")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="avatar-export-") as cache:
         a = load_actor(open_store(store), actor, cache, tracking=(fmt == "bundle" or frame is not None
@@ -71,14 +79,18 @@ def export_command(
                                    f"(0..{len(a.seq) - 1})")
                 cond = torch.from_numpy(a.seq.cond[frame:frame + 1])
             g = pose_gaussians(a.model.to(device), a.surface.to(device), cond.to(device))
-            write_ply(out, splat_cloud(g))
+            cloud = splat_cloud(g)
+            if head_pose:
+                cloud = transform_cloud(cloud, *head_pose_transform(a.seq.R[frame], a.seq.t[frame], a.seq.R[0], a.seq.t[0]))
+            write_ply(out, cloud)
             what = "the neutral face" if frame is None else f"tracked frame {frame}"
             typer.echo(f"{out}: {a.model.num_gaussians} Gaussians, {what} of {actor} "
                        f"({time.perf_counter() - t0:.1f} s)")
         elif fmt == "ply-sequence":
             m = motion_data if motion_data is not None else tracked_motion(a.seq)
             with Progress("export", len(m)) as progress:
-                write_ply_sequence(out, a.model, a.surface, m, device=device, on_frames=progress.advance)
+                write_ply_sequence(out, a.model, a.surface, m, device=device, head_pose=head_pose,
+                                   on_frames=progress.advance)
             seconds = time.perf_counter() - t0
             typer.echo(f"{out}/: {len(m)} PLY files of {a.model.num_gaussians} Gaussians in {seconds:.1f} s "
                        f"({len(m) / max(seconds, 1e-9):.1f} frames/s)")

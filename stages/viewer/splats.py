@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stages.export.rigid import rotmat_to_wxyz  # noqa: F401 - re-exported for the server
 from stages.gauss.render_ref import covariance_3d
 
 TRIU = (0, 1, 2, 4, 5, 8)  # upper-triangle entries of a flattened 3x3, viser's order
@@ -66,17 +67,3 @@ def pack_splats_reference(means: np.ndarray, quats: np.ndarray, scales: np.ndarr
         colors_to_uint8(np.asarray(rgb, np.float32)),
         colors_to_uint8(np.asarray(opacities, np.float32).reshape(n, 1)),
     ], axis=-1).view(np.uint32)
-
-
-def rotmat_to_wxyz(R: np.ndarray) -> np.ndarray:
-    """A rotation matrix [3, 3] as a unit quaternion (w, x, y, z), w >= 0."""
-    R = np.asarray(R, np.float64)
-    m = np.array([
-        [R[0, 0] - R[1, 1] - R[2, 2], 0, 0, 0],
-        [R[0, 1] + R[1, 0], R[1, 1] - R[0, 0] - R[2, 2], 0, 0],
-        [R[0, 2] + R[2, 0], R[1, 2] + R[2, 1], R[2, 2] - R[0, 0] - R[1, 1], 0],
-        [R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1], R[0, 0] + R[1, 1] + R[2, 2]]]) / 3.0
-    w, v = np.linalg.eigh(m)  # Bar-Itzhack: the eigenvector of the largest eigenvalue
-    x, y, z, qw = v[:, np.argmax(w)]
-    q = np.array([qw, x, y, z])
-    return q * (1 if qw >= 0 else -1)

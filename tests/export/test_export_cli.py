@@ -153,3 +153,23 @@ def test_export_from_an_s3_store(trained_store, s3_env, tmp_path, run_cli):
     want = splat_cloud(pose_gaussians(a.model, a.surface, torch.from_numpy(a.seq.cond[2:3])))
     np.testing.assert_allclose(read_ply(out).means, want.means, atol=1e-6)
 
+
+
+def test_export_sequence_with_the_head_pose_baked_in(trained_store, tmp_path, run_cli):
+    root = trained_store.uri
+    r = run_cli("export", "--actor", "toy", "--store", root, "--format", "ply-sequence", "--out", str(tmp_path / "plain"))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("export", "--actor", "toy", "--store", root, "--format", "ply-sequence", "--head-pose",
+                "--out", str(tmp_path / "baked"))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "baked" / "sequence.json").read_text())
+    assert "head_pose" in doc and all(R == doc["cameras"]["R"][0] for R in doc["cameras"]["R"])
+    p0, b0 = read_ply(tmp_path / "plain" / "frame_00000.ply"), read_ply(tmp_path / "baked" / "frame_00000.ply")
+    np.testing.assert_allclose(b0.means, p0.means, atol=1e-6)  # frame 0 is the reference: unchanged
+    p5, b5 = read_ply(tmp_path / "plain" / "frame_00005.ply"), read_ply(tmp_path / "baked" / "frame_00005.ply")
+    assert np.abs(b5.means - p5.means).max() > 1e-3  # the synthetic head turns: frame 5 moved
+    motion = tmp_path / "m.npz"
+    np.savez(motion, exp=np.zeros((2, 100), np.float32))
+    r = run_cli("export", "--actor", "toy", "--store", root, "--format", "ply-sequence", "--head-pose",
+                "--motion", str(motion), "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "no cameras" in r.stderr and not (tmp_path / "x").exists()
