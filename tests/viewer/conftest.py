@@ -29,3 +29,15 @@ def toy_avatar(tmp_path_factory):
     finally:
         torch.set_num_threads(n)
     return result.model.eval(), surface, tracked_motion(TrackedSequence.load(DatasetLayout(ds)))
+
+
+@pytest.fixture(scope="session")
+def viewer_store(tmp_path_factory):
+    """A local store with the trained tiny actor ``toy`` (tests/export/conftest.py's recipe)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_export_conftest", Path(__file__).parents[1] / "export" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.make_trained_store(tmp_path_factory.mktemp("trained-view"))
