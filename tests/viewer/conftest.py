@@ -33,11 +33,27 @@ def toy_avatar(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def viewer_store(tmp_path_factory):
-    """A local store with the trained tiny actor ``toy`` (tests/export/conftest.py's recipe)."""
-    import importlib.util
-    from pathlib import Path
+    """A local store whose actor ``toy`` has a finished assemble (4 synthetic frames) and train stage
+    (an untrained stand-in avatar, written with its manifest as the train stage does): enough to serve."""
+    import torch
 
-    spec = importlib.util.spec_from_file_location("_export_conftest", Path(__file__).parents[1] / "export" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.make_trained_store(tmp_path_factory.mktemp("trained-view"))
+    from stages.face.model import load_face_model
+    from stages.gauss import checkpoint as ckpt
+    from stages.gauss.surface import flame_surface
+    from stages.gauss.synthetic import publish_as_assemble, write_synthetic_dataset
+    from stages.gauss.trainer import TrainConfig, avatar_dict, build_avatar
+    from stages.runner.context import actor_key
+    from stages.runner.manifest import MANIFEST, Manifest
+    from stages.store.uri import open_store
+
+    root = tmp_path_factory.mktemp("view-store")
+    store = open_store(str(root / "store"))
+    publish_as_assemble(store, "toy", write_synthetic_dataset(root / "ds", 4, image_size=16, n_gaussians=200))
+    surface = flame_surface(load_face_model(None), torch.zeros(300))
+    cfg = TrainConfig(uv_resolution=24, mlp_width=16, mlp_depth=1, pe_freqs=2, sh_degree=1)
+    path = ckpt.save_atomic(avatar_dict(build_avatar(surface, cfg), surface, cfg, 0, 0), root / "avatar.pt")
+    key = actor_key("toy", "avatar", "avatar.pt")
+    m = Manifest(stage="train", actor="toy", inputs={}, config_digest="test", config={},
+                 outputs={key: store.put_file(key, path)})
+    store.put_json(actor_key("toy", "train", MANIFEST), m.to_dict())
+    return store
