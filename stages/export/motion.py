@@ -32,7 +32,7 @@ class MotionFrames:
         exp: [T, 100].  jaw: [T, 6] (6D rotation).  eyes: [T, 12].  eyelids: [T, 2].
         R: [T, 3, 3] | None, t: [T, 3] | None: OpenCV world-to-camera extrinsics (head pose).
         K: [3, 3] | [T, 3, 3] | None: intrinsics in pixels of ``image_size``.
-        image_size: (h, w) the intrinsics refer to.
+        image_size: (h, w) the intrinsics refer to (``stages.motion.Motion`` has one int: square; both are accepted).
     """
 
     exp: np.ndarray

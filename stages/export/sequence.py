@@ -67,7 +67,7 @@ def write_ply_sequence(out: str | Path, model: GaussianAvatar, surface: FaceSurf
                 R, t = np.repeat(np.asarray(R)[:1], n, 0), np.repeat(np.asarray(t)[:1], n, 0)
                 doc["head_pose"] = "baked into the Gaussians: every frame is seen as tracked through frame 0's camera"
             doc["cameras"] = {"convention": "OpenCV world-to-camera x_cam = R x + t (metres); K in pixels of image_size",
-                              "image_size": list(getattr(motion, "image_size", (512, 512))),
+                              "image_size": [int(v) for v in np.broadcast_to(getattr(motion, "image_size", 512), (2,))],
                               "R": np.asarray(R).round(7).tolist(), "t": np.asarray(t).round(7).tolist(),
                               "K": None if K is None else np.asarray(K).round(4).tolist()}
         (tmp / "sequence.json").write_text(json.dumps(doc) + "\n")
