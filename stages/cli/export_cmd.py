@@ -27,6 +27,8 @@ def export_command(
     head_pose: bool = typer.Option(False, "--head-pose", help="ply --frame, ply-sequence: bake the tracked head "
                                    "pose into the Gaussians (as seen by frame 0's camera), so a viewer with a fixed "
                                    "camera shows the head moving."),
+    drive: str = typer.Option(None, "--drive", help="ply-sequence: the motion of the actor's drive NAME "
+                                                    "(actors/ACTOR/drive/NAME/motion.npz in the store)."),
     out: Path = typer.Option(None, "--out", help="Output file (ply) or folder (ply-sequence, bundle); "
                                                  "never overwritten. Default: ACTOR-....ply / ACTOR-ply/ / ACTOR.avatar-bundle/."),
     store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
@@ -35,7 +37,7 @@ def export_command(
     import torch
 
     from stages.errors import BadInput, bad_input
-    from stages.export.actor import load_actor
+    from stages.export.actor import drive_motion, load_actor
     from stages.export.bundle import write_bundle
     from stages.export.motion import read_motion, tracked_motion
     from stages.export.ply import splat_cloud, write_ply
@@ -54,8 +56,10 @@ def export_command(
         raise BadInput(f"--frame/--neutral: only for --format ply, not {fmt}")
     if head_pose and not (fmt == "ply-sequence" or frame is not None):
         raise BadInput("--head-pose: only with --format ply --frame K or --format ply-sequence")
-    if motion is not None and fmt != "ply-sequence":
-        raise BadInput("--motion: only for --format ply-sequence")
+    if (motion is not None or drive is not None) and fmt != "ply-sequence":
+        raise BadInput("--motion/--drive: only for --format ply-sequence")
+    if motion is not None and drive is not None:
+        raise BadInput("--motion and --drive: give one of them")
     if out is None:
         out = Path({"ply": f"{actor}-neutral.ply" if frame is None else f"{actor}-frame{frame:05d}.ply",
                     "ply-sequence": f"{actor}-ply", "bundle": f"{actor}.avatar-bundle"}[fmt])
@@ -68,8 +72,13 @@ def export_command(
         raise bad_input(motion, "has no cameras (R, t) to take the head pose from", "drop --head-pose or add R and t")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="avatar-export-") as cache:
-        a = load_actor(open_store(store), actor, cache, tracking=(fmt == "bundle" or frame is not None
-                                                                  or (fmt == "ply-sequence" and motion is None)))
+        st = open_store(store)
+        if drive is not None:
+            motion_data = read_motion(drive_motion(st, actor, drive, cache))
+            if head_pose and (motion_data.R is None or motion_data.t is None):
+                raise BadInput(f"--drive {drive}: its motion has no cameras; drop --head-pose")
+        a = load_actor(st, actor, cache, tracking=(fmt == "bundle" or frame is not None
+                                                   or (fmt == "ply-sequence" and motion_data is None)))
         if fmt == "ply":
             if frame is None:
                 cond = neutral_condition(1)

@@ -91,3 +91,16 @@ def load_actor(store: Store, actor: str, cache_dir: str | Path, tracking: bool =
         seq = TrackedSequence.load(DatasetLayout(folder.parent, folder))
     return ActorAvatar(actor=actor, model=model.eval(), meta=meta, surface=surface, seq=seq, face_model=face_model,
                        avatar_sha256=sha, avatar_path=path)
+
+
+def drive_motion(store: Store, actor: str, name: str, cache_dir: str | Path) -> Path:
+    """Local copy of a drive's transferred motion, ``actors/<actor>/drive/<name>/motion.npz``
+    (written by ``avatar drive``); BadInput when the store has none."""
+    from stages.runner.context import actor_key
+
+    key = actor_key(actor, "drive", name, "motion.npz")
+    try:
+        return store.fetch(key, Path(cache_dir) / "drive")
+    except KeyError:
+        raise bad_input(f"{store.uri}/{key}", f"actor {actor!r} has no drive named {name!r}",
+                        "run avatar drive for it first, or give --motion FILE") from None

@@ -173,3 +173,19 @@ def test_export_sequence_with_the_head_pose_baked_in(trained_store, tmp_path, ru
     r = run_cli("export", "--actor", "toy", "--store", root, "--format", "ply-sequence", "--head-pose",
                 "--motion", str(motion), "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "no cameras" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_export_sequence_of_a_drive(trained_store, tmp_path, run_cli):
+    from stages.runner.context import actor_key
+
+    T = 3
+    motion = tmp_path / "motion.npz"
+    np.savez(motion, exp=np.full((T, 100), 0.5, np.float32))
+    trained_store.put_file(actor_key("toy", "drive", "speech", "motion.npz"), motion)
+    r = run_cli("export", "--actor", "toy", "--store", trained_store.uri, "--format", "ply-sequence", "--drive", "speech",
+                "--out", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "d").glob("*.ply"))) == T
+    r = run_cli("export", "--actor", "toy", "--store", trained_store.uri, "--format", "ply-sequence", "--drive", "nope",
+                "--out", str(tmp_path / "e"))
+    assert r.returncode == 2 and "no drive named 'nope'" in r.stderr and not (tmp_path / "e").exists()
