@@ -17,8 +17,11 @@ setup: ## create .venv with everything needed to run and test (CPU torch)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[tracker,masks,train,cluster,dev]'
+	$(BIN)/pip install -q -e '.[tracker,masks,train,cluster,viewer,dev]'
 	$(BIN)/pip check
+	@# Chromium for the viewer's browser test: Debian's package, where apt exists and we are root (else the test skips)
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then \
+	  apt-get install -y -q chromium >/dev/null || echo "make setup: chromium not installed; the viewer browser test will skip"; fi
 
 test: ## run the test suite (CPU, offline; GPU and slow tests are skipped)
 	$(BIN)/python -m pytest -q -m 'not slow and not images' tests

@@ -1,0 +1,101 @@
+"""The rigged avatar bundle, format ``avatar-bundle/1`` (docs/export-format.md).
+
+A folder that holds everything needed to animate the avatar outside this project, in plain NumPy
+files (no pickles, no torch): the Gaussians bound to the face-model mesh (face index + barycentric
+coordinates), their appearance, the deformation MLP's weights, the identity coefficients, a
+reference to the face model by sha256 (the licensed FLAME file itself is never included), the
+tracked sequence, and a neutral-face 3DGS PLY to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.export.actor import ActorAvatar
+from stages.export.motion import tracked_motion
+from stages.export.ply import splat_cloud, write_ply
+from stages.export.pose import pose_gaussians
+from stages.gauss.model import AvatarConfig, GaussianAvatar
+from stages.gauss.surface import neutral_condition
+
+BUNDLE_FORMAT = "avatar-bundle/1"
+GAUSSIAN_KEYS = ("face_idx", "bary", "canonical", "pe_center", "pe_halfsize", "opacity_logit", "log_scale", "quat")
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def write_bundle(out: str | Path, a: ActorAvatar) -> Path:
+    """Write the bundle folder ``out`` (atomically: built beside it, then renamed; ``out`` must not exist).
+
+    Returns ``out``."""
+    from stages.store.base import sha256_file
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part"))
+    try:
+        sd = {k: v.detach().cpu() for k, v in a.model.state_dict().items()}
+        g = {k: sd[k].numpy() for k in GAUSSIAN_KEYS}
+        g["sh"] = torch.cat([sd["sh_dc"], sd["sh_rest"]], 1).numpy()
+        _savez(tmp / "gaussians.npz", g)
+        _savez(tmp / "mlp.npz", {k[len("mlp."):]: v.numpy() for k, v in sd.items() if k.startswith("mlp.")})
+        np.save(tmp / "identity.npy", np.asarray(a.meta["shape"], np.float32).reshape(-1))
+        neutral = pose_gaussians(a.model, a.surface, neutral_condition(1))
+        write_ply(tmp / "neutral.ply", splat_cloud(neutral))
+        if a.seq is not None:
+            m = tracked_motion(a.seq)
+            _savez(tmp / "tracked.npz", {"format": np.array("avatar-motion/1"), "fps": np.float64(25.0),
+                                         "exp": m.exp, "jaw": m.jaw, "eyes": m.eyes, "eyelids": m.eyelids,
+                                         "R": m.R, "t": m.t, "K": m.K, "image_size": np.asarray(m.image_size, np.int64)})
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        doc = {
+            "format": BUNDLE_FORMAT, "actor": a.actor, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "avatar_sha256": a.avatar_sha256, "face_model": a.face_model,
+            "num_vertices": int(a.meta["num_vertices"]), "num_faces": int(a.meta["num_faces"]),
+            "num_gaussians": int(a.model.num_gaussians), "avatar_config": asdict(a.model.config),
+            "train_steps": a.meta.get("steps"), "files": files,
+        }
+        (tmp / "bundle.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        for p in tmp.iterdir():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        os.rename(tmp, out)  # fails if out appeared meanwhile: never overwrite
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_bundle(path: str | Path) -> tuple[GaussianAvatar, dict]:
+    """Rebuild the :class:`GaussianAvatar` from a bundle (files verified by sha256).
+
+    Returns (model on CPU, the ``bundle.json`` dict). ValueError on a wrong format or digest."""
+    from stages.store.base import sha256_file
+
+    path = Path(path)
+    doc = json.loads((path / "bundle.json").read_text())
+    if doc.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{path}: format {doc.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    for name, sha in doc["files"].items():
+        if sha256_file(path / name) != sha:
+            raise ValueError(f"{path / name}: sha256 differs from bundle.json; the bundle is corrupt")
+    with np.load(path / "gaussians.npz") as z:
+        g = {k: torch.from_numpy(z[k]) for k in z.files}
+    with np.load(path / "mlp.npz") as z:
+        mlp = {f"mlp.{k}": torch.from_numpy(z[k]) for k in z.files}
+    model = GaussianAvatar(g["face_idx"], g["bary"], g["canonical"], AvatarConfig(**doc["avatar_config"]))
+    sd = {k: g[k] for k in GAUSSIAN_KEYS}
+    sd["sh_dc"], sd["sh_rest"] = g["sh"][:, :1].contiguous(), g["sh"][:, 1:].contiguous()
+    model.load_state_dict({**sd, **mlp})
+    return model.eval(), doc
