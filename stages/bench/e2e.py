@@ -64,7 +64,7 @@ def synthetic_clip(path: Path, frames: int, seed: int = 0, size: int = 512) -> P
 def run_benchmark(frames: int, workdir: Path, *, preset: str = "full", device: str = "auto", jobs: int = 1,
                   video: Path | None = None) -> BenchResult:
     """Synthesise (or take) a clip and run the whole pipeline on it in a fresh local store."""
-    from stages.cli.run_cmd import prepare_actor, run_pipeline
+    from stages.runner.pipeline import prepare_actor, run_pipeline
 
     clip = video or synthetic_clip(workdir / f"synthetic-{frames}.mp4", frames)
     store = LocalStore(workdir / "store")  # fixed: a rerun after a crash resumes where it stopped

@@ -14,6 +14,8 @@ Chunks run in worker processes forked from the caller (torch, cv2 and numpy alre
 a fresh interpreter would spend seconds importing torch), one store client each; with one worker, in
 the calling process. The workers run no torch kernels (``torch.save``/``torch.load`` of numpy arrays
 only), so forking a process that holds a CUDA context is safe, as it is for a DataLoader's workers.
+Nor do they touch OpenCV's thread pool (``cv2.imdecode`` only; ``cv2.setNumThreads`` or a parallel
+function such as ``cvtColor`` can hang in a child forked from a process whose pool is running).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from stages.dataset.frame_file import frame_bytes, make_frame
 from stages.dataset.layout import FRAME_DELTA, IMAGE_SIZE, rel_paths
 from stages.dataset.verify import frame_bytes_problems, image_kind, image_problem
+from stages.frameshard import tar_index
 from stages.store.base import Store
 
 ROW_KEYS = ("exp", "eyes", "eyelids", "jaw", "R", "t")
@@ -142,26 +145,38 @@ def tar_members(path: str | os.PathLike, start: int, stop: int, unnumbered: bool
                 only: Container[int] | None = None) -> Iterator[tuple[str, bytes]]:
     """``(name, bytes)`` of the regular members of an uncompressed tar whose frame number is in
     ``start .. stop-1`` (and in ``only`` when given; with ``unnumbered``, also those without a
-    number), in stored order. Other members' data is skipped, not read."""
-    with tarfile.open(path, "r:") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            k = member_number(info.name)
-            if (k is None and unnumbered) or (k is not None and start <= k < stop and (only is None or k in only)):
-                f = tar.extractfile(info)
-                assert f is not None
-                yield info.name, f.read()
+    number), in stored order. Other members' data is not read."""
+    def wanted(name: str) -> bool:
+        k = member_number(name)
+        return (k is None and unnumbered) or (k is not None and start <= k < stop and (only is None or k in only))
+
+    try:
+        index = tar_index(path)
+    except ValueError:  # not a plain tar we can index: let tarfile read it (and raise if it is broken)
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                if info.isfile() and wanted(info.name):
+                    f = tar.extractfile(info)
+                    assert f is not None
+                    yield info.name, f.read()
+        return
+    with open(path, "rb") as f:
+        for name, offset, size in index:
+            if wanted(name):
+                f.seek(offset)
+                yield name, f.read(size)
 
 
 def plan_chunks(shard_bounds: list[tuple[int, int]], workers: int, min_frames: int = 32) -> list[tuple[int, int, int, bool]]:
-    """Cut shards ``[(start, stop), ...]`` into about ``3 x workers`` chunks (so that the last ones
-    finish close together), none shorter than ``min_frames`` unless its shard is; returns
-    ``[(shard position, start, stop, first of its shard), ...]`` in frame order."""
+    """Cut shards ``[(start, stop), ...]`` into about ``3 x workers`` chunks in all (so that the last
+    ones finish close together), each shard in proportion to its length, no chunk shorter than
+    ``min_frames`` unless its shard is; returns ``[(shard position, start, stop, first of its
+    shard), ...]`` in frame order."""
     out = []
-    pieces = max(1, -(-3 * max(1, workers) // max(1, len(shard_bounds))))
+    total = max(1, sum(b - a for a, b in shard_bounds))
+    target = 3 * max(1, workers)
     for index, (a, b) in enumerate(shard_bounds):
-        p = max(1, min(pieces, (b - a) // max(1, min_frames)))
+        p = max(1, min(round(target * (b - a) / total), (b - a) // max(1, min_frames)))
         edges = np.linspace(a, b, p + 1).round().astype(int)
         out += [(index, int(x), int(y), j == 0) for j, (x, y) in enumerate(zip(edges[:-1], edges[1:])) if y > x]
     return out
@@ -203,12 +218,6 @@ def _init_worker(store_uri: str) -> None:
     global _WORKER_STORE
     from stages.store.uri import open_store
 
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - cv2 is a dependency of the tracker image
-        pass
     _WORKER_STORE = open_store(store_uri)
 
 
