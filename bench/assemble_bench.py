@@ -9,9 +9,10 @@ calibration; per-shard track results with overlaps, as the track stage writes th
 manifests, into a fresh local store; then runs ``assemble`` on it and times it. Upstream arrays are
 random but valid (6D rotations of proper rotations), so the dataset verification runs in full.
 
-Prints one JSON object: frames, seconds, frames/s, the stage's own phase times (``report.json``),
-the machine's core count and its load average before the run. With ``--profile`` the 25 costliest
-functions (cumulative) go to stderr.
+Prints one JSON object: frames, seconds, frames/s, CPU seconds of this process and its workers
+(user + system: what a loaded machine does not inflate), the stage's own phase times
+(``report.json``), the machine's core count and its load average before the run. With ``--profile`` the 25 costliest
+functions (cumulative, then own time) go to stderr; profile with ``--jobs 1`` (workers are not profiled).
 """
 
 from __future__ import annotations
@@ -157,17 +158,25 @@ def main() -> None:
 
         prof = cProfile.Profile()
         prof.enable()
-    t0 = time.monotonic()
+    import resource
+
+    def cpu() -> float:
+        return sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for f in ("ru_utime", "ru_stime"))
+
+    cpu0, t0 = cpu(), time.monotonic()
     result = run_stage("assemble", actor, store, pipeline=pipeline, device="cpu", jobs=args.jobs)
-    seconds = time.monotonic() - t0
+    seconds, cpu_s = time.monotonic() - t0, cpu() - cpu0
     if prof is not None:
         import pstats
 
         prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     report = store.get_json(f"actors/{actor}/assemble/report.json")
     out = {"frames": args.frames, "shard_size": args.shard_size, "jobs": args.jobs, "status": result.status,
            "seconds": round(seconds, 3), "frames_per_s": round(args.frames / seconds, 1),
+           "cpu_s": round(cpu_s, 2), "cpu_ms_per_frame": round(1000 * cpu_s / args.frames, 2),
            "phases_s": report.get("phases_s"), "overlay_frames": report.get("overlay_frames"),
            "cpu_count": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load],
            "store_build_s": round(build_s, 1), "workdir": str(work)}
