@@ -240,5 +240,5 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     }
     ctx.put_json("report.json", report)
     ctx.stats.update({"landmark_error_px_median": report["landmark_error_px"]["median"],
-                      "filled_frames": report["filled_frames"]})
+                      "filled_frames": report["filled_frames"], "phases_s": phases, "workers": ctx.jobs})
     ctx.count_frames(n)
