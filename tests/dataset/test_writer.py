@@ -111,3 +111,20 @@ def test_checks_find_a_wrong_size_and_a_damaged_frame_source(inputs, tmp_path):
     assert any("imgs/00001.jpg: size 256x256, expected 512x512" in p for p in res.problems)
     assert "imgs/notes.txt" in res.outputs  # written, so that the name check reports it as a stray
     assert set(res.outputs) >= {"checkpoint/00000.frame", "alpha/00001.jpg", "parsing/00001_mouth.png"}
+
+
+def test_workers_write_to_either_store(inputs, store, tmp_path):
+    """Forked workers reopen the store from its URI (a local folder, or S3 with the parent's
+    credentials from the environment) and write what the calling process writes."""
+    tars, rows, const = inputs
+    chunks = _chunks(tars, rows, 2)
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        with ChunkWriter(store, "actors/a/dataset", chunks, const, workers=2) as w:
+            got = {k: v for r in w.results() for k, v in r.outputs.items()}
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    ref = {k: v for c in chunks for k, v in write_chunk(LocalStore(tmp_path / "ref"), "d", c, const).outputs.items()}
+    assert got == ref and len(got) == 5 * N
+    assert store.get_bytes("actors/a/dataset/checkpoint/00023.frame") == frame_bytes(rows.frame(23, const))
+    assert sorted(k.split("/dataset/")[1] for k in store.list("actors/a/dataset/")) == sorted(got)
