@@ -43,7 +43,8 @@ def _tar(members: list[tuple[str, bytes]]) -> bytes:
 
 
 def _frame_images(count: int, size: int = 512, seed: int = 0) -> list[bytes]:
-    """``count`` distinct textured JPEGs (about the size of real 512x512 face frames)."""
+    """``count`` distinct textured JPEGs at quality 95 (about 40 KB: the size of a real 512x512 face
+    frame from ingest)."""
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -52,7 +53,7 @@ def _frame_images(count: int, size: int = 512, seed: int = 0) -> list[bytes]:
     for i in range(count):
         base = np.stack([120 + 60 * np.sin(6 * xx + i * 0.3) * np.cos(5 * yy),
                          100 + 50 * np.cos(7 * yy - i * 0.2), 90 + 40 * np.sin(4 * (xx + yy))], -1)
-        img = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+        img = np.clip(base + rng.normal(0, 1.5, base.shape), 0, 255).astype(np.uint8)
         out.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
     return out
 
@@ -86,18 +87,26 @@ def build_store(root: Path, actor: str, n: int, shard_size: int, overlap: int = 
 
     put("ingest", "shards.json", json.dumps(shards_document(n, 25.0, shards)).encode())
     images = _frame_images(16)
+    # masks differ from frame to frame (509 variants, more than a chunk's frames); 30% of the mouths
+    # are closed (an empty mask, identical bytes), as in talking-head footage
     yy, xx = np.mgrid[:512, :512]
-    disc = ((((xx - 256) ** 2 + (yy - 240) ** 2) < 170 ** 2) * 255).astype(np.uint8)
-    mouth = np.zeros((512, 512), np.uint8)
-    mouth[330:370, 220:300] = 255
-    alpha = cv2.imencode(".jpg", cv2.GaussianBlur(disc, (9, 9), 3))[1].tobytes()
-    neckhead, mouth_png = cv2.imencode(".png", disc)[1].tobytes(), cv2.imencode(".png", mouth)[1].tobytes()
+    alphas, necks, mouths = [], [], []
+    for v in range(509):
+        r, cx, cy = 150 + v % 41, 256 + v % 23 - 11, 240 + v % 17 - 8
+        disc = ((((xx - cx) ** 2 + (yy - cy) ** 2) < r ** 2) * 255).astype(np.uint8)
+        mouth = np.zeros((512, 512), np.uint8)
+        if v % 10 >= 3:
+            mouth[330 + v % 9:360 + v % 13, 220 + v % 11:290 + v % 7] = 255
+        alphas.append(cv2.imencode(".jpg", cv2.GaussianBlur(disc, (9, 9), 3))[1].tobytes())
+        necks.append(cv2.imencode(".png", disc)[1].tobytes())
+        mouths.append(cv2.imencode(".png", mouth)[1].tobytes())
     for s in shards:
         put("ingest", f"frames/{s.name}.tar", _tar([(f"{k:05d}.jpg", images[k % len(images)]) for k in s.frames]))
         masks = []
         for k in s.frames:
-            masks += [(f"alpha/{k:05d}.jpg", alpha), (f"parsing/{k:05d}_neckhead.png", neckhead),
-                      (f"parsing/{k:05d}_mouth.png", mouth_png)]
+            v = k % len(necks)
+            masks += [(f"alpha/{k:05d}.jpg", alphas[v]), (f"parsing/{k:05d}_neckhead.png", necks[v]),
+                      (f"parsing/{k:05d}_mouth.png", mouths[v])]
         put("masks", f"{s.name}.tar", _tar(masks))
         pts = np.zeros((len(s), 478, 3), np.float32)
         pts[:, :, :2] = rng.uniform(150, 360, (len(s), 478, 2))
