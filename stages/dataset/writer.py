@@ -264,10 +264,16 @@ class ChunkWriter:
 
     def __enter__(self) -> "ChunkWriter":
         if self.workers > 1:
+            import warnings
+
             self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(), initializer=_init_worker,
                                              initargs=(self.store.uri,))
-            self._futures = [self._pool.submit(_run_chunk, self.prefix, c, self.const, self.check_pixels)
-                             for c in self.chunks]
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns when a multi-threaded process forks (torch's and OpenCV's pools
+                # count); the workers use neither pool (see the module docstring)
+                warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+                self._futures = [self._pool.submit(_run_chunk, self.prefix, c, self.const, self.check_pixels)
+                                 for c in self.chunks]
         return self
 
     def results(self) -> Iterator[ChunkResult]:
