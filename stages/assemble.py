@@ -10,25 +10,32 @@ Writes (see :mod:`stages.dataset.layout`), under ``actors/<actor>/dataset/``::
     tracking.npz                                                                 all parameters, compact
     crop.json, bbox.pt, audio.wav (when the video has sound)                     copied from ingest
 
-and under ``actors/<actor>/assemble/``: ``overlay.mp4`` (mesh and landmarks over the frames) and
-``report.json`` (per-frame landmark error, filled frames, seam checks, verification result).
+and under ``actors/<actor>/assemble/``: ``overlay.mp4`` (mesh and landmarks over at most
+``overlay_max_frames`` frames spread over the clip; optional) and ``report.json`` (per-frame landmark
+error, filled frames, seam checks, verification result, time per phase).
+
+Every dataset file is written straight into the store, in ``ctx.jobs`` worker processes, and checked
+on the bytes written (:mod:`stages.dataset.writer`); the overlay is drawn meanwhile; the names are
+checked last (counts, numbering, pairing). A dataset that fails is removed again and the stage fails
+with exit code 2.
 """
 
 from __future__ import annotations
 
+import io
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from stages.dataset.frame_file import make_frame, write_frame
-from stages.dataset.layout import FRAME_DELTA, IMAGE_SIZE, DatasetLayout, rel_paths
-from stages.dataset.verify import verify_dataset
+from stages.dataset.layout import FRAME_DELTA, IMAGE_SIZE, DatasetLayout
+from stages.dataset.verify import Listing, structure_problems
+from stages.dataset.writer import Chunk, ChunkWriter, FrameConstants, FrameRows, plan_chunks, tar_members
 from stages.errors import bad_input
-from stages.frameshard import read_shard_tar
 from stages.tracking.calibration import Calibration, personalised
 from stages.tracking.face_assets import FACE_ASSETS, build_model, load_stage_face_model
 from stages.tracking.join import JoinedTrack, join_tracks
@@ -47,11 +54,12 @@ class Config:
         overlay_every: draw every n-th frame into ``overlay.mp4`` (0: no overlay video).
         overlay_max_frames: at most this many frames in the overlay (long clips are subsampled further:
             the overlay is a diagnostic, and drawing 10,000 frames would cost minutes).
-        check_pixels: decode every image and mask when verifying (sizes, 0/255 masks).
+        check_pixels: check every image and mask on the bytes written (sizes, channels, decodable,
+            0/255 masks); ``.frame`` contents and the names (counts, numbering, pairing) are always checked.
     """
 
     overlay_every: int = 1
-    overlay_max_frames: int = 1500
+    overlay_max_frames: int = 250
     check_pixels: bool = True
 
 
@@ -77,24 +85,38 @@ def _camera_fields(K: np.ndarray, R: np.ndarray, t: np.ndarray) -> dict[str, np.
     return {"R": cam.R.numpy(), "t": cam.t.numpy(), "fl": fl.numpy(), "pp": cam.pp.numpy()}
 
 
-def _write_media(ctx, shards, layout: DatasetLayout, n: int) -> list[tuple[str, Path]]:  # noqa: ANN001
-    """Copy frames (ingest) and masks (masks stage) into the layout; return (rel, path) pairs."""
-    items: list[tuple[str, Path]] = []
-    for d in (layout.imgs_dir, layout.alpha_dir, layout.parsing_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    for s in shards:
-        for source, stage, prefix in ((f"frames/{s.name}.tar", "ingest", "imgs/"), (f"{s.name}.tar", "masks", "")):
-            for name, data in read_shard_tar(ctx.fetch(source, stage)):
-                rel = prefix + name
-                path = layout.root / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                items.append((rel, path))
-    return items
+def _write_dataset(ctx, shards, cfg: Config, track: JoinedTrack, const: FrameConstants, cams: dict[str, np.ndarray],
+                   tars: dict[str, tuple[Path, Path]], during=None) -> tuple[dict[str, str], list[str], float]:  # noqa: ANN001
+    """Write imgs, alpha, parsing and checkpoint/*.frame straight into the store's ``dataset`` folder,
+    in ``ctx.jobs`` worker processes, each file checked on its bytes (see :mod:`stages.dataset.writer`).
+    ``during()`` runs in a thread meanwhile (the overlay). Returns ``({dataset-relative path: sha256},
+    problems, time.monotonic() when the last file was written)``; the outputs are recorded in
+    ``ctx.outputs`` as they come."""
+    rows = FrameRows(0, track.params["exp"], track.params["eyes"], track.params["eyelids"], track.params["jaw"],
+                     track.R, track.params["t"], camera=cams)
+    chunks = [Chunk(a, b, str(tars[shards[j].name][0]), str(tars[shards[j].name][1]),
+                    rows.rows(a - FRAME_DELTA, b - FRAME_DELTA), head)
+              for j, a, b, head in plan_chunks([(s.start, s.stop) for s in shards], ctx.jobs)]
+    outputs: dict[str, str] = {}
+    problems: list[str] = []
+    with ChunkWriter(ctx.store, ctx.key("", "dataset").rstrip("/"), chunks, const, workers=ctx.jobs,
+                     check_pixels=cfg.check_pixels) as writer, ThreadPoolExecutor(1) as side:
+        pending = side.submit(during) if during is not None else None
+        for result in writer.results():
+            outputs.update(result.outputs)
+            ctx.outputs.update({ctx.key(rel, "dataset"): sha for rel, sha in result.outputs.items()})
+            problems += result.problems
+            ctx.progress.advance(result.frames)
+        written_at = time.monotonic()
+        if pending is not None:
+            pending.result()
+    return outputs, problems, written_at
 
 
-def _overlay(ctx, shards, cfg: Config, track: JoinedTrack, calib: Calibration, data, path: Path) -> int:  # noqa: ANN001
-    """Render the overlay video; return frames written."""
+def _overlay(ctx, shards, cfg: Config, track: JoinedTrack, calib: Calibration, data, path: Path,  # noqa: ANN001
+             frames_tars: dict[str, Path]) -> int:
+    """Render the overlay video (at most ``cfg.overlay_max_frames`` frames spread over the clip) from
+    the ingest tars already fetched; return frames written."""
     from stages.tracking.overlay import draw_overlay, write_video
     from stages.tracking.stage_io import decode_rgb, read_landmarks
 
@@ -120,17 +142,15 @@ def _overlay(ctx, shards, cfg: Config, track: JoinedTrack, calib: Calibration, d
                 mesh, _ = project(out.vertices, R, p.t, focal, pp)
                 lmk, _ = project(out.landmarks_mp, R, p.t, focal, pp)
             pos = {k: j for j, k in enumerate(wanted)}
-            for name, blob in read_shard_tar(ctx.fetch(f"frames/{s.name}.tar", "ingest")):
+            for name, blob in tar_members(frames_tars[s.name], wanted[0], wanted[-1] + 1, only=pos):
                 k = int(name.split(".")[0])
-                if k not in pos:
-                    continue
                 j, row = pos[k], k - first
                 err = track.error_px[row]
                 caption = f"{k:05d}  err {err:.2f}px" + ("  filled" if track.filled[row] else "")
                 yield draw_overlay(decode_rgb(blob), mesh[j].numpy(), faces, lm.points[k - s.start, :, :2],
                                    lmk[j].numpy(), caption)
 
-    return write_video(path, frames(), fps=25.0 / every)
+    return write_video(path, frames(), fps=25.0 / every, preset="ultrafast")  # a diagnostic: speed over size
 
 
 def run(ctx) -> None:  # noqa: ANN001 - StageContext
@@ -141,6 +161,7 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     if n <= 0:
         raise bad_input(ctx.key("shards.json", "ingest"), "no frames", "re-run ingest on a video with frames")
     ctx.progress.set_total(n)
+    phases: dict[str, float] = {}
     tracks = []
     for p in ctx.fetch_many([f"{s.name}.npz" for s in shards], "track"):
         with np.load(p, allow_pickle=False) as z:
@@ -159,38 +180,53 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     cams = _camera_fields(K, track.R, track.params["t"])
     data = load_stage_face_model(ctx)
 
+    phases["inputs"] = round(time.monotonic() - t0, 3)
+
+    # the shard tars, each verified against its manifest once (in parallel), then read in place
+    t1 = time.monotonic()
+    frames_tars = ctx.fetch_many([f"frames/{s.name}.tar" for s in shards], "ingest")
+    masks_tars = ctx.fetch_many([f"{s.name}.tar" for s in shards], "masks")
+    tars = {s.name: (f, m) for s, f, m in zip(shards, frames_tars, masks_tars)}
+    phases["fetch_tars"] = round(time.monotonic() - t1, 3)
+
     with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
-        layout = DatasetLayout(Path(tmp) / "dataset")
-        items = _write_media(ctx, shards, layout, n)
-        for i in range(n):
-            frame = make_frame(i, exp=track.params["exp"][i], shape=calib.shape, eyes=track.params["eyes"][i],
-                               eyelids=track.params["eyelids"][i], jaw=track.params["jaw"][i], R=track.R[i],
-                               t=track.params["t"][i], K=K, camera={k: v[i] for k, v in cams.items()},
-                               img_size=(IMAGE_SIZE, IMAGE_SIZE), tex=tex, sh=calib.sh, global_step=i)
-            write_frame(layout.frame_path(i), frame)
-            items.append((rel_paths(i)["frame"], layout.frame_path(i)))
-            if i % 256 == 255:
-                ctx.progress.advance(256)
-        problems = verify_dataset(layout.root, check_pixels=cfg.check_pixels)
+        overlay_frames = [0]
+        video = Path(tmp) / "overlay.mp4"
+
+        def overlay() -> None:
+            t2 = time.monotonic()
+            overlay_frames[0] = _overlay(ctx, shards, cfg, track, calib, data, video, {k: v[0] for k, v in tars.items()})
+            phases["overlay"] = round(time.monotonic() - t2, 3)
+
+        const = FrameConstants(shape=calib.shape, K=K, tex=tex, sh=calib.sh, img_size=(IMAGE_SIZE, IMAGE_SIZE))
+        t1 = time.monotonic()
+        written, problems, written_at = _write_dataset(ctx, shards, cfg, track, const, cams, tars,
+                                                       during=overlay if cfg.overlay_every > 0 else None)
+        phases["write_and_check"] = round(written_at - t1, 3)
+        phases["write_and_overlay"] = round(time.monotonic() - t1, 3)
+        # what is left of the verification needs only the names: what the store holds now
+        t1 = time.monotonic()
+        prefix = ctx.key("", "dataset")
+        listing = Listing.of_paths(k[len(prefix):] for k in ctx.store.list(prefix))
+        problems += structure_problems(DatasetLayout(Path(prefix.rstrip("/"))), listing)
+        phases["check_names"] = round(time.monotonic() - t1, 3)
         if problems:
-            raise bad_input(problems[0].split(":")[0], f"the assembled dataset is wrong ({len(problems)} problem(s)): "
-                            f"{problems[0]}", "re-run the upstream stage that wrote the offending files "
-                            "(ingest for imgs, masks for alpha/parsing, track for checkpoints)")
-        npz = Path(tmp) / "tracking.npz"
-        with open(npz, "wb") as f:
-            np.savez(f, frames=track.frames.astype(np.int64), checkpoint=(track.frames - FRAME_DELTA).astype(np.int64),
-                     R=track.R, K=K, shape=calib.shape.astype(np.float32), focal=calib.focal, pp=calib.pp,
-                     filled=track.filled, error_px=track.error_px,
-                     **{f"camera_{k}": v for k, v in cams.items()}, **track.params)
-        items.append(("tracking.npz", npz))
+            for rel in written:  # nothing half-assembled stays behind (no manifest would vouch for it)
+                ctx.store.delete(prefix + rel)
+            raise bad_input(f"{ctx.store.uri}/{prefix.rstrip('/')}", f"the assembled dataset is wrong "
+                            f"({len(problems)} problem(s)): {problems[0]}", "re-run the upstream stage that wrote "
+                            "the offending files (ingest for imgs, masks for alpha/parsing, track for checkpoints)")
+        buf = io.BytesIO()
+        np.savez(buf, frames=track.frames.astype(np.int64), checkpoint=(track.frames - FRAME_DELTA).astype(np.int64),
+                 R=track.R, K=K, shape=calib.shape.astype(np.float32), focal=calib.focal, pp=calib.pp,
+                 filled=track.filled, error_px=track.error_px,
+                 **{f"camera_{k}": v for k, v in cams.items()}, **track.params)
+        ctx.put_bytes("tracking.npz", buf.getvalue(), folder="dataset")
         for rel in ("crop.json", "bbox.pt", "audio.wav"):  # the crop in source pixels, the sound (when any)
             if rel in ctx.input_keys("ingest", rel):
-                items.append((rel, ctx.fetch(rel, "ingest")))
-        ctx.put_files(items, folder="dataset")
-        overlay_frames = 0
-        if cfg.overlay_every > 0:
-            video = Path(tmp) / "overlay.mp4"
-            overlay_frames = _overlay(ctx, shards, cfg, track, calib, data, video)
+                ctx.put_file(rel, ctx.fetch(rel, "ingest"), folder="dataset")
+        overlay_frames = overlay_frames[0]
+        if overlay_frames:
             ctx.put_file("overlay.mp4", video)
     if ctx.progress.done < n:
         ctx.progress.advance(n - ctx.progress.done)
@@ -204,9 +240,9 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
                               "per_frame": [None if not np.isfinite(e) else round(float(e), 3) for e in track.error_px]},
         "seam_jump_mm": [round(x, 3) for x in track.seam_jump_mm], "verified": True,
         "overlay_frames": overlay_frames, "upstream_trainable": n > 500,
-        "focal_px": calib.focal.tolist(), "seconds": round(time.monotonic() - t0, 2),
+        "focal_px": calib.focal.tolist(), "seconds": round(time.monotonic() - t0, 2), "phases_s": phases,
     }
     ctx.put_json("report.json", report)
     ctx.stats.update({"landmark_error_px_median": report["landmark_error_px"]["median"],
-                      "filled_frames": report["filled_frames"]})
+                      "filled_frames": report["filled_frames"], "phases_s": phases, "workers": ctx.jobs})
     ctx.count_frames(n)

@@ -18,7 +18,6 @@ retry it) and, on any Argo 4, after ``timeout``.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from typing import Any
@@ -27,11 +26,11 @@ from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate, mo
 
 from stages.errors import bad_input
 from stages.graph import BY_NAME, STAGES, StageDecl, topological_order
+from workflows.conventions import ACTOR, ACTOR_REF, FINAL_ARTIFACTS, dump_yaml, label  # noqa: F401 (re-exported)
+from workflows.helm import helm_yaml
 from workflows.settings import NodeClass, WorkflowSettings
 
 ENTRYPOINT = "pipeline"
-ACTOR = "actor"
-ACTOR_REF = "{{workflow.parameters.actor}}"
 SHARD_PARAM = "shard"
 SHARDS_OUTPUT = "shards"
 SHARD_SOURCE = "ingest"          # the stage whose store folder holds shards.json (StageContext.shards)
@@ -39,19 +38,11 @@ OUTPUTS_DIR = "/tmp/argo-outputs"  # where pods put files Argo collects (output 
 SCRATCH = "/scratch"
 RETRY_EXPRESSION = "asInt(lastRetry.exitCode) != 2"
 
-# Final outputs shown in the Argo UI: (artifact name, path under OUTPUTS_DIR, archived as tgz?).
-FINAL_ARTIFACTS = (("avatar", "avatar", True), ("preview", "preview.mp4", False), ("report", "report", True))
-
 
 def sink_stages() -> list[StageDecl]:
     """Stages no other stage needs (the DAG's ends): they publish the final artifacts."""
     needed = {n for s in STAGES for n in s.needs}
     return [s for s in STAGES if s.name not in needed]
-
-
-def label(settings: WorkflowSettings, what: str) -> str:
-    """A label key of ours, e.g. ``avatar-pipeline/actor``."""
-    return f"{settings.label_prefix}/{what}"
 
 
 def stage_command(decl: StageDecl, settings: WorkflowSettings) -> tuple[list[str], list[str]]:
@@ -227,18 +218,8 @@ def render_yaml(settings: WorkflowSettings, for_helm: bool = False) -> str:
     references (see :mod:`workflows.helm`) and Argo's own ``{{...}}`` are escaped for Helm."""
     doc = build_dict(settings)
     if for_helm:
-        from workflows.helm import helm_yaml
-
         return helm_yaml(doc, settings)
     return dump_yaml(doc)
-
-
-def dump_yaml(doc: dict[str, Any]) -> str:
-    """Deterministic YAML (keys in build order, block style, no line wrapping)."""
-    import yaml
-
-    return yaml.safe_dump(copy.deepcopy(doc), sort_keys=False, default_flow_style=False, width=1 << 16,
-                          allow_unicode=True)
 
 
 _ACTOR_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")

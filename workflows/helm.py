@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.graph import BY_NAME
-from workflows.build import ACTOR_REF, FINAL_ARTIFACTS, dump_yaml, label
+from workflows.conventions import ACTOR_REF, FINAL_ARTIFACTS, dump_yaml, label
 from workflows.settings import WorkflowSettings
 
 _ARGO_EXPR = re.compile(r"\{\{(?!`)(.*?)\}\}")

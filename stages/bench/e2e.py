@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages.config import PipelineConfig
@@ -25,18 +25,32 @@ class BenchResult:
         results: one StageResult per stage, in order.
         seconds: end-to-end wall clock (video to avatar, clip synthesis excluded).
         extra: figures the stages reported themselves (train images/s, render FPS, PSNR).
+        gpus: ``{stage: [GPU ids]}`` each stage ran on (from its manifests; absent: CPU).
     """
 
     frames: int
     results: list[StageResult]
     seconds: float
     extra: dict[str, float]
+    gpus: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def stage_seconds(self) -> float:
+        """Sum of the stages' own wall clocks (above :attr:`seconds` only where stages overlap)."""
+        return sum(r.seconds for r in self.results)
+
+    @property
+    def gpus_used(self) -> list[str]:
+        """Every GPU id some stage ran on."""
+        return sorted({g for ids in self.gpus.values() for g in ids})
 
     def table(self) -> str:
-        rows = [f"{'stage':10s} {'frames':>7s} {'seconds':>9s} {'frames/s':>10s}"]
+        rows = [f"{'stage':10s} {'frames':>7s} {'seconds':>9s} {'frames/s':>10s}  gpus"]
         for r in self.results:
-            rows.append(f"{r.stage:10s} {r.frames:7d} {r.seconds:9.2f} {r.fps:10.1f}")
+            rows.append(f"{r.stage:10s} {r.frames:7d} {r.seconds:9.2f} {r.fps:10.1f}  {','.join(self.gpus.get(r.stage, [])) or '-'}")
         rows.append(f"{'total':10s} {self.frames:7d} {self.seconds:9.2f} {self.frames / self.seconds:10.1f}")
+        rows.append(f"sum of stages: {self.stage_seconds:.2f} s, wall clock: {self.seconds:.2f} s; "
+                    f"GPUs used: {len(self.gpus_used)}" + (f" ({', '.join(self.gpus_used)})" if self.gpus_used else ""))
         for k, v in self.extra.items():
             rows.append(f"{k}: {v:.2f}")
         return "\n".join(rows)
@@ -64,7 +78,7 @@ def synthetic_clip(path: Path, frames: int, seed: int = 0, size: int = 512) -> P
 def run_benchmark(frames: int, workdir: Path, *, preset: str = "full", device: str = "auto", jobs: int = 1,
                   video: Path | None = None) -> BenchResult:
     """Synthesise (or take) a clip and run the whole pipeline on it in a fresh local store."""
-    from stages.cli.run_cmd import prepare_actor, run_pipeline
+    from stages.runner.pipeline import prepare_actor, run_pipeline
 
     clip = video or synthetic_clip(workdir / f"synthetic-{frames}.mp4", frames)
     store = LocalStore(workdir / "store")  # fixed: a rerun after a crash resumes where it stopped
@@ -83,12 +97,16 @@ def run_benchmark(frames: int, workdir: Path, *, preset: str = "full", device: s
             if isinstance(stats.get(k), (int, float)):
                 extra[f"{name}_{k}"] = float(stats[k])
     n = store.get_json(f"actors/{actor}/ingest/shards.json")["frames"]
-    result = BenchResult(n, results, seconds, extra)
+    manifest_stats = {r.stage: store.get_json(f"actors/{actor}/{r.stage}/manifest.json")["stats"] for r in results}
+    gpus = {stage: [str(g) for g in st.get("gpus", [st["gpu"]] if st.get("gpu") is not None else [])]
+            for stage, st in manifest_stats.items()}
+    result = BenchResult(n, results, seconds, extra, {k: v for k, v in gpus.items() if v})
     (workdir / "bench.json").write_text(json.dumps({
-        "frames": n, "seconds": seconds, "extra": extra, "preset": preset,
+        "frames": n, "seconds": seconds, "stage_seconds": round(result.stage_seconds, 3),
+        "gpus_used": result.gpus_used, "gpus": result.gpus, "extra": extra, "preset": preset,
         "stages": [{"stage": r.stage, "status": r.status, "frames": r.frames, "seconds": round(r.seconds, 3),
                     "fps": round(r.fps, 2)} for r in results],
-        "manifest_stats": {r.stage: store.get_json(f"actors/{actor}/{r.stage}/manifest.json")["stats"] for r in results},
+        "manifest_stats": manifest_stats,
     }, indent=1, default=str))
     return result
 

@@ -76,7 +76,7 @@ def submit(actor: str = typer.Option(..., "--actor", help="Actor name (lower-cas
            flame: Path = typer.Option(None, "--flame", help="FLAME 2020 generic_model.pkl to use."),
            preset: str = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)}."),
            settings: Path = typer.Option(None, "--settings", help=_SETTINGS_HELP)) -> None:
-    from stages.cli.run_cmd import prepare_actor
+    from stages.runner.pipeline import prepare_actor
     from stages.errors import bad_input
     from stages.runner.context import actor_key
     from stages.store.uri import open_store

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -78,6 +78,13 @@ def frame_bytes(frame: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+def frame_from_bytes(data: bytes) -> dict[str, Any]:
+    """Load a ``.frame`` file's bytes (see :func:`read_frame`)."""
+    import io
+
+    return read_frame(io.BytesIO(data))
+
+
 def write_frame(path: str | Path, frame: dict[str, Any]) -> None:
     """``torch.save`` the frame to ``path`` atomically (temporary file + rename), reproducibly."""
     path = Path(path)
@@ -91,8 +98,9 @@ def write_frame(path: str | Path, frame: dict[str, Any]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def read_frame(path: str | Path) -> dict[str, Any]:
-    """Load a ``.frame`` file (ours or metrical-tracker's); tensors are turned into numpy arrays."""
+def read_frame(path: str | Path | IO[bytes]) -> dict[str, Any]:
+    """Load a ``.frame`` file (ours or metrical-tracker's), from a path or a binary file object;
+    tensors are turned into numpy arrays."""
     import torch
 
     data = torch.load(path, map_location="cpu", weights_only=False)

@@ -68,12 +68,9 @@ def resolve_device(device: str, decl: StageDecl) -> str:
         raise BadInput(f"--device {device}: unknown device; use auto, cpu or cuda")
     if device == "cpu" or (device == "auto" and not decl.gpu):
         return "cpu"
-    try:
-        import torch
+    from stages.runner.devices import gpu_count
 
-        has_cuda = torch.cuda.is_available()
-    except ImportError:
-        has_cuda = False
+    has_cuda = gpu_count() > 0
     if device == "cuda" and not has_cuda:
         raise BadInput("--device cuda: no CUDA GPU is visible to torch; use --device cpu or auto")
     return "cuda" if has_cuda else "cpu"
@@ -175,6 +172,16 @@ def _processes_per_gpu(plan: _Plan) -> int:
     return plan.jobs if n <= 0 else n
 
 
+def _gpu_stat(plan: _Plan) -> dict[str, Any]:
+    """``{"gpu": id}`` of the GPU this process runs the stage on (``{}`` on the CPU): which GPU
+    each shard used, in its manifest (``avatar bench`` counts them)."""
+    if plan.device != "cuda":
+        return {}
+    from stages.runner.devices import current_gpu
+
+    return {"gpu": current_gpu()}
+
+
 def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True) -> int:
     """Run one shard and write its manifest; return frames processed."""
     t0 = time.monotonic()
@@ -183,7 +190,7 @@ def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True) -> int:
         plan.module.run_shard(ctx, shard)
     seconds = time.monotonic() - t0
     frames = ctx.frames_done or len(shard)
-    m = plan.manifest(ctx.outputs, shard.index, _stats(frames, seconds, ctx.stats))
+    m = plan.manifest(ctx.outputs, shard.index, _stats(frames, seconds, {**_gpu_stat(plan), **ctx.stats}))
     plan.store.put_json(_shard_manifest_key(plan.actor, plan.decl.name, shard), m.to_dict())
     log.info("%s shard %s: %d frames in %.1f s (%.1f frames/s)", plan.decl.name, shard.name, frames, seconds,
              frames / max(seconds, 1e-9))
@@ -246,7 +253,8 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
                 plan.module.run(ctx)
             seconds = time.monotonic() - t0
             frames = ctx.frames_done
-            store.put_json(mkey, plan.manifest(ctx.outputs, None, _stats(frames, seconds, ctx.stats)).to_dict())
+            store.put_json(mkey, plan.manifest(ctx.outputs, None,
+                                               _stats(frames, seconds, {**_gpu_stat(plan), **ctx.stats})).to_dict())
             log.info("%s: %d frames in %.1f s (%.1f frames/s)", name, frames, seconds, frames / max(seconds, 1e-9))
             return StageResult(name, "ran", frames, seconds)
 
@@ -259,13 +267,29 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
             else:
                 todo.append(s)
         frames = 0
-        # Shards in parallel processes: as many as jobs on a CPU; on a GPU as many as the stage says
-        # share one GPU well (PROCESSES_PER_GPU: launch-bound or CPU-bound stages overlap there).
-        per_device = plan.jobs if plan.device == "cpu" else _processes_per_gpu(plan)
+        # Shards in parallel processes: as many as jobs on a CPU; on GPUs as many as the stage says
+        # share one GPU well (PROCESSES_PER_GPU: launch-bound or CPU-bound stages overlap there),
+        # times the GPUs, each worker pinned to one GPU (see stages.runner.devices).
+        per_device, gpus = plan.jobs, []
+        if plan.device == "cuda":
+            from stages.runner.devices import visible_gpus
+
+            gpus = visible_gpus()
+            per_device = _processes_per_gpu(plan) * max(1, len(gpus))
         workers = min(plan.jobs, len(todo), per_device)
         if workers > 1:
+            mp_context = _worker_context(plan)
+            pin: dict[str, Any] = {}
+            if len(gpus) > 1:
+                from stages.runner.devices import gpu_slots, is_simulated, pin_worker
+
+                slots = mp_context.Queue()
+                for g in gpu_slots(workers, gpus):
+                    slots.put(g)
+                pin = {"initializer": pin_worker, "initargs": (slots, is_simulated())}
+                log.info("%s: %d worker processes over %d GPUs (%s)", name, workers, len(gpus), ", ".join(gpus))
             with Progress(name, sum(len(s) for s in todo)) as progress, ProcessPoolExecutor(
-                    max_workers=workers, mp_context=_worker_context(plan)) as pool:
+                    max_workers=workers, mp_context=mp_context, **pin) as pool:
                 futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(), plan.device,
                                        str(scratch / f"w{s.index}"), s.index,
                                        tuple(graph_decls()), workers): s for s in todo}
@@ -301,6 +325,9 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
         stats = {"frames": total_frames, "shard_seconds": round(shard_seconds, 3),
                  "frames_per_s_per_worker": round(total_frames / shard_seconds, 2) if shard_seconds else None,
                  "shards": len(all_shards), **extra}
+        used = sorted({str(st["gpu"]) for st in shard_stats if st.get("gpu") is not None})
+        if used:
+            stats["gpus"] = used
         store.put_json(mkey, plan.manifest(outputs, None, stats).to_dict())
         log.info("%s: finished, %d frames in %d shards; this invocation ran %d frames in %.1f s (%.1f frames/s)",
                  name, total_frames, len(all_shards), frames, seconds, frames / max(seconds, 1e-9))

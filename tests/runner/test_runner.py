@@ -158,3 +158,38 @@ def test_processes_per_gpu_follows_the_stage_module():
     assert _processes_per_gpu(plan(masks, masks.Config(), {"matting": "ab" * 32})) == masks.PROCESSES_PER_GPU
     assert _processes_per_gpu(plan(masks, masks.Config(parsing="bisenet"))) == masks.PROCESSES_PER_GPU
     assert masks.backends(masks.Config(), {"parsing": "cd" * 32}) == ("default", "bisenet")
+
+
+def test_gpu_slots_and_visible_gpus(monkeypatch):
+    from stages.runner.devices import SIMULATED_GPUS_ENV, gpu_slots, visible_gpus
+
+    assert gpu_slots(5, ["0", "1"]) == ["0", "1", "0", "1", "0"] and gpu_slots(3, []) == []
+    monkeypatch.setenv(SIMULATED_GPUS_ENV, "3")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpus() == ["0", "1", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7,9")  # the user's own selection is kept, in order
+    assert visible_gpus() == ["4", "6", "7"]
+
+
+@pytest.mark.parametrize("gpus", [3, 1])
+def test_shard_workers_spread_over_every_gpu(toy_graph, tmp_path, monkeypatch, gpus):
+    """With N (simulated) GPUs a fan-out stage runs N x processes-per-GPU workers, each pinned to one
+    GPU by CUDA_VISIBLE_DEVICES, round robin; the shard manifests say which GPU each shard used.
+    With one GPU the shards run in this process, nothing pinned (as before)."""
+    from stages.runner.devices import SIMULATED_GPUS_ENV
+    from stages.store.local import LocalStore
+
+    monkeypatch.setenv(SIMULATED_GPUS_ENV, str(gpus))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    st = _with_video(LocalStore(tmp_path / "s"))
+    run_stage("ingest", "a", st)
+    assert run_stage("count", "a", st, device="cuda", jobs=8).status == "ran"
+    stats = [st.get_json(f"actors/a/count/shards/{i:04d}.manifest.json")["stats"] for i in range(4)]
+    used = [s["gpu"] for s in stats]
+    if gpus == 3:
+        assert [s["cuda_visible_devices"] for s in stats] == used  # the worker saw only its GPU
+        assert set(used) <= {"0", "1", "2"} and len(set(used)) >= 2  # 3 workers for 4 shards: at least 2 GPUs busy
+        assert st.get_json("actors/a/count/manifest.json")["stats"]["gpus"] == sorted(set(used))
+    else:
+        assert used == ["0"] * 4 and [s["cuda_visible_devices"] for s in stats] == [None] * 4
+    assert [st.get_bytes(f"actors/a/count/{i:04d}.txt") for i in range(4)][0] == b"2 4 6 8 10"

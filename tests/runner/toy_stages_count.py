@@ -29,4 +29,5 @@ def run_shard(ctx, shard) -> None:
     out = ctx.scratch / f"{shard.name}.txt"
     out.write_text(" ".join(map(str, values)))
     ctx.put_file(f"{shard.name}.txt", out)
+    ctx.stats["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")  # what the runner pinned
     ctx.count_frames(len(shard))

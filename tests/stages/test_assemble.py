@@ -116,6 +116,23 @@ def test_report_and_overlay(assembled):
         assert sum(1 for _ in c.decode(stream)) == report["overlay_frames"] == 10  # tiny: every 2nd frame
 
 
+def test_worker_processes_write_the_same_dataset(assembled, tmp_path):
+    """Assemble in 3 forked worker processes writes byte for byte what the in-process run wrote."""
+    import shutil
+
+    store, _ = assembled
+    copy = LocalStore(tmp_path / "copy")
+    shutil.copytree(store.root / "actors", copy.root / "actors",
+                    ignore=lambda d, names: [n for n in names if n in ("dataset", "assemble")])
+    result = run_stage("assemble", "syn", copy, pipeline=TINY, device="cpu", jobs=3)
+    assert result.status == "ran"
+    ours = copy.get_json("actors/syn/assemble/manifest.json")["outputs"]
+    theirs = store.get_json("actors/syn/assemble/manifest.json")["outputs"]
+    dataset = {k: v for k, v in theirs.items() if "/dataset/" in k}
+    assert len(dataset) == 5 * 20 + 1 and {k: ours[k] for k in dataset} == dataset
+    assert verify_dataset(copy.root / "actors/syn/dataset") == []
+
+
 def test_assemble_refuses_bad_masks(tmp_path):
     """Masks saved 0/1 instead of 0/255 would silently break FlashAvatar: assemble must refuse."""
     import io
@@ -150,3 +167,5 @@ def test_assemble_refuses_bad_masks(tmp_path):
     with pytest.raises(BadInput, match="0/255"):
         run_stage("assemble", "bad", store, pipeline=TINY, device="cpu")
     assert not (store.root / "actors/bad/assemble/manifest.json").exists()
+    # what it had written is gone again: no half-assembled dataset stays in the store
+    assert [p for p in (store.root / "actors/bad/dataset").rglob("*") if p.is_file()] == []

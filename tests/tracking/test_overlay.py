@@ -27,3 +27,19 @@ def test_write_video_h264_round_trip(tmp_path):
         assert s.codec_context.name == "h264"
         decoded = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
     assert len(decoded) == 5 and abs(int(decoded[4].mean()) - 80) < 6
+
+
+def test_stamped_points_match_cv2_circles():
+    """The vectorised dots are the pixels one cv2.circle(radius 1, filled) per point would set."""
+    import cv2
+
+    from stages.tracking.overlay import stamp_points
+
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.uniform(-3, 67, (200, 2)), [[np.nan, 5.0], [10.5, 11.5], [1e9, 3.0]]])
+    ref = np.zeros((64, 64, 3), np.uint8)
+    for x, y in pts[np.isfinite(pts).all(-1) & (np.abs(pts) < 1e6).all(-1)]:
+        cv2.circle(ref, (int(round(x)), int(round(y))), 1, (0, 255, 0), -1, cv2.LINE_8)
+    out = np.zeros_like(ref)
+    stamp_points(out, pts, (0, 255, 0))
+    assert ref.any() and np.array_equal(out, ref)

@@ -1,0 +1,200 @@
+"""Benchmark of the assemble stage alone, on a synthetic store of N frames (CPU is enough).
+
+    python bench/assemble_bench.py [--frames 2000] [--shard-size 500] [--workdir DIR] [--jobs N]
+                                   [--overlay-every 0] [--profile] [--keep]
+
+Writes what ingest, landmarks, masks, calibrate and track would have written for an N-frame clip
+(512x512 JPEG frames with texture, so their size is like real frames; 0/255 PNG masks; a plain
+calibration; per-shard track results with overlaps, as the track stage writes them), with their
+manifests, into a fresh local store; then runs ``assemble`` on it and times it. Upstream arrays are
+random but valid (6D rotations of proper rotations), so the dataset verification runs in full.
+
+Prints one JSON object: frames, seconds, frames/s, CPU seconds of this process and its workers
+(user + system: what a loaded machine does not inflate), the stage's own phase times
+(``report.json``), the machine's core count and its load average before the run. With ``--profile`` the 25 costliest
+functions (cumulative, then own time) go to stderr; profile with ``--jobs 1`` (workers are not profiled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _tar(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _frame_images(count: int, size: int = 512, seed: int = 0) -> list[bytes]:
+    """``count`` distinct textured JPEGs at quality 95 (about 40 KB: the size of a real 512x512 face
+    frame from ingest)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32) / size
+    out = []
+    for i in range(count):
+        base = np.stack([120 + 60 * np.sin(6 * xx + i * 0.3) * np.cos(5 * yy),
+                         100 + 50 * np.cos(7 * yy - i * 0.2), 90 + 40 * np.sin(4 * (xx + yy))], -1)
+        img = np.clip(base + rng.normal(0, 1.5, base.shape), 0, 255).astype(np.uint8)
+        out.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
+    return out
+
+
+def build_store(root: Path, actor: str, n: int, shard_size: int, overlap: int = 8, seed: int = 0):  # noqa: ANN201
+    """A local store holding finished ingest, landmarks, masks, calibrate and track outputs for an
+    ``n``-frame clip; returns the store."""
+    import cv2
+    import torch
+
+    from stages.face.rotation import axis_angle_to_matrix, matrix_to_rotation_6d
+    from stages.runner.manifest import Manifest
+    from stages.runner.shards import plan_shards, shards_document
+    from stages.store.local import LocalStore
+    from stages.tracking.calibration import Calibration
+    from stages.tracking.params import PARAM_DIMS
+
+    store = LocalStore(root)
+    shards = plan_shards(n, shard_size)
+    rng = np.random.default_rng(seed)
+    outputs: dict[str, dict[str, str]] = {s: {} for s in ("ingest", "landmarks", "masks", "calibrate", "track")}
+
+    def put(stage: str, rel: str, data: bytes) -> None:
+        key = f"actors/{actor}/{stage}/{rel}"
+        outputs[stage][key] = store.put_bytes(key, data)
+
+    def npz(**arrays: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    put("ingest", "shards.json", json.dumps(shards_document(n, 25.0, shards)).encode())
+    images = _frame_images(16)
+    # masks differ from frame to frame (509 variants, more than a chunk's frames); 30% of the mouths
+    # are closed (an empty mask, identical bytes), as in talking-head footage
+    yy, xx = np.mgrid[:512, :512]
+    alphas, necks, mouths = [], [], []
+    for v in range(509):
+        r, cx, cy = 150 + v % 41, 256 + v % 23 - 11, 240 + v % 17 - 8
+        disc = ((((xx - cx) ** 2 + (yy - cy) ** 2) < r ** 2) * 255).astype(np.uint8)
+        mouth = np.zeros((512, 512), np.uint8)
+        if v % 10 >= 3:
+            mouth[330 + v % 9:360 + v % 13, 220 + v % 11:290 + v % 7] = 255
+        alphas.append(cv2.imencode(".jpg", cv2.GaussianBlur(disc, (9, 9), 3))[1].tobytes())
+        necks.append(cv2.imencode(".png", disc)[1].tobytes())
+        mouths.append(cv2.imencode(".png", mouth)[1].tobytes())
+    for s in shards:
+        put("ingest", f"frames/{s.name}.tar", _tar([(f"{k:05d}.jpg", images[k % len(images)]) for k in s.frames]))
+        masks = []
+        for k in s.frames:
+            v = k % len(necks)
+            masks += [(f"alpha/{k:05d}.jpg", alphas[v]), (f"parsing/{k:05d}_neckhead.png", necks[v]),
+                      (f"parsing/{k:05d}_mouth.png", mouths[v])]
+        put("masks", f"{s.name}.tar", _tar(masks))
+        pts = np.zeros((len(s), 478, 3), np.float32)
+        pts[:, :, :2] = rng.uniform(150, 360, (len(s), 478, 2))
+        put("landmarks", f"{s.name}.npz", npz(frames=np.arange(s.start, s.stop, dtype=np.int32), points=pts,
+                                                 confidence=np.full(len(s), 0.95, np.float32), ok=np.ones(len(s), bool)))
+        lo, hi = max(1, s.start - overlap), min(n + 1, s.stop + overlap)
+        frames = np.arange(lo, hi, dtype=np.int64)
+        m = len(frames)
+
+        def rot6(count: int, scale: float) -> np.ndarray:
+            aa = torch.as_tensor(rng.normal(0, scale, (count, 3)), dtype=torch.float32)
+            return matrix_to_rotation_6d(axis_angle_to_matrix(aa)).numpy()
+
+        params = {"exp": rng.normal(0, 0.3, (m, PARAM_DIMS["exp"])).astype(np.float32), "jaw": rot6(m, 0.05),
+                  "eyes": np.concatenate([rot6(m, 0.05), rot6(m, 0.05)], 1), "eyelids": rng.uniform(0, 0.3, (m, 2)).astype(np.float32),
+                  "rot": rot6(m, 0.1), "t": (np.array([0, 0, 1.0]) + rng.normal(0, 0.005, (m, 3))).astype(np.float32)}
+        core = (frames >= s.start) & (frames < s.stop)
+        put("track", f"{s.name}.npz", npz(frames=frames, core=core, filled=np.zeros(m, bool),
+                                            error_px=rng.uniform(0.5, 2, m).astype(np.float32),
+                                            R=np.zeros((m, 3, 3), np.float32), focal=np.array([1500, 1500], np.float32),
+                                            pp=np.array([256, 256], np.float32), overlap=np.int64(overlap), **params))
+    calib = Calibration(shape=rng.normal(0, 0.5, 300).astype(np.float32), focal=np.array([1500, 1500], np.float32),
+                        pp=np.array([256, 256], np.float32), sh=rng.normal(0, 0.1, (9, 3)).astype(np.float32))
+    with tempfile.TemporaryDirectory() as tmp:
+        calib.save(Path(tmp) / "c.npz")
+        put("calibrate", "calibration.npz", (Path(tmp) / "c.npz").read_bytes())
+    for stage, outs in outputs.items():
+        m = Manifest(stage=stage, actor=actor, inputs={}, config_digest="bench", config={}, outputs=outs)
+        store.put_json(f"actors/{actor}/{stage}/manifest.json", m.to_dict())
+    return store
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--shard-size", type=int, default=500)
+    ap.add_argument("--workdir", type=Path, default=None, help="where the store goes (default: a temp dir)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (ctx.jobs)")
+    ap.add_argument("--overlay-every", type=int, default=None, help="assemble's overlay_every (default: the stage's)")
+    ap.add_argument("--profile", action="store_true", help="cProfile the stage (main process only)")
+    ap.add_argument("--keep", action="store_true", help="keep the store")
+    args = ap.parse_args()
+
+    from stages.config import PipelineConfig
+    from stages.runner.run import run_stage
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="assemble-bench-"))
+    actor = "bench"
+    t0 = time.monotonic()
+    store = build_store(work / "store", actor, args.frames, args.shard_size)
+    build_s = time.monotonic() - t0
+    overrides = {} if args.overlay_every is None else {"assemble": {"overlay_every": args.overlay_every}}
+    pipeline = PipelineConfig(stages=overrides)
+    load = os.getloadavg()
+    prof = None
+    if args.profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    import resource
+
+    def cpu() -> float:
+        return sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for f in ("ru_utime", "ru_stime"))
+
+    cpu0, t0 = cpu(), time.monotonic()
+    result = run_stage("assemble", actor, store, pipeline=pipeline, device="cpu", jobs=args.jobs)
+    seconds, cpu_s = time.monotonic() - t0, cpu() - cpu0
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    report = store.get_json(f"actors/{actor}/assemble/report.json")
+    out = {"frames": args.frames, "shard_size": args.shard_size, "jobs": args.jobs, "status": result.status,
+           "seconds": round(seconds, 3), "frames_per_s": round(args.frames / seconds, 1),
+           "cpu_s": round(cpu_s, 2), "cpu_ms_per_frame": round(1000 * cpu_s / args.frames, 2),
+           "phases_s": report.get("phases_s"), "overlay_frames": report.get("overlay_frames"),
+           "cpu_count": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load],
+           "store_build_s": round(build_s, 1), "workdir": str(work)}
+    print(json.dumps(out, indent=1))
+    if not args.keep and args.workdir is None:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
