@@ -10,7 +10,8 @@ Writes (see :mod:`stages.dataset.layout`), under ``actors/<actor>/dataset/``::
     tracking.npz                                                                 all parameters, compact
 
 and under ``actors/<actor>/assemble/``: ``overlay.mp4`` (mesh and landmarks over the frames) and
-``report.json`` (per-frame landmark error, filled frames, seam checks, verification result).
+``report.json`` (per-frame landmark error, filled frames, seam checks, verification result, the head's
+jitter against a frame-by-frame fit: :mod:`stages.tracking.jitter`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from stages.tracking.params import FrameParams, project
 
 ASSETS = FACE_ASSETS
 
-PRESETS = {"tiny": {"overlay_every": 2}}
+PRESETS = {"tiny": {"overlay_every": 2, "jitter_frames": 30}}
 
 PARAM_KEYS = ("exp", "jaw", "eyes", "eyelids", "rot", "t")
 
@@ -47,11 +48,14 @@ class Config:
         overlay_max_frames: at most this many frames in the overlay (long clips are subsampled further:
             the overlay is a diagnostic, and drawing 10,000 frames would cost minutes).
         check_pixels: decode every image and mask when verifying (sizes, 0/255 masks).
+        jitter_frames: middle frames on which the head's jitter is compared with a frame-by-frame
+            fit (:mod:`stages.tracking.jitter`; 0: our jitter only, no fit).
     """
 
     overlay_every: int = 1
     overlay_max_frames: int = 1500
     check_pixels: bool = True
+    jitter_frames: int = 100
 
 
 def frame_tex(calib: Calibration) -> np.ndarray | None:
@@ -191,6 +195,9 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     if ctx.progress.done < n:
         ctx.progress.advance(n - ctx.progress.done)
     err = track.error_px[np.isfinite(track.error_px)]
+    from stages.tracking.jitter import steadiness
+
+    steady = steadiness(ctx, track.R, track.params["t"], calib.shape, calib.focal, calib.pp, data, cfg.jitter_frames)
     report = {
         "frames": n, "checkpoints": n, "frame_delta": FRAME_DELTA, "filled_frames": int(track.filled.sum()),
         "filled": np.flatnonzero(track.filled).astype(int).tolist(),
@@ -200,9 +207,9 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
                               "per_frame": [None if not np.isfinite(e) else round(float(e), 3) for e in track.error_px]},
         "seam_jump_mm": [round(x, 3) for x in track.seam_jump_mm], "verified": True,
         "overlay_frames": overlay_frames, "upstream_trainable": n > 500,
-        "focal_px": calib.focal.tolist(), "seconds": round(time.monotonic() - t0, 2),
+        "focal_px": calib.focal.tolist(), "steadiness": steady, "seconds": round(time.monotonic() - t0, 2),
     }
     ctx.put_json("report.json", report)
     ctx.stats.update({"landmark_error_px_median": report["landmark_error_px"]["median"],
-                      "filled_frames": report["filled_frames"]})
+                      "filled_frames": report["filled_frames"], "steadiness": steady})
     ctx.count_frames(n)

@@ -100,6 +100,7 @@ def run(ctx: StageContext) -> None:
               "resolution": cfg.resolution, "renderer": renderer, "device": ctx.device,
               "gaussians": model.num_gaussians, "held_out": [test_idx[0], test_idx[-1]],
               "train_steps": meta.get("steps"), "per_frame": {"index": ev.indices, "psnr": ev.psnr, "ssim": ev.ssim}}
+    report["steadiness"] = assemble_steadiness(ctx)
     ctx.put_file("preview.mp4", preview, folder="avatar")
     ctx.put_json("report.json", report, folder="avatar")
     ctx.put_bytes("report.md", render_markdown(report).encode(), folder="avatar")
@@ -123,4 +124,37 @@ def render_markdown(report: dict) -> str:
         f"| render speed | {report['render_fps']:.1f} frames/s at {report['fps_resolution']}px in batches of "
         f"{report['fps_batch']}, {report['render_fps_single']:.1f} frames/s one at a time "
         f"({report['renderer']} on {report['device']}, face model + MLP + rasteriser) |", "",
-        "`preview.mp4`: ground truth (left) and render (right), 25 fps.", ""])
+        "`preview.mp4`: ground truth (left) and render (right), 25 fps.", "",
+        *steadiness_markdown(report.get("steadiness"))])
+
+
+def assemble_steadiness(ctx: StageContext) -> dict | None:
+    """Assemble's ``steadiness`` block (the head's jitter), or None where its report lacks one."""
+    from stages.errors import BadInput
+
+    try:
+        return ctx.get_json("report.json", "assemble").get("steadiness")
+    except (BadInput, KeyError):
+        return None
+
+
+def steadiness_markdown(steady: dict | None) -> list[str]:
+    """Lines of the report on the head's jitter (assemble's ``steadiness``, see
+    :mod:`stages.tracking.jitter`); none when assemble did not measure it."""
+    if not steady:
+        return []
+    ours = steady["ours"]
+    lines = ["## Steadiness", "",
+             "Head jitter: RMS of the second difference of the head centre's position and of its rotation "
+             "from frame to frame (lower is steadier).", "",
+             "| track | frames | position | rotation |", "|---|---|---|---|",
+             f"| ours, whole clip | {ours['frames']} | {ours['position_mm']:.3f} mm | {ours['rotation_deg']:.3f} deg |"]
+    if "per_frame_fit" in steady:
+        a, b = steady["window"]
+        o, f = steady["ours_window"], steady["per_frame_fit"]
+        lines += [f"| ours, frames {a}..{b} | {o['frames']} | {o['position_mm']:.3f} mm | {o['rotation_deg']:.3f} deg |",
+                  f"| each frame fitted alone, frames {a}..{b} | {f['frames']} | {f['position_mm']:.3f} mm | "
+                  f"{f['rotation_deg']:.3f} deg |", "",
+                  f"Ours is {steady['ratio_position']:.2f}x the frame-by-frame fit's position jitter and "
+                  f"{steady['ratio_rotation']:.2f}x its rotation jitter."]
+    return lines + [""]

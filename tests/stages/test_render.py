@@ -43,3 +43,17 @@ def test_render_stage_writes_preview_and_report(tmp_path, one_thread):
     assert len(frames) == 4 and frames[0].shape == (40, 80, 3)
     # left half is the ground truth: its corner is the green background
     assert frames[0][2, 2, 1] > 200 and frames[0][2, 2, 0] < 60
+
+
+def test_report_markdown_shows_steadiness():
+    from stages.render import steadiness_markdown
+
+    assert steadiness_markdown(None) == []
+    steady = {"ours": {"position_mm": 1.17, "rotation_deg": 0.72, "frames": 400}, "window": [151, 250],
+              "ours_window": {"position_mm": 1.75, "rotation_deg": 0.96, "frames": 100},
+              "per_frame_fit": {"position_mm": 14.75, "rotation_deg": 1.10, "frames": 100},
+              "ratio_position": 0.119, "ratio_rotation": 0.873}
+    md = "\n".join(steadiness_markdown(steady))
+    assert "| ours, whole clip | 400 | 1.170 mm | 0.720 deg |" in md
+    assert "each frame fitted alone, frames 151..250 | 100 | 14.750 mm | 1.100 deg" in md
+    assert "0.12x" in md and "0.87x" in md
