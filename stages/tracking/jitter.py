@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from stages.tracking import fit as fitting
+from stages.tracking.eyelids import lid_index
 from stages.tracking.params import FrameParams
 from stages.tracking.schedule import LossWeights, Schedule
 from stages.tracking.sequence import SequenceInputs, track_sequence
@@ -107,8 +108,9 @@ def per_frame_fit(model: nn.Module, shared: fitting.Shared, targets: np.ndarray,
     alone = LossWeights(smooth_points=0.0, smooth_exp=0.0)
     n = len(targets)
     inputs = SequenceInputs(frames=np.arange(n), targets=np.asarray(targets, np.float32), ok=np.asarray(ok, bool))
+    lids = lid_index(model.mp_index.cpu().numpy()) if hasattr(model, "mp_index") else None
     return track_sequence(model, shared, inputs, point_w, schedule, alone, batch_size=max(n, 1),
-                          image_size=image_size).params
+                          image_size=image_size, lids=lids).params
 
 
 def params_jitter(params: dict[str, np.ndarray], centre: np.ndarray, link: np.ndarray | None = None) -> Jitter:
