@@ -4,7 +4,9 @@ Reads the dataset (assemble) and ``train/avatar.pt``; renders the held-out frame
 training used) and writes, under ``actors/<a>/render/``:
 
 - ``preview.mp4``: ground truth | render side by side, 25 fps, H.264;
-- ``report.json`` and ``report.md``: PSNR and SSIM (mean, min), render frames/s including the
+- ``report.json`` and ``report.md``: PSNR and SSIM (mean, min), the eye region's PSNR (a mask
+  around both eyes from the held-out frames' landmarks, :mod:`stages.gauss.eye_region`), the
+  head's jitter (assemble's ``steadiness``), render frames/s including the
   face model and the MLP at ``fps_resolution`` (batched and one frame at a time), LPIPS only where available (not yet: reported as
   not computed).
 """
@@ -76,9 +78,14 @@ def run(ctx: StageContext) -> None:
     preview = ctx.scratch / "preview.mp4"
     writer = PreviewWriter(preview, 2 * cfg.resolution, cfg.resolution, cfg.fps)
 
+    eyes = held_out_eye_points(ctx, test_idx)
+    eye_psnr: list[float | None] = []
+
     def on_frames(gt, img) -> None:
         for g, r in zip(gt, img):
             writer.write(np.concatenate([g, r], axis=1))  # ground truth | render
+            if eyes is not None:
+                eye_psnr.append(eye_score(eyes[len(eye_psnr)], g, r, cfg.resolution))
         ctx.progress.advance(len(gt))
 
     try:
@@ -101,6 +108,9 @@ def run(ctx: StageContext) -> None:
               "gaussians": model.num_gaussians, "held_out": [test_idx[0], test_idx[-1]],
               "train_steps": meta.get("steps"), "per_frame": {"index": ev.indices, "psnr": ev.psnr, "ssim": ev.ssim}}
     report["steadiness"] = assemble_steadiness(ctx)
+    scored = [e for e in eye_psnr if e is not None]
+    report["eye_region"] = ({"psnr_mean": float(np.mean(scored)), "psnr_min": float(np.min(scored)),
+                             "frames": len(scored), "per_frame": eye_psnr} if scored else None)
     ctx.put_file("preview.mp4", preview, folder="avatar")
     ctx.put_json("report.json", report, folder="avatar")
     ctx.put_bytes("report.md", render_markdown(report).encode(), folder="avatar")
@@ -121,11 +131,47 @@ def render_markdown(report: dict) -> str:
         f"| PSNR (worst frame) | {report['psnr_min']:.2f} dB |",
         f"| SSIM (mean) | {report['ssim_mean']:.4f} |",
         f"| LPIPS | {report['lpips_note']} |",
+        *([f"| eye region PSNR (mean / worst frame) | {report['eye_region']['psnr_mean']:.2f} / "
+           f"{report['eye_region']['psnr_min']:.2f} dB over {report['eye_region']['frames']} frames |"]
+          if report.get("eye_region") else []),
         f"| render speed | {report['render_fps']:.1f} frames/s at {report['fps_resolution']}px in batches of "
         f"{report['fps_batch']}, {report['render_fps_single']:.1f} frames/s one at a time "
         f"({report['renderer']} on {report['device']}, face model + MLP + rasteriser) |", "",
         "`preview.mp4`: ground truth (left) and render (right), 25 fps.", "",
         *steadiness_markdown(report.get("steadiness"))])
+
+
+def held_out_eye_points(ctx: StageContext, test_idx: list[int]):
+    """MediaPipe landmarks float [n,478,3] of the held-out frames (checkpoint ``i`` is frame
+    ``i + 1``) from the landmarks stage, NaN where a frame has none; ``None`` where the actor has no
+    landmarks stage (a dataset made elsewhere)."""
+    import numpy as np
+
+    from stages.errors import BadInput
+    from stages.tracking.stage_io import fetch_landmarks
+
+    try:
+        wanted = {i + 1 for i in test_idx}
+        found: dict[int, np.ndarray] = {}
+        for s in ctx.shards():
+            if any(s.start <= k < s.stop for k in wanted):
+                lm = fetch_landmarks(ctx, s)
+                found.update({int(k): (p if ok else np.full_like(p, np.nan))
+                              for k, p, ok in zip(lm.frames, lm.points, lm.ok) if int(k) in wanted})
+    except (BadInput, KeyError):
+        return None
+    return np.stack([found.get(i + 1, np.full((478, 3), np.nan, np.float32)) for i in test_idx]) if found else None
+
+
+def eye_score(points, gt, img, resolution: int) -> float | None:
+    """Eye-region PSNR of one held-out frame (:mod:`stages.gauss.eye_region`); None without landmarks."""
+    import numpy as np
+
+    from stages.gauss.eye_region import eye_region_mask, masked_psnr
+
+    if not np.isfinite(points[:, :2]).all():
+        return None
+    return masked_psnr(img, gt, eye_region_mask(points, resolution, resolution / 512.0))
 
 
 def assemble_steadiness(ctx: StageContext) -> dict | None:
