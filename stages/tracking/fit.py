@@ -148,6 +148,8 @@ def _weighted_terms(model: nn.Module, problem: Problem, p: FrameParams, sh: Shar
         total = total + w.eyelid_opening * eyelid_loss(pix, problem.targets, problem.lids, problem.frame_w)
     if w.smooth_points > 0:
         total = total + w.smooth_points * losses.temporal_loss(cam * 1000.0, problem.link, order=2)
+    if w.smooth_rot > 0:
+        total = total + w.smooth_rot * losses.temporal_loss(p.rot, problem.link, order=2)
     if w.smooth_exp > 0:
         total = total + w.smooth_exp * losses.temporal_loss(p.exp, problem.link)
     ident6 = torch.tensor([1.0, 0, 0, 0, 1.0, 0], device=p.jaw.device)

@@ -105,7 +105,7 @@ def per_frame_fit(model: nn.Module, shared: fitting.Shared, targets: np.ndarray,
     Returns:
         ``{name: float32 [N, ...]}`` per-frame parameters (see :class:`FrameParams`).
     """
-    alone = LossWeights(smooth_points=0.0, smooth_exp=0.0)
+    alone = LossWeights(smooth_points=0.0, smooth_exp=0.0, smooth_rot=0.0)
     n = len(targets)
     inputs = SequenceInputs(frames=np.arange(n), targets=np.asarray(targets, np.float32), ok=np.asarray(ok, bool))
     lids = lid_index(model.mp_index.cpu().numpy()) if hasattr(model, "mp_index") else None
