@@ -12,7 +12,8 @@ Writes (see :mod:`stages.dataset.layout`), under ``actors/<actor>/dataset/``::
 
 and under ``actors/<actor>/assemble/``: ``overlay.mp4`` (mesh and landmarks over at most
 ``overlay_max_frames`` frames spread over the clip; optional) and ``report.json`` (per-frame landmark
-error, filled frames, seam checks, verification result, time per phase).
+error, filled frames, seam checks, verification result, time per phase, the head's jitter against a frame-by-frame fit:
+:mod:`stages.tracking.jitter`).
 
 Every dataset file is written straight into the store, in ``ctx.jobs`` worker processes, and checked
 on the bytes written (:mod:`stages.dataset.writer`); the overlay is drawn meanwhile; the names are
@@ -43,7 +44,7 @@ from stages.tracking.params import FrameParams, project
 
 ASSETS = FACE_ASSETS
 
-PRESETS = {"tiny": {"overlay_every": 2}}
+PRESETS = {"tiny": {"overlay_every": 2, "jitter_frames": 30}}
 
 PARAM_KEYS = ("exp", "jaw", "eyes", "eyelids", "rot", "t")
 
@@ -56,11 +57,14 @@ class Config:
             the overlay is a diagnostic, and drawing 10,000 frames would cost minutes).
         check_pixels: check every image and mask on the bytes written (sizes, channels, decodable,
             0/255 masks); ``.frame`` contents and the names (counts, numbering, pairing) are always checked.
+        jitter_frames: middle frames on which the head's jitter is compared with a frame-by-frame
+            fit (:mod:`stages.tracking.jitter`; 0: our jitter only, no fit).
     """
 
     overlay_every: int = 1
     overlay_max_frames: int = 250
     check_pixels: bool = True
+    jitter_frames: int = 100
 
 
 def frame_tex(calib: Calibration) -> np.ndarray | None:
@@ -231,6 +235,11 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     if ctx.progress.done < n:
         ctx.progress.advance(n - ctx.progress.done)
     err = track.error_px[np.isfinite(track.error_px)]
+    from stages.tracking.jitter import steadiness
+
+    t1 = time.monotonic()
+    steady = steadiness(ctx, track.R, track.params["t"], calib.shape, calib.focal, calib.pp, data, cfg.jitter_frames)
+    phases["steadiness"] = round(time.monotonic() - t1, 3)
     report = {
         "frames": n, "checkpoints": n, "frame_delta": FRAME_DELTA, "filled_frames": int(track.filled.sum()),
         "filled": np.flatnonzero(track.filled).astype(int).tolist(),
@@ -240,9 +249,11 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
                               "per_frame": [None if not np.isfinite(e) else round(float(e), 3) for e in track.error_px]},
         "seam_jump_mm": [round(x, 3) for x in track.seam_jump_mm], "verified": True,
         "overlay_frames": overlay_frames, "upstream_trainable": n > 500,
-        "focal_px": calib.focal.tolist(), "seconds": round(time.monotonic() - t0, 2), "phases_s": phases,
+        "focal_px": calib.focal.tolist(), "steadiness": steady, "seconds": round(time.monotonic() - t0, 2),
+        "phases_s": phases,
     }
     ctx.put_json("report.json", report)
     ctx.stats.update({"landmark_error_px_median": report["landmark_error_px"]["median"],
-                      "filled_frames": report["filled_frames"], "phases_s": phases, "workers": ctx.jobs})
+                      "filled_frames": report["filled_frames"], "phases_s": phases, "workers": ctx.jobs,
+                      "steadiness": steady})
     ctx.count_frames(n)

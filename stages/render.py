@@ -7,7 +7,9 @@ training used) and writes, under ``actors/<a>/render/``:
   sound (AAC) when the dataset has ``audio.wav``;
 - ``preview_full.mp4`` (config ``full_frame``): the renders composited into the source footage at
   source resolution (:mod:`stages.video.fullframe`), with sound;
-- ``report.json`` and ``report.md``: PSNR and SSIM (mean, min), render frames/s including the
+- ``report.json`` and ``report.md``: PSNR and SSIM (mean, min), the eye region's PSNR (a mask
+  around both eyes from the held-out frames' landmarks, :mod:`stages.gauss.eye_region`), the
+  head's jitter (assemble's ``steadiness``), render frames/s including the
   face model and the MLP at ``fps_resolution`` (batched and one frame at a time), LPIPS only where available (not yet: reported as
   not computed).
 """
@@ -82,9 +84,14 @@ def run(ctx: StageContext) -> None:
     preview = ctx.scratch / "preview.mp4"
     writer = PreviewWriter(preview, 2 * cfg.resolution, cfg.resolution, cfg.fps)
 
+    eyes = held_out_eye_points(ctx, test_idx)
+    eye_psnr: list[float | None] = []
+
     def on_frames(gt, img) -> None:
         for g, r in zip(gt, img):
             writer.write(np.concatenate([g, r], axis=1))  # ground truth | render
+            if eyes is not None:
+                eye_psnr.append(eye_score(eyes[len(eye_psnr)], g, r, cfg.resolution))
         ctx.progress.advance(len(gt))
 
     try:
@@ -122,6 +129,10 @@ def run(ctx: StageContext) -> None:
         except BadInput as e:  # the optional preview only: the metrics and the preview stand
             log.warning("no full-frame preview: %s", e)
             report["full_frame"] = {"error": str(e)}
+    report["steadiness"] = assemble_steadiness(ctx)
+    scored = [e for e in eye_psnr if e is not None]
+    report["eye_region"] = ({"psnr_mean": float(np.mean(scored)), "psnr_min": float(np.min(scored)),
+                             "frames": len(scored), "per_frame": eye_psnr} if scored else None)
     ctx.put_file("preview.mp4", preview, folder="avatar")
     ctx.put_json("report.json", report, folder="avatar")
     ctx.put_bytes("report.md", render_markdown(report).encode(), folder="avatar")
@@ -167,7 +178,76 @@ def render_markdown(report: dict) -> str:
         f"| PSNR (worst frame) | {report['psnr_min']:.2f} dB |",
         f"| SSIM (mean) | {report['ssim_mean']:.4f} |",
         f"| LPIPS | {report['lpips_note']} |",
+        *([f"| eye region PSNR (mean / worst frame) | {report['eye_region']['psnr_mean']:.2f} / "
+           f"{report['eye_region']['psnr_min']:.2f} dB over {report['eye_region']['frames']} frames |"]
+          if report.get("eye_region") else []),
         f"| render speed | {report['render_fps']:.1f} frames/s at {report['fps_resolution']}px in batches of "
         f"{report['fps_batch']}, {report['render_fps_single']:.1f} frames/s one at a time "
         f"({report['renderer']} on {report['device']}, face model + MLP + rasteriser) |", "",
-        "`preview.mp4`: ground truth (left) and render (right), 25 fps.", ""])
+        "`preview.mp4`: ground truth (left) and render (right), 25 fps.", "",
+        *steadiness_markdown(report.get("steadiness"))])
+
+
+def held_out_eye_points(ctx: StageContext, test_idx: list[int]):
+    """MediaPipe landmarks float [n,478,3] of the held-out frames (checkpoint ``i`` is frame
+    ``i + 1``) from the landmarks stage, NaN where a frame has none; ``None`` where the actor has no
+    landmarks stage (a dataset made elsewhere)."""
+    import numpy as np
+
+    from stages.errors import BadInput
+    from stages.tracking.stage_io import fetch_landmarks
+
+    try:
+        wanted = {i + 1 for i in test_idx}
+        found: dict[int, np.ndarray] = {}
+        for s in ctx.shards():
+            if any(s.start <= k < s.stop for k in wanted):
+                lm = fetch_landmarks(ctx, s)
+                found.update({int(k): (p if ok else np.full_like(p, np.nan))
+                              for k, p, ok in zip(lm.frames, lm.points, lm.ok) if int(k) in wanted})
+    except (BadInput, KeyError):
+        return None
+    return np.stack([found.get(i + 1, np.full((478, 3), np.nan, np.float32)) for i in test_idx]) if found else None
+
+
+def eye_score(points, gt, img, resolution: int) -> float | None:
+    """Eye-region PSNR of one held-out frame (:mod:`stages.gauss.eye_region`); None without landmarks."""
+    import numpy as np
+
+    from stages.gauss.eye_region import eye_region_mask, masked_psnr
+
+    if not np.isfinite(points[:, :2]).all():
+        return None
+    return masked_psnr(img, gt, eye_region_mask(points, resolution, resolution / 512.0))
+
+
+def assemble_steadiness(ctx: StageContext) -> dict | None:
+    """Assemble's ``steadiness`` block (the head's jitter), or None where its report lacks one."""
+    from stages.errors import BadInput
+
+    try:
+        return ctx.get_json("report.json", "assemble").get("steadiness")
+    except (BadInput, KeyError):
+        return None
+
+
+def steadiness_markdown(steady: dict | None) -> list[str]:
+    """Lines of the report on the head's jitter (assemble's ``steadiness``, see
+    :mod:`stages.tracking.jitter`); none when assemble did not measure it."""
+    if not steady:
+        return []
+    ours = steady["ours"]
+    lines = ["## Steadiness", "",
+             "Head jitter: RMS of the second difference of the head centre's position and of its rotation "
+             "from frame to frame (lower is steadier).", "",
+             "| track | frames | position | rotation |", "|---|---|---|---|",
+             f"| ours, whole clip | {ours['frames']} | {ours['position_mm']:.3f} mm | {ours['rotation_deg']:.3f} deg |"]
+    if "per_frame_fit" in steady:
+        a, b = steady["window"]
+        o, f = steady["ours_window"], steady["per_frame_fit"]
+        lines += [f"| ours, frames {a}..{b} | {o['frames']} | {o['position_mm']:.3f} mm | {o['rotation_deg']:.3f} deg |",
+                  f"| each frame fitted alone, frames {a}..{b} | {f['frames']} | {f['position_mm']:.3f} mm | "
+                  f"{f['rotation_deg']:.3f} deg |", "",
+                  f"Ours is {steady['ratio_position']:.2f}x the frame-by-frame fit's position jitter and "
+                  f"{steady['ratio_rotation']:.2f}x its rotation jitter."]
+    return lines + [""]

@@ -37,6 +37,7 @@ from stages.tracking.fit import Shared
 from stages.tracking.losses import LandmarkWeights
 from stages.tracking.params import FrameParams
 from stages.tracking.schedule import track_schedule
+from stages.tracking.eyelids import lid_index
 from stages.tracking.sequence import Appearance, SequenceInputs, track_sequence
 from stages.tracking.stage_io import Landmarks, fetch_frames, fetch_landmarks
 
@@ -130,7 +131,7 @@ def run_shard(ctx, shard) -> None:  # noqa: ANN001 - StageContext, Shard
 
     result = track_sequence(model, shared, inputs, LandmarkWeights().per_point()[mp_index].to(device), schedule,
                             batch_size=cfg.batch_size, chunk_overlap=cfg.chunk_overlap, appearance=appearance,
-                            image_size=IMAGE_SIZE, refresh=cfg.refresh, on_step=on_step)
+                            image_size=IMAGE_SIZE, refresh=cfg.refresh, on_step=on_step, lids=lid_index(mp_index))
     R = FrameParams.from_numpy(result.params).R.numpy()
     core = (result.frames >= shard.start) & (result.frames < shard.stop)
     with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:

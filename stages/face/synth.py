@@ -43,6 +43,9 @@ class SynthSpec:
         yaw_deg, pitch_deg, roll_deg: largest head rotation about each axis (yaw at most 45).
         talking: open and close the jaw and mouth at syllable rate.
         blinks: blink every 3-5 s.
+        winks: one eye closing alone: ``(start_s, hold_s, eye)`` per wink, ``eye`` 0 = the subject's
+            left, 1 = right (the ``eyelids`` order); the lid closes and opens in 0.1 s each and
+            stays shut ``hold_s`` between.
         focal: focal length in pixels (``None``: 4.5 x size, about metrical-tracker's 512 px cameras).
         face_fill: fraction of the image height the face (chin to forehead) fills.
         identity_scale: standard deviation of the identity coefficients.
@@ -57,6 +60,7 @@ class SynthSpec:
     roll_deg: float = 5.0
     talking: bool = True
     blinks: bool = True
+    winks: tuple[tuple[float, float, int], ...] = ()
     focal: float | None = None
     face_fill: float = 0.5
     identity_scale: float = 1.0
@@ -92,6 +96,13 @@ def _blink_curve(rng: np.random.Generator, n: int, fps: float) -> np.ndarray:
         out[inside] = np.maximum(out[inside], 0.5 - 0.5 * np.cos(2 * np.pi * phase[inside]))
         next_blink += rng.uniform(3.0, 5.0)
     return out
+
+
+def _wink_curve(t: np.ndarray, start: float, hold: float, ramp: float = 0.1) -> np.ndarray:
+    """Closure ``[n]`` in 0..1 of one wink: raised-cosine ramps of ``ramp`` s around ``hold`` s shut."""
+    up = np.clip((t - start) / ramp, 0.0, 1.0)
+    down = np.clip((start + ramp + hold + ramp - t) / ramp, 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * np.minimum(up, down))
 
 
 def _r6(axis_angle: np.ndarray) -> np.ndarray:
@@ -150,6 +161,8 @@ def generate_params(model: FLAME | FaceModelData, spec: SynthSpec) -> dict[str, 
 
     blink = _blink_curve(rng, n, fps) if spec.blinks else np.zeros(n)
     eyelids = np.stack([blink, blink], 1)
+    for start, hold, eye in spec.winks:
+        eyelids[:, int(eye)] = np.maximum(eyelids[:, int(eye)], _wink_curve(t, start, hold))
     gaze = 0.12 * np.clip(_smooth_noise(rng, n, fps, 1.0, 2), -2, 2)  # pitch, yaw of both eyes
     eye_rot = _r6(np.stack([gaze[:, 0], gaze[:, 1], np.zeros(n)], 1))
     eyes = np.concatenate([eye_rot, eye_rot], 1)

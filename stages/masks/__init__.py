@@ -10,9 +10,10 @@ Inputs: ``ingest/frames/<shard>.tar`` (512x512 RGB JPEGs ``00001.jpg ...``) and
 Backends (``Config.matting`` / ``Config.parsing``):
 
 - ``default`` (offline, nothing downloaded): MediaPipe selfie segmentation refined by a guided
-  filter into a soft matte; neckhead = matte > 0.5, dilated, and below the chin only the neck
-  (a band under the chin, of skin colour); mouth = the inner-lip polygon
-  (:mod:`stages.masks.landmark_masks`). ``default`` parsing also works with ``rvm`` matting.
+  filter into a soft matte; neckhead = matte > 0.5, dilated, inside the head-and-neck region
+  (:mod:`stages.masks.neck`: above the jaw, and below it the neck down to the collar, its
+  geometry smoothed over the shard's frames), largest connected piece; mouth = the inner-lip
+  polygon (:mod:`stages.masks.landmark_masks`). ``default`` parsing also works with ``rvm`` matting.
 - ``rvm``: the user's RobustVideoMatting ONNX export (asset kind ``matting``), streams batched,
   each warmed up on the frames before it (the previous shard's tail at a shard seam).
 - ``bisenet``: the user's 19-class face-parsing ONNX model (asset kind ``parsing``), classes mapped
@@ -72,9 +73,10 @@ class Config:
         matte_eps: guided-filter regulariser of the default matte.
         neck_margin: landmark parsing: neck kept below the chin at most, in face heights (forehead
             to chin).
-        neck_half_width: landmark parsing: neck half-width at most, in face widths.
-        neck_skin: landmark parsing: below the chin keep only pixels of the face's skin colour
-            (drops collars, shirts, hair hanging below the chin).
+        neck_half_width: landmark parsing: half-width of the band below the chin the neck is
+            looked for in, in face widths.
+        neck_skin: landmark parsing: the neck stops where the face's skin colour stops (the
+            collar; drops shirts, ties, shoulders); else a fixed U ``neck_margin`` deep.
         neckhead_dilate: landmark parsing: pixels the neckhead grows beyond ``alpha > 0.5``.
         neckhead_classes: BiSeNet classes merged into neckhead (default 1-15 and 17: not
             background, cloth or hat).
@@ -92,8 +94,8 @@ class Config:
     selfie_model: int = 0
     matte_radius: int = 4
     matte_eps: float = 1e-4
-    neck_margin: float = 0.35
-    neck_half_width: float = 0.45
+    neck_margin: float = 0.6
+    neck_half_width: float = 0.6
     neck_skin: bool = True
     neckhead_dilate: int = 2
     neckhead_classes: list[int] = field(default_factory=lambda: [*range(1, 16), 17])

@@ -6,14 +6,9 @@
   ``78 191 80 81 82 13 312 311 310 415 308`` along the upper lip's inner edge (right corner 78 to
   left corner 308, 13 in the middle) and back ``324 318 402 317 14 87 178 88 95`` along the lower
   lip's inner edge (14 in the middle). A closed mouth gives a sliver of (near) zero area.
-- Neck: the head's vertical axis runs from the top of the face oval (landmark 10) to the chin
-  (landmark 152); face height ``h = |p152 - p10|``, face width ``w = |p454 - p234|`` (the oval's
-  extremes beside the ears). Below the chin (along that axis) only the neck may stay: pixels at
-  most ``margin * h`` below the chin, at most ``half_width * w`` either side of the axis, and, where
-  the frame is given, of skin colour: chroma (YCrCb's Cr, Cb) within a tolerance of the median
-  chroma inside the landmarks' convex hull and luma at least 0.4 of its median (chroma of
-  near-black pixels means little). That keeps the neck down to a collar and drops shirts,
-  shoulders and hair hanging below the chin. The geometry rotates with head roll.
+- Skin colour of the face (:func:`skin_colour`), which the neck region
+  (:mod:`stages.masks.neck`) uses to find where the skin below the chin stops.
+- The head's axes in the image (:func:`head_frame`).
 """
 
 from __future__ import annotations
@@ -117,29 +112,6 @@ def head_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float
     return down, across, h, w
 
 
-def neck_line(points: np.ndarray, margin: float) -> tuple[np.ndarray, float]:
-    """The cut below the chin as a half-plane ``dot(q, n) > c`` (pixels beyond it are torso).
-
-    Args:
-        points: float [478,2+] landmarks in pixels.
-        margin: distance below the chin, in face heights.
-
-    Returns:
-        ``(n, c)``: unit normal float64 [2] pointing down the head's axis, and offset (pixels).
-    """
-    down, _, h, _ = head_frame(points)
-    return down, float(down @ points[CHIN, :2].astype(np.float64) + margin * h)
-
-
-def above_neck_line(points: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
-    """bool [H,W]: True for pixels on the head's side of the neck line (see :func:`neck_line`)."""
-    n, c = neck_line(points, margin)
-    h, w = size
-    ys = np.arange(h, dtype=np.float32)[:, None] + 0.5
-    xs = np.arange(w, dtype=np.float32)[None, :] + 0.5
-    return xs * np.float32(n[0]) + ys * np.float32(n[1]) <= np.float32(c)
-
-
 def skin_colour(rgb: np.ndarray, points: np.ndarray, floor: float = 8.0) -> tuple[np.ndarray, np.ndarray, float]:
     """Skin colour of the face, robustly: inside the landmarks' convex hull (eyes, brows and lips
     are a minority there), the median chroma (Cr, Cb), a tolerance of
@@ -160,62 +132,3 @@ def skin_colour(rgb: np.ndarray, points: np.ndarray, floor: float = 8.0) -> tupl
     med = np.median(ycc, axis=0)
     mad = np.median(np.abs(ycc[:, 1:] - med[1:]), axis=0)
     return med[1:], np.maximum(np.float32(floor), 3 * 1.4826 * mad).astype(np.float32), float(med[0])
-
-
-def head_region(points: np.ndarray, size: tuple[int, int], margin: float, half_width: float,
-                rgb: np.ndarray | None = None) -> np.ndarray:
-    """bool [H,W]: where the head and neck may be (see the module docstring).
-
-    Args:
-        points: float [478,2+] landmarks in pixels.
-        size: ``(H, W)``.
-        margin: neck length kept below the chin, in face heights.
-        half_width: neck half-width, in face widths.
-        rgb: uint8 [H,W,3] frame for the skin test below the chin; ``None`` skips it.
-    """
-    down, across, h, w = head_frame(points)
-    chin = points[CHIN, :2].astype(np.float64)
-    hh, ww = size
-    ys = np.arange(hh, dtype=np.float32)[:, None] + 0.5
-    xs = np.arange(ww, dtype=np.float32)[None, :] + 0.5
-    d = xs * np.float32(down[0]) + ys * np.float32(down[1]) - np.float32(down @ chin)
-    e = xs * np.float32(across[0]) + ys * np.float32(across[1]) - np.float32(across @ chin)
-    region = d <= 0
-    band = (d > 0) & (d <= margin * h) & (np.abs(e) <= half_width * w)
-    if rgb is not None and band.any():
-        rows = np.flatnonzero(band.any(axis=1))
-        cols = np.flatnonzero(band.any(axis=0))
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        med, tol, luma = skin_colour(rgb, points)
-        ycc = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2YCrCb).astype(np.float32)
-        skin = ((np.abs(ycc[..., 1:] - med) <= tol).all(axis=-1) & (ycc[..., 0] >= 0.4 * luma)).astype(np.uint8)
-        skin = cv2.morphologyEx(skin, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
-        sub = band[y0:y1, x0:x1] & (skin > 0)
-        band[:] = False
-        band[y0:y1, x0:x1] = sub
-    return region | band
-
-
-def neckhead_mask(person: np.ndarray, points: np.ndarray | None, margin: float, dilate: int = 0,
-                  half_width: float = 0.45, rgb: np.ndarray | None = None) -> np.ndarray:
-    """Head, hair and neck: the person mask, optionally dilated, cut to :func:`head_region`.
-
-    Args:
-        person: bool [H,W] foreground (e.g. ``alpha > 0.5``).
-        points: float [478,2+] landmarks in pixels, or ``None`` (no face: no cut).
-        margin: neck length below the chin, in face heights.
-        dilate: grow the mask by this many pixels (elliptical kernel) before the cut, so the hard
-            mask does not clip the soft matte's edge; FlashAvatar multiplies by both.
-        half_width: neck half-width, in face widths.
-        rgb: uint8 [H,W,3] frame for the skin test of the neck; ``None`` skips it.
-
-    Returns:
-        uint8 [H,W] with values 0 or 255.
-    """
-    m = person.astype(np.uint8) * np.uint8(255)
-    if dilate > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
-        m = cv2.dilate(m, k)
-    if points is not None:
-        m[~head_region(points, m.shape, margin, half_width, rgb)] = 0
-    return m

@@ -12,12 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
+from stages.errors import bad_input
 from stages.masks.backends.bisenet import BiSeNetParsing
 from stages.masks.backends.mediapipe_default import SelfieMatting, landmark_parsing
 from stages.masks.backends.rvm import RvmMatting, Step, plan_streams, streams_for
 from stages.masks.encode import decode_rgb, encode_frame
+from stages.masks.neck import frame_neck, smooth_sequence
 
 Members = list[tuple[str, bytes]]
 
@@ -30,16 +33,18 @@ class MaskSettings:
         batch_size: frames per model step (RVM: streams per shard, at most).
         rvm_warmup: frames each RVM stream runs before its first output.
         neck_margin: neck kept below the chin at most, in face heights (landmark parsing).
-        neck_half_width: neck half-width at most, in face widths (landmark parsing).
-        neck_skin: keep only skin-coloured pixels below the chin (landmark parsing).
+        neck_half_width: half-width of the band the neck is looked for in, in face widths
+            (landmark parsing).
+        neck_skin: find the collar from the skin colour below the chin (landmark parsing); else a
+            fixed U ``neck_margin`` deep.
         neckhead_dilate: pixels the landmark neckhead grows beyond ``alpha > 0.5``.
         alpha_quality: JPEG quality of the alpha files.
     """
 
     batch_size: int = 16
     rvm_warmup: int = 10
-    neck_margin: float = 0.35
-    neck_half_width: float = 0.45
+    neck_margin: float = 0.6
+    neck_half_width: float = 0.6
     neck_skin: bool = True
     neckhead_dilate: int = 2
     alpha_quality: int = 95
@@ -56,6 +61,34 @@ def plan_steps(numbers: Sequence[int], matting: SelfieMatting | RvmMatting, sett
         return plan_streams(first, stop, s, settings.rvm_warmup, earliest)
     b = max(1, settings.batch_size)
     return [Step(tuple(numbers[i:i + b]), (True,) * len(numbers[i:i + b])) for i in range(0, len(numbers), b)]
+
+
+def shard_necks(jpegs: Mapping[int, bytes], numbers: Sequence[int],
+                points: Callable[[int], np.ndarray | None], settings: MaskSettings,
+                pool: ThreadPoolExecutor) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The neck geometry and collar of every frame with landmarks (:mod:`stages.masks.neck`),
+    smoothed over the shard's frames in time order: ``{frame: (geometry, collar)}``.
+
+    The collar is found on frames decoded at half size (JPEG's reduced decode, a quarter of the
+    work); the geometry is in full-size pixels."""
+    def one(k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        p = points(k)
+        if p is None:
+            return None
+        rgb = None
+        if settings.neck_skin:
+            bgr = cv2.imdecode(np.frombuffer(jpegs[k], np.uint8), cv2.IMREAD_REDUCED_COLOR_2)
+            if bgr is None:
+                raise bad_input(f"frame {k:05d}", "not a decodable JPEG", "re-run the ingest stage")
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return frame_neck(p, settings.neck_margin, settings.neck_half_width, rgb, 0.5)
+
+    found = {k: r for k, r in zip(numbers, pool.map(one, numbers)) if r is not None}
+    if not found:
+        return {}
+    keys = sorted(found)
+    geometry, collar = smooth_sequence(np.stack([found[k][0] for k in keys]), np.stack([found[k][1] for k in keys]))
+    return {k: (geometry[i], collar[i]) for i, k in enumerate(keys)}
 
 
 def compute_masks(jpegs: Mapping[int, bytes], numbers: Sequence[int],
@@ -83,6 +116,7 @@ def compute_masks(jpegs: Mapping[int, bytes], numbers: Sequence[int],
     while earliest - 1 in jpegs:
         earliest -= 1
     steps = plan_steps(numbers, matting, settings, earliest)
+    necks = shard_necks(jpegs, numbers, points, settings, pool) if parsing is None else {}
     recurrent = isinstance(matting, RvmMatting)
     if recurrent:
         matting.reset()
@@ -96,7 +130,7 @@ def compute_masks(jpegs: Mapping[int, bytes], numbers: Sequence[int],
             neckhead, mouth = parsing.masks(labels)
         else:
             neckhead, mouth = landmark_parsing(alpha, points(k), settings.neck_margin, settings.neckhead_dilate,
-                                               settings.neck_half_width, rgb if settings.neck_skin else None)
+                                               settings.neck_half_width, neck=necks.get(k))
         return encode_frame(k, alpha, neckhead, mouth, settings.alpha_quality)
 
     def submit(step: Step) -> list[Future]:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from stages.face.rotation import rotation_6d_to_matrix
 from stages.tracking import losses
+from stages.tracking.eyelids import LidIndex, eyelid_loss
 from stages.tracking.params import FrameParams, project
 from stages.tracking.schedule import LossWeights, Schedule
 
@@ -61,6 +62,8 @@ class Problem:
         link: [N-1] 1 where frame n+1 directly follows frame n (temporal term), 0 across cuts.
         image_size: pixels per side (the loss unit).
         frames: [N] int64 row of each frame in the photometric term's images (default 0..N-1).
+        lids: rows of the eyelid points in the landmark list, for the per-eye opening term
+            (:mod:`stages.tracking.eyelids`); ``None``: no such term.
     """
 
     targets: Tensor
@@ -69,6 +72,7 @@ class Problem:
     link: Tensor
     image_size: int = 512
     frames: Tensor | None = None
+    lids: LidIndex | None = None
 
 
 @dataclass
@@ -140,8 +144,12 @@ def _weighted_terms(model: nn.Module, problem: Problem, p: FrameParams, sh: Shar
     pix, cam = project(out.landmarks_mp, R, p.t, sh.focal, sh.pp)
     total = w.landmarks * losses.landmark_loss(pix, problem.targets, problem.point_w, problem.frame_w,
                                                problem.image_size)
+    if w.eyelid_opening > 0 and problem.lids is not None:
+        total = total + w.eyelid_opening * eyelid_loss(pix, problem.targets, problem.lids, problem.frame_w)
     if w.smooth_points > 0:
         total = total + w.smooth_points * losses.temporal_loss(cam * 1000.0, problem.link, order=2)
+    if w.smooth_rot > 0:
+        total = total + w.smooth_rot * losses.temporal_loss(p.rot, problem.link, order=2)
     if w.smooth_exp > 0:
         total = total + w.smooth_exp * losses.temporal_loss(p.exp, problem.link)
     ident6 = torch.tensor([1.0, 0, 0, 0, 1.0, 0], device=p.jaw.device)

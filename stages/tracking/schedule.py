@@ -57,6 +57,10 @@ class LossWeights:
         photometric: L1 colour term inside the face region.
         smooth_points: temporal term on the acceleration of camera-space landmarks (millimetres).
         smooth_exp: temporal term on expression coefficients.
+        smooth_rot: temporal term on the acceleration of the head rotation (its 6D form): the
+            landmark noise of single frames otherwise makes the head turn back and forth.
+        eyelid_opening: per-eye lid opening term (:mod:`stages.tracking.eyelids`; squared
+            difference of scale-free openings, about 0.25 for an open eye).
         exp, jaw, eyes, eyelids: priors pulling towards neutral.
         shape: prior on identity coefficients (calibrate).
         focal: prior keeping log(focal) near its starting value (calibrate). At a face crop's
@@ -69,6 +73,8 @@ class LossWeights:
     photometric: float = 1e-4
     smooth_points: float = 6e-8
     smooth_exp: float = 1e-6
+    smooth_rot: float = 0.03
+    eyelid_opening: float = 3e-3
     exp: float = 1e-7
     jaw: float = 1e-5
     eyes: float = 1e-5

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from stages.tracking import fit as fitting
+from stages.tracking.eyelids import LidIndex
 from stages.tracking.losses import landmark_error_px
 from stages.tracking.params import FrameParams, project
 from stages.tracking.schedule import LossWeights, Schedule
@@ -95,7 +96,7 @@ def chunk_bounds(n: int, batch_size: int, overlap: int) -> list[tuple[int, int]]
 def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInputs, point_w: torch.Tensor,
                    schedule: Schedule, weights: LossWeights | None = None, *, batch_size: int = 2048,
                    chunk_overlap: int = 16, appearance: Appearance | None = None, image_size: int = 512,
-                   refresh: int = 8, on_step=None) -> SequenceResult:
+                   refresh: int = 8, on_step=None, lids: LidIndex | None = None) -> SequenceResult:
     """Fit every frame of ``inputs`` (see the module docstring).
 
     Args:
@@ -105,6 +106,8 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
         point_w: [L] landmark weights on the model's device.
         appearance: albedo (per-vertex or a UV map), lighting and face region for the photometric
             term (with ``inputs.images``).
+        lids: the eyelid rows of the landmark list (:func:`stages.tracking.eyelids.lid_index`) for
+            the per-eye opening term; ``None``: the landmark term alone moves the lids.
 
     Raises:
         ValueError: when no frame has landmarks.
@@ -135,7 +138,8 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
         problem = fitting.Problem(targets=tg, point_w=point_w,
                                   frame_w=torch.as_tensor(ok[start:stop], dtype=torch.float32, device=dev),
                                   link=torch.ones(max(m - 1, 0), device=dev), image_size=image_size,
-                                  frames=torch.arange(start, stop, device=dev))
+                                  frames=torch.arange(start, stop, device=dev),
+                                  lids=lids.to(dev) if lids is not None else None)
         init = fitting.initial_pose(model, shared.shape, tg, point_w, shared.focal, shared.pp)
         res = fitting.fit(model, problem, init, shared, schedule, weights, photo=photo, on_step=on_step)
         segments.append((np.asarray(inputs.frames[start:stop]), res.params.to_numpy()))

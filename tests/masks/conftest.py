@@ -58,6 +58,22 @@ def wojtek() -> dict[str, np.ndarray]:
     return {"frames": frames, "points": pts, "ok": ok}
 
 
+@pytest.fixture(scope="session")
+def wojtek_clip(wojtek) -> dict[str, np.ndarray]:
+    """Like ``wojtek`` with the first 60 frames."""
+    frames = _decode(60)
+    pts, ok = _landmarks(frames)
+    return {"frames": frames, "points": pts, "ok": ok}
+
+
+@pytest.fixture(scope="session")
+def wojtek_all(wojtek) -> dict[str, np.ndarray]:
+    """Like ``wojtek`` with every frame of the clip (400)."""
+    frames = _decode(10 ** 6)
+    pts, ok = _landmarks(frames)
+    return {"frames": frames, "points": pts, "ok": ok}
+
+
 def _jpeg(rgb: np.ndarray) -> bytes:
     from PIL import Image
 

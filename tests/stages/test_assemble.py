@@ -170,3 +170,17 @@ def test_assemble_refuses_bad_masks(tmp_path):
     assert not (store.root / "actors/bad/assemble/manifest.json").exists()
     # what it had written is gone again: no half-assembled dataset stays in the store
     assert [p for p in (store.root / "actors/bad/dataset").rglob("*") if p.is_file()] == []
+
+
+def test_report_has_the_steadiness_figures(assembled):
+    """The tiny preset compares the head's jitter over 30 middle frames with a frame-by-frame fit."""
+    store, clip = assembled
+    report = json.loads((store.root / "actors/syn/assemble/report.json").read_text())
+    steady = report["steadiness"]
+    assert steady["ours"]["frames"] == 20 and steady["window"] == [1, 20]
+    for k in ("ours", "ours_window", "per_frame_fit"):
+        assert steady[k]["position_mm"] >= 0 and steady[k]["rotation_deg"] >= 0
+    assert steady["ratio_position"] == pytest.approx(
+        steady["ours_window"]["position_mm"] / steady["per_frame_fit"]["position_mm"], rel=1e-3)
+    m = json.loads((store.root / "actors/syn/assemble/manifest.json").read_text())
+    assert m["stats"]["steadiness"]["ours"] == steady["ours"]

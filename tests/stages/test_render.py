@@ -17,6 +17,38 @@ from stages.store.uri import open_store
 
 
 
+def _publish_landmarks(store, actor, n):
+    """Finished ingest (shards.json) and landmarks outputs for frames 1..n: MediaPipe's canonical
+    face in the middle of the 512 crop, frame 17's landmarks failed."""
+    import io
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from stages.runner.manifest import MANIFEST, Manifest
+    from stages.runner.shards import SHARDS_FILE, plan_shards, shards_document
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "masks"))
+    from test_neck import canonical_points
+
+    shards = plan_shards(n, n)
+    key = actor_key(actor, "ingest", SHARDS_FILE)
+    outs = {key: store.put_json(key, shards_document(n, 25, shards))}
+    store.put_json(actor_key(actor, "ingest", MANIFEST), Manifest(stage="ingest", actor=actor, inputs={}, config_digest="t",
+                                                                  config={}, outputs=outs).to_dict())
+    pts = np.repeat(canonical_points(centre=(256.0, 256.0))[None], n, 0)
+    ok = np.ones(n, bool)
+    ok[16] = False
+    pts[16] = np.nan
+    data = io.BytesIO()
+    np.savez(data, frames=np.arange(1, n + 1, dtype=np.int32), points=pts, confidence=ok.astype(np.float32), ok=ok)
+    key = actor_key(actor, "landmarks", f"{shards[0].name}.npz")
+    outs = {key: store.put_bytes(key, data.getvalue())}
+    store.put_json(actor_key(actor, "landmarks", MANIFEST), Manifest(stage="landmarks", actor=actor, inputs={},
+                                                                     config_digest="t", config={}, outputs=outs).to_dict())
+
+
 def test_render_stage_writes_preview_and_report(tmp_path, one_thread):
     import av
 
@@ -27,6 +59,7 @@ def test_render_stage_writes_preview_and_report(tmp_path, one_thread):
         "train": {"steps": 6, "batch_size": 2, "resolution": 32, "uv_resolution": 16, "mlp_width": 32,
                   "test_fraction": 0.2},
         "render": {"resolution": 40, "fps_resolution": 48, "fps_batch": 2}})
+    _publish_landmarks(store, "a", 20)
     run_stage("train", "a", store, pipeline=pipeline, device="cpu")
     result = run_stage("render", "a", store, pipeline=pipeline, device="cpu")
     assert result.status == "ran" and result.frames == 4  # the last 20% of 20 frames
@@ -37,6 +70,10 @@ def test_render_stage_writes_preview_and_report(tmp_path, one_thread):
     assert report["per_frame"]["index"] == [16, 17, 18, 19]
     md = store.get_bytes(actor_key("a", "avatar", "report.md")).decode()
     assert "PSNR" in md and "SSIM" in md
+    # the eye region's error, from the held-out frames' landmarks (frame 17, checkpoint 16, has none)
+    eye = report["eye_region"]
+    assert eye["frames"] == 3 and eye["per_frame"][0] is None and 5 < eye["psnr_min"] <= eye["psnr_mean"] < 80
+    assert "eye region PSNR" in md
     with av.open(str(store.local_path(actor_key("a", "avatar", "preview.mp4")))) as c:
         s = c.streams.video[0]
         assert s.codec_context.name == "h264" and s.average_rate == 25
@@ -97,3 +134,17 @@ def test_full_frame_preview_with_the_sources_sound(tmp_path, one_thread, sound):
     else:
         assert audio is None and audio2 is None
     assert report["full_frame"]["render_size"] == 96 and report["full_frame"]["audio"] == sound
+
+
+def test_report_markdown_shows_steadiness():
+    from stages.render import steadiness_markdown
+
+    assert steadiness_markdown(None) == []
+    steady = {"ours": {"position_mm": 1.17, "rotation_deg": 0.72, "frames": 400}, "window": [151, 250],
+              "ours_window": {"position_mm": 1.75, "rotation_deg": 0.96, "frames": 100},
+              "per_frame_fit": {"position_mm": 14.75, "rotation_deg": 1.10, "frames": 100},
+              "ratio_position": 0.119, "ratio_rotation": 0.873}
+    md = "\n".join(steadiness_markdown(steady))
+    assert "| ours, whole clip | 400 | 1.170 mm | 0.720 deg |" in md
+    assert "each frame fitted alone, frames 151..250 | 100 | 14.750 mm | 1.100 deg" in md
+    assert "0.12x" in md and "0.87x" in md

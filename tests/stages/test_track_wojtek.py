@@ -41,3 +41,41 @@ def test_every_wojtek_frame_is_tracked_and_its_error_reported(tmp_path, wojtek, 
     assert np.median(errors) < 3.0 and np.percentile(errors, 95) < 5.0  # measured 1.8 and 2.3 px
     stats = [store.get_json(actor_key("w", "track", "shards", f"{k:04d}.manifest.json"))["stats"] for k in range(2)]
     assert all(0 < s["landmark_error_px_median"] < 3.0 for s in stats)
+    _steadier_than_frame_by_frame(store, tmp_path)
+
+
+def _steadier_than_frame_by_frame(store, tmp_path, sample: int = 50):
+    """The head's jitter of our track against each frame fitted alone (the same schedule without
+    the temporal terms), on ``sample`` middle frames of the clip."""
+    import torch
+
+    from stages.face.model import load_face_model
+    from stages.tracking import fit as fitting
+    from stages.tracking.calibration import Calibration, personalised
+    from stages.tracking.face_assets import build_model
+    from stages.tracking.jitter import head_jitter, params_jitter, per_frame_fit, window
+    from stages.tracking.join import join_tracks
+    from stages.tracking.losses import LandmarkWeights
+    from stages.tracking.schedule import track_schedule
+    from stages.tracking.stage_io import Landmarks, read_landmarks
+
+    tracks = [dict(np.load(store.get_file(actor_key("w", "track", f"{k:04d}.npz"), tmp_path / f"j{k}.npz")))
+              for k in range(2)]
+    track = join_tracks(tracks)
+    calib = Calibration.load(store.get_file(actor_key("w", "calibrate", "calibration.npz"), tmp_path / "c.npz"))
+    data = load_face_model(None)
+    centre = data.v_template.mean(0)
+    win = window(400, sample)
+    lm = Landmarks.cat([read_landmarks(store.get_file(actor_key("w", "landmarks", f"{k:04d}.npz"), tmp_path / f"l{k}.npz"))
+                        for k in range(2)]).select(win)
+    base = build_model(data, "cpu")
+    model = personalised(base, torch.as_tensor(calib.shape))
+    shared = fitting.Shared(torch.zeros(0), torch.as_tensor(calib.focal).float(), torch.as_tensor(calib.pp).float())
+    mp = base.mp_index.numpy()
+    alone = params_jitter(per_frame_fit(model, shared, lm.points[:, mp, :2], lm.ok, LandmarkWeights().per_point()[mp],
+                                        track_schedule(40, 120, 0)), centre)  # the tiny preset's schedule
+    ours = head_jitter(track.R[win], track.params["t"][win], centre)
+    print(f"wojtek frames {win.start + 1}..{win.stop}: jitter ours {ours}, each frame alone {alone}; whole clip ours "
+          f"{head_jitter(track.R, track.params['t'], centre)}")
+    assert ours.position_mm < 0.5 * alone.position_mm
+    assert ours.rotation_deg < 0.5 * alone.rotation_deg

@@ -15,7 +15,8 @@ import numpy as np
 
 from stages.masks.guided_filter import refine_matte
 from stages.video import mediapipe_env
-from stages.masks.landmark_masks import mouth_mask, neckhead_mask
+from stages.masks.landmark_masks import mouth_mask
+from stages.masks.neck import frame_neck, neckhead_from_region, region_from_geometry
 
 mediapipe_env.configure()
 
@@ -74,21 +75,29 @@ class SelfieMatting:
 
 
 def landmark_parsing(alpha: np.ndarray, points: np.ndarray | None, neck_margin: float, dilate: int,
-                     neck_half_width: float = 0.45, rgb: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     neck_half_width: float = 0.6, rgb: np.ndarray | None = None,
+                     neck: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Default parsing of one frame from its matte and landmarks.
 
     Args:
         alpha: float [H,W] matte in 0..1 (any backend's).
         points: float [478,2+] landmarks in pixels, or ``None`` when the shard has no face (then the
             neckhead is the whole person and the mouth is empty).
-        neck_margin: neck length kept below the chin, in face heights.
+        neck_margin: greatest neck length below the chin, in face heights.
         dilate: pixels the neckhead grows beyond ``alpha > 0.5``.
-        neck_half_width: neck half-width, in face widths.
-        rgb: uint8 [H,W,3] frame, for the skin-colour test of the neck (``None``: no test).
+        neck_half_width: neck band half-width, in face widths.
+        rgb: uint8 [H,W,3] frame, to find the collar from the skin colour (``None``: a fixed U).
+        neck: ``(geometry, collar)`` of :mod:`stages.masks.neck` already computed (and smoothed over
+            time) for this frame; then ``neck_margin``, ``neck_half_width`` and ``rgb`` are unused.
 
     Returns:
         ``(neckhead, mouth)``: uint8 [H,W] each, values 0 or 255.
     """
-    neckhead = neckhead_mask(alpha > 0.5, points, neck_margin, dilate, neck_half_width, rgb)
-    mouth = mouth_mask(points, alpha.shape) if points is not None else np.zeros(alpha.shape, np.uint8)
-    return neckhead, mouth
+    person = alpha > 0.5
+    if points is None:
+        neckhead = person.astype(np.uint8) * np.uint8(255)
+        return neckhead, np.zeros(alpha.shape, np.uint8)
+    geometry, collar = neck if neck is not None else frame_neck(points, neck_margin, neck_half_width, rgb)
+    region = region_from_geometry(geometry, collar, alpha.shape, points)
+    neckhead = neckhead_from_region(person, region, dilate)
+    return neckhead, mouth_mask(points, alpha.shape)

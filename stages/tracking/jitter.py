@@ -1,0 +1,182 @@
+"""Steadiness of the tracked head: jitter figures, and the same figures for a frame-by-frame fit.
+
+Avatars trained from per-frame trackers shake: with the camera still, the head pose estimated for
+each frame on its own jitters by a fraction of a millimetre and a fraction of a degree from frame
+to frame, and the avatar learns it. We track with temporal terms (:mod:`stages.tracking.losses`);
+these figures show how much steadier that is.
+
+Jitter is the RMS of the second difference (acceleration per frame squared, so steady motion
+costs nothing and only frame-to-frame wobble counts):
+
+- position: of the head's centre in camera space, ``c_k = R_k c + t_k`` (``c`` the neutral mesh's
+  centroid), ``RMS_k |c_{k+1} - 2 c_k + c_{k-1}|`` in millimetres;
+- rotation: the angle of ``(R_{k+1} R_k^T)(R_k R_{k-1}^T)^T``, the change of the frame-to-frame
+  rotation, RMS in degrees.
+
+The frame-by-frame baseline fits every frame of a window alone (:func:`per_frame_fit`: the
+tracker's own schedule with its temporal terms off, so no frame sees another, as a sequential
+tracker that fits each frame from scratch would), and the same figures are taken of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from stages.tracking import fit as fitting
+from stages.tracking.eyelids import lid_index
+from stages.tracking.params import FrameParams
+from stages.tracking.schedule import LossWeights, Schedule
+from stages.tracking.sequence import SequenceInputs, track_sequence
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """Attributes:
+        position_mm: RMS second difference of the head centre's position, millimetres.
+        rotation_deg: RMS second difference of the head rotation, degrees.
+        frames: frames the figures were taken over.
+    """
+
+    position_mm: float
+    rotation_deg: float
+    frames: int
+
+    def as_dict(self) -> dict:
+        return {"position_mm": round(self.position_mm, 4), "rotation_deg": round(self.rotation_deg, 4),
+                "frames": self.frames}
+
+
+def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
+    """Angles of rotation matrices ``[...,3,3]`` in degrees ``[...]``."""
+    tr = np.trace(R, axis1=-2, axis2=-1)
+    return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def head_jitter(R: np.ndarray, t: np.ndarray, centre: np.ndarray, link: np.ndarray | None = None) -> Jitter:
+    """Jitter of a head track (see the module docstring).
+
+    Args:
+        R: float [N,3,3] world-to-camera rotations (OpenCV), one per frame.
+        t: float [N,3] translations, metres.
+        centre: float [3] the head point followed, model space, metres.
+        link: bool [N-1], False where frame k+1 does not follow frame k (a cut); second
+            differences spanning a cut are left out. ``None``: all linked.
+
+    Returns:
+        :class:`Jitter` (zeros when fewer than 3 frames).
+    """
+    R = np.asarray(R, np.float64)
+    t = np.asarray(t, np.float64)
+    n = len(R)
+    if n < 3:
+        return Jitter(0.0, 0.0, n)
+    ok = np.ones(n - 2, bool) if link is None else (np.asarray(link[1:], bool) & np.asarray(link[:-1], bool))
+    if not ok.any():
+        return Jitter(0.0, 0.0, n)
+    c = np.einsum("nij,j->ni", R, np.asarray(centre, np.float64)) + t
+    acc = c[2:] - 2 * c[1:-1] + c[:-2]
+    pos = float(np.sqrt((np.sum(acc ** 2, -1)[ok]).mean())) * 1000.0
+    step = R[1:] @ np.swapaxes(R[:-1], -1, -2)                 # R_{k+1} R_k^T, [N-1]
+    change = step[1:] @ np.swapaxes(step[:-1], -1, -2)         # [N-2]
+    rot = float(np.sqrt((rotation_angle_deg(change)[ok] ** 2).mean()))
+    return Jitter(pos, rot, n)
+
+
+def per_frame_fit(model: nn.Module, shared: fitting.Shared, targets: np.ndarray, ok: np.ndarray,
+                  point_w: torch.Tensor, schedule: Schedule, image_size: int = 512) -> dict[str, np.ndarray]:
+    """Fit every frame alone: the tracker's schedule and loss without its temporal terms.
+
+    Each frame has its own parameters and every remaining term is a per-frame mean, so frames fitted
+    in one batch do not influence each other (Adam's steps are per element): the batch is only for
+    speed.
+
+    Args:
+        model: face model with the identity baked in (``shared.shape`` of width 0).
+        shared: identity, focal, principal point (fixed).
+        targets: float [N,L,2] landmark pixels in the model's landmark order.
+        ok: bool [N] landmarks found (frames without them are filled from neighbours).
+        point_w: [L] landmark weights on the model's device.
+        schedule: the optimisation schedule (the track stage's, without a photometric level).
+
+    Returns:
+        ``{name: float32 [N, ...]}`` per-frame parameters (see :class:`FrameParams`).
+    """
+    alone = LossWeights(smooth_points=0.0, smooth_exp=0.0, smooth_rot=0.0)
+    n = len(targets)
+    inputs = SequenceInputs(frames=np.arange(n), targets=np.asarray(targets, np.float32), ok=np.asarray(ok, bool))
+    lids = lid_index(model.mp_index.cpu().numpy()) if hasattr(model, "mp_index") else None
+    return track_sequence(model, shared, inputs, point_w, schedule, alone, batch_size=max(n, 1),
+                          image_size=image_size, lids=lids).params
+
+
+def params_jitter(params: dict[str, np.ndarray], centre: np.ndarray, link: np.ndarray | None = None) -> Jitter:
+    """:func:`head_jitter` of per-frame parameters (``rot`` 6D and ``t``)."""
+    R = FrameParams.from_numpy(params).R.numpy()
+    return head_jitter(R, params["t"], centre, link)
+
+
+def window(n: int, length: int) -> slice:
+    """The middle ``length`` frames of ``n`` (all of them when ``length >= n``)."""
+    length = max(0, min(length, n))
+    start = (n - length) // 2
+    return slice(start, start + length)
+
+
+def steadiness(ctx, R: np.ndarray, t: np.ndarray, shape: np.ndarray, focal: np.ndarray, pp: np.ndarray,
+               data, sample: int, image_size: int = 512) -> dict:  # noqa: ANN001 - StageContext, FaceModelData
+    """The ``steadiness`` block of assemble's report: our track's jitter over the whole clip and
+    over a window of ``sample`` middle frames, and a frame-by-frame fit's over that window.
+
+    Args:
+        ctx: the assemble stage's context (reads the ``landmarks`` shards the window spans and the
+            ``track`` stage's schedule from its manifest).
+        R: float [N,3,3] and t: float [N,3]: the joined track of frames ``1..N``.
+        shape, focal, pp: the calibration's identity and intrinsics.
+        data: the face model's data (:class:`stages.face.model.FaceModelData`).
+        sample: frames of the window (0: no frame-by-frame fit, only our figures).
+
+    Returns:
+        ``{"ours": {...}, "window": [first, last], "ours_window": {...}, "per_frame_fit": {...},
+        "ratio_position", "ratio_rotation", "seconds_per_frame_fit"}`` (:meth:`Jitter.as_dict`); the
+        window entries are absent when ``sample`` is 0.
+    """
+    import time
+
+    from stages.tracking.calibration import personalised
+    from stages.tracking.face_assets import build_model
+    from stages.tracking.losses import LandmarkWeights
+    from stages.tracking.schedule import track_schedule
+    from stages.tracking.stage_io import Landmarks, fetch_landmarks
+
+    centre = np.asarray(data.v_template, np.float64).mean(0)
+    n = len(R)
+    out: dict = {"ours": head_jitter(R, t, centre).as_dict()}
+    win = window(n, sample)
+    if win.stop - win.start < 3:
+        return out
+    first, last = win.start + 1, win.stop  # frame numbers (1-based)
+    lm = Landmarks.cat([fetch_landmarks(ctx, s) for s in ctx.shards() if s.start <= last and s.stop > first])
+    keep = (lm.frames >= first) & (lm.frames <= last)
+    lm = lm.select(keep)
+    t0 = time.monotonic()
+    device = torch.device(ctx.device if str(ctx.device).startswith("cuda") and torch.cuda.is_available() else "cpu")
+    base = build_model(data, device)
+    model = personalised(base, torch.as_tensor(shape, device=device))
+    shared = fitting.Shared(shape=torch.zeros(0, device=device), focal=torch.as_tensor(focal, device=device).float(),
+                            pp=torch.as_tensor(pp, device=device).float())
+    mp_index = base.mp_index.cpu().numpy()
+    track_cfg = ctx.manifest_of("track").config or {}
+    schedule = track_schedule(int(track_cfg.get("rigid_steps", 80)), int(track_cfg.get("landmark_steps", 390)), 0)
+    params = per_frame_fit(model, shared, lm.points[:, mp_index, :2], lm.ok,
+                           LandmarkWeights().per_point()[mp_index].to(device), schedule, image_size)
+    theirs = params_jitter(params, centre)
+    ours = head_jitter(R[win], t[win], centre)
+    out.update({"window": [first, last], "ours_window": ours.as_dict(), "per_frame_fit": theirs.as_dict(),
+                "ratio_position": round(ours.position_mm / max(theirs.position_mm, 1e-12), 4),
+                "ratio_rotation": round(ours.rotation_deg / max(theirs.rotation_deg, 1e-12), 4),
+                "seconds_per_frame_fit": round(time.monotonic() - t0, 2)})
+    return out
