@@ -71,6 +71,19 @@ def check_face_assets(pipeline: PipelineConfig, flame: Path | None) -> None:
                        "add --mediapipe-embedding mediapipe_landmark_embedding.npz (metrical-tracker's file)")
 
 
+def check_model_options(store: Store, actor: str, flame: Path | None, identity: Path | None,
+                        mica: Path | None) -> None:
+    """Refuse, before anything is stored, an ``--identity`` / ``--mica`` the run cannot use."""
+    from stages.tracking.identity import check_identity_option
+
+    has_flame = flame is not None or "flame" in load_pipeline_config(store, actor).assets
+    if identity is not None:
+        check_identity_option(identity, has_flame)
+    if mica is not None and not has_flame:
+        raise BadInput(f"{mica}: MICA predicts FLAME 2020 shape coefficients, but the actor uses the built-in "
+                       "stand-in face model; add --flame generic_model.pkl (with --mediapipe-embedding)")
+
+
 def run_pipeline(store: Store, actor: str, pipeline: PipelineConfig, *, device: str = "auto", jobs: int = 1,
                  until: str | None = None) -> list[StageResult]:
     """Run every stage in dependency order (all shards of fan-out stages), skipping finished ones."""
@@ -100,8 +113,15 @@ def run_command(
                                                                      "albedo."),
     matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting ONNX export for the alpha matte "
                                                          "(default: MediaPipe selfie segmentation, built in)."),
-    parsing: Path = typer.Option(None, "--parsing", help="19-class BiSeNet face-parsing ONNX model for the "
-                                                         "neckhead/mouth masks (default: from the landmarks)."),
+    parsing: Path = typer.Option(None, "--parsing", help="19-class BiSeNet face parsing for the neckhead/mouth "
+                                                         "masks: face-parsing.PyTorch's 79999_iter.pth (exported to "
+                                                         "ONNX once) or an ONNX model (default: from the landmarks)."),
+    identity: Path = typer.Option(None, "--identity", help="MICA's identity.npy (300 FLAME shape coefficients): "
+                                                           "calibrate keeps it as the shape. Needs --flame."),
+    mica: Path = typer.Option(None, "--mica", help="MICA's mica.tar: calibrate computes the identity from the "
+                                                   "keyframes with it. Needs --flame."),
+    lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="torchvision's vgg16-397923af.pth: train with "
+                                                            "FlashAvatar's LPIPS term and report held-out LPIPS."),
     store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     preset: str = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)} (default full; tiny runs in "
@@ -112,9 +132,11 @@ def run_command(
     if until is not None and until not in BY_NAME:
         raise BadInput(f"--until {until}: unknown stage; stages are {', '.join(BY_NAME)}")
     st = open_store(store)
+    check_model_options(st, actor, flame, identity, mica)
     pipeline = prepare_actor(st, actor, video, flame, preset, assets={
         "matting": matting, "parsing": parsing, "mediapipe-embedding": mediapipe_embedding,
-        "flame-masks": flame_masks, "flame-texture": flame_texture})
+        "flame-masks": flame_masks, "flame-texture": flame_texture, "identity": identity, "mica": mica,
+        "vgg16": lpips_vgg})
     check_face_assets(pipeline, flame)
     t0 = time.monotonic()
     results = run_pipeline(st, actor, pipeline, device=device, jobs=jobs, until=until)

@@ -104,7 +104,7 @@ class IdentityOffset(nn.Module):
 def identity_schedule(schedule: Schedule, mode: str) -> Schedule:
     """``schedule`` with ``shape`` left out of every level (``fixed``) or unchanged (``prior``)."""
     if mode not in MODES:
-        raise ValueError(f"identity mode {mode!r}: use one of {MODES}")
+        raise bad_input("calibrate config", f"identity_mode {mode!r} is unknown", f"use one of {', '.join(MODES)}")
     if mode == "prior":
         return schedule
     levels = [Level(lv.name, lv.steps, tuple(n for n in lv.free if n != "shape"), lv.photometric)
@@ -143,3 +143,38 @@ def calibrate_with_identity(model: nn.Module, inputs: Any, identity: np.ndarray,
                       refine_iterations=refine_iterations if mode == "prior" else 0, **kw)
     calib.shape = (np.asarray(identity, np.float32).reshape(-1) + calib.shape).astype(np.float32)
     return calib
+
+
+def given_identity(ctx: Any, n_shape: int, lm: Any, picks: np.ndarray, shards: Any,
+                   device: torch.device) -> tuple[np.ndarray | None, str]:
+    """The calibrate stage's given identity: ``(coefficients [n_shape] or None, source)``.
+
+    From the ``identity`` asset (``"identity.npy"``) when chosen; else computed by MICA from the
+    keyframes when a ``mica`` asset is chosen (``"mica"``); else ``(None, "")`` (calibrate fits it).
+    BadInput when the file's size does not match the face model or it holds NaN."""
+    path = ctx.asset("identity")
+    if path is not None:
+        return load_identity(path, n_shape, where=f"identity asset {path.name}"), "identity.npy"
+    mica = ctx.asset("mica")
+    if mica is None:
+        return None, ""
+    from stages.tracking.mica_stage import mica_identity
+
+    identity = mica_identity(ctx, mica, lm, picks, shards, device)
+    check_identity(identity, n_shape, where=f"mica asset {mica.name}")
+    return identity, "mica"
+
+
+def check_identity_option(path: Path, has_flame: bool) -> None:
+    """``avatar run/submit --identity PATH``, before anything is stored: a finite float ``.npy`` of
+    FLAME 2020's 300 shape coefficients, and a FLAME model to go with it (the built-in stand-in face
+    model has a shape space of its own, in which MICA's coefficients mean nothing)."""
+    from stages.face.flame_file import N_SHAPE
+
+    if not Path(path).is_file():
+        raise bad_input(path, "no such file", FIX)
+    load_identity(path, N_SHAPE)
+    if not has_flame:
+        raise bad_input(path, "MICA's identity is in FLAME 2020's shape space, but the actor uses the built-in "
+                              "stand-in face model (a shape space of its own)",
+                        "add --flame generic_model.pkl (with --mediapipe-embedding)")
