@@ -192,8 +192,9 @@ def export_onnx(model: BiSeNet, path: str | Path, size: int = 512) -> Path:
     x = torch.zeros(1, 3, size, size)
     dyn = {n: {0: "b", 2: "h", 3: "w"} for n in ("input", "logits")}
     with torch.no_grad():
-        torch.onnx.export(Logits(), (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
+        torch.onnx.export(Logits().eval(), (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
                           output_names=["logits"], dynamic_axes=dyn)
+    model.eval()  # the exporter restores the modules' previous modes
     return Path(path)
 
 
