@@ -66,8 +66,8 @@ class Config:
     photo_size: int = 128
     texture_size: int = 256
     tex_prior: float = 1e-4
-    identity_mode: str = "fixed"
-    identity_prior: float = 1e-4
+    identity_mode: str = "prior"
+    identity_prior: float = 1e-6
 
 
 def load_stage_texture(ctx, data, size: int):  # noqa: ANN001, ANN201 - StageContext, FaceModelData
