@@ -55,3 +55,21 @@ def align_faces(images: np.ndarray, points5: np.ndarray) -> np.ndarray:
         out[i] = cv2.warpAffine(np.ascontiguousarray(img), align_transform(p), (ARCFACE_SIZE, ARCFACE_SIZE),
                                 flags=cv2.INTER_LINEAR, borderValue=0.0)
     return out
+
+
+def alignment_residual(points5: np.ndarray) -> np.ndarray:
+    """``[K,5,2]`` -> ``[K]`` mean distance (crop pixels) of the five points from the template after
+    the alignment: small for near-frontal faces, large where pitch or yaw bend the face away from
+    what a similarity transform can match (MICA's crops are frontal-ish)."""
+    out = np.empty(len(points5))
+    for i, p in enumerate(points5):
+        M = align_transform(p)
+        out[i] = np.linalg.norm(p @ M[:, :2].T + M[:, 2] - ARCFACE_TEMPLATE, axis=1).mean()
+    return out
+
+
+def usable_for_arcface(points5: np.ndarray, max_residual: float = 3.0) -> np.ndarray:
+    """bool ``[K]``: faces whose :func:`alignment_residual` is at most ``max_residual`` px (always
+    at least the best one)."""
+    r = alignment_residual(points5)
+    return r <= max(max_residual, float(r.min()))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stages.tracking.arcface_align import align_faces, five_points
+from stages.tracking.arcface_align import align_faces, five_points, usable_for_arcface
 from stages.tracking.stage_io import fetch_frames
 
 log = logging.getLogger("avatar.calibrate")
@@ -37,13 +37,16 @@ def mica_shapes(model: torch.nn.Module, images: np.ndarray, points: np.ndarray, 
 
 
 def mica_identity(ctx: Any, path: Path, lm: Any, picks: np.ndarray, shards: Any, device: torch.device) -> np.ndarray:
-    """float32 ``[300]``: the mean of MICA's coefficients over the calibration keyframes."""
+    """float32 ``[300]``: the mean of MICA's coefficients over the calibration keyframes whose five
+    points fit the ArcFace template within 3 px (near-frontal; at least the best one)."""
     from stages.nets.mica import load_mica
 
     t0 = time.monotonic()
     model = load_mica(path).to(device)
+    keep = usable_for_arcface(five_points(lm.points[picks]))
+    picks = np.asarray(picks)[keep]
     images = fetch_frames(ctx, shards, lm.frames[picks].tolist(), IMAGE_SIZE)
     shapes = mica_shapes(model, images, lm.points[picks], device)
-    log.info("MICA identity from %d keyframes in %.1f s (%.1f frames/s)", len(picks), time.monotonic() - t0,
-             len(picks) / max(time.monotonic() - t0, 1e-9))
+    log.info("MICA identity from %d of %d keyframes (the others too far from frontal) in %.1f s (%.1f frames/s)",
+             len(picks), len(keep), time.monotonic() - t0, len(picks) / max(time.monotonic() - t0, 1e-9))
     return shapes.mean(0).astype(np.float32)

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from stages.tracking.arcface_align import ARCFACE_TEMPLATE, MP_FIVE, align_faces, five_points, umeyama
+from stages.tracking.arcface_align import (ARCFACE_TEMPLATE, MP_FIVE, align_faces, alignment_residual, five_points,
+                                          umeyama, usable_for_arcface)
 
 
 def _rotation(deg):
@@ -38,3 +39,14 @@ def test_aligned_crop_puts_the_five_points_on_the_template():
         assert w.sum() > 0
         est = np.array([(w * cx).sum(), (w * cy).sum()]) / w.sum()
         assert np.hypot(*(est - [tx, ty])) < 1.0, (est, (tx, ty))
+
+
+def test_faces_far_from_the_template_are_left_out():
+    frontal = ARCFACE_TEMPLATE * 3 + 100
+    pitched = frontal.copy()
+    pitched[2, 1] += 40  # nose pushed towards the mouth (head bent down): no similarity matches
+    pts = np.stack([frontal, pitched])
+    r = alignment_residual(pts)
+    assert r[0] < 1e-9 and r[1] > 3
+    assert usable_for_arcface(pts).tolist() == [True, False]
+    assert usable_for_arcface(pts[1:]).tolist() == [True]  # the best one is always kept
