@@ -117,11 +117,15 @@ def run_command(
                                                          "masks: face-parsing.PyTorch's 79999_iter.pth (exported to "
                                                          "ONNX once) or an ONNX model (default: from the landmarks)."),
     identity: Path = typer.Option(None, "--identity", help="MICA's identity.npy (300 FLAME shape coefficients): "
-                                                           "calibrate keeps it as the shape. Needs --flame."),
+                                                           "calibrate's shape starts there, held by a prior "
+                                                           "(or fixed: identity_mode). Needs --flame."),
     mica: Path = typer.Option(None, "--mica", help="MICA's mica.tar: calibrate computes the identity from the "
                                                    "keyframes with it. Needs --flame."),
     lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="torchvision's vgg16-397923af.pth: train with "
                                                             "FlashAvatar's LPIPS term and report held-out LPIPS."),
+    lpips_linear: Path = typer.Option(None, "--lpips-linear", help="LPIPS v0.1's vgg.pth (the lpips package's "
+                                                                  "weights/v0.1/vgg.pth; default: found in an "
+                                                                  "installed lpips package)."),
     store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     preset: str = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)} (default full; tiny runs in "
@@ -136,7 +140,7 @@ def run_command(
     pipeline = prepare_actor(st, actor, video, flame, preset, assets={
         "matting": matting, "parsing": parsing, "mediapipe-embedding": mediapipe_embedding,
         "flame-masks": flame_masks, "flame-texture": flame_texture, "identity": identity, "mica": mica,
-        "vgg16": lpips_vgg})
+        "vgg16": lpips_vgg, "lpips": lpips_linear})
     check_face_assets(pipeline, flame)
     t0 = time.monotonic()
     results = run_pipeline(st, actor, pipeline, device=device, jobs=jobs, until=until)

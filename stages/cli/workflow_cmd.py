@@ -76,7 +76,7 @@ def submit(actor: str = typer.Option(..., "--actor", help="Actor name (lower-cas
            flame: Path = typer.Option(None, "--flame", help="FLAME 2020 generic_model.pkl to use."),
            preset: str = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)}."),
            identity: Path = typer.Option(None, "--identity", help="MICA's identity.npy (300 FLAME shape "
-                                                                  "coefficients), kept as the shape by calibrate."),
+                                                                  "coefficients): calibrate's shape starts there."),
            settings: Path = typer.Option(None, "--settings", help=_SETTINGS_HELP)) -> None:
     from stages.cli.run_cmd import prepare_actor
     from stages.errors import bad_input
