@@ -110,3 +110,15 @@ def test_a_checkpoint_without_batchnorm_step_counts_loads(checkpoint, tmp_path):
     old = tmp_path / "old.pth"
     torch.save({f"module.{k}": v for k, v in state.items()}, old)  # DataParallel-saved, pre-0.4.1 style
     assert isinstance(load_bisenet(old), BiSeNet)
+
+
+def test_run_options_choose_the_exported_parsing_model(checkpoint, tmp_path):
+    """``avatar run --parsing 79999_iter.pth`` stores the ONNX export and chooses it for the actor."""
+    from stages.cli.run_cmd import prepare_actor
+
+    store = LocalStore(tmp_path / "store")
+    video = tmp_path / "video.mp4"
+    video.write_bytes(b"any bytes: not decoded here")
+    pipeline = prepare_actor(store, "a", video, None, "tiny", assets={"parsing": checkpoint})
+    rec = store.get_json(f"assets/parsing/{pipeline.assets['parsing']}/asset.json")
+    assert rec["file"] == "bisenet.onnx" and rec["source_file"] == checkpoint.name
