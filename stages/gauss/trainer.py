@@ -296,7 +296,8 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
         image, _ = render_frames(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg, renderer, use_amp)
         loss, parts = avatar_loss(image, gt, mouth, delta=cfg.huber_delta, mouth_weight=cfg.mouth_weight)
         if perceptual is not None and cfg.lpips_weight > 0 and lpips_on(step, cfg.steps, cfg.lpips_start):
-            loss = loss + cfg.lpips_weight * masked_lpips(perceptual, image, gt, b["neckhead"].float() / 255.0)
+            loss = loss + cfg.lpips_weight * masked_lpips(perceptual, image, gt, b["neckhead"].float() / 255.0,
+                                                           amp=use_amp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -150,10 +150,12 @@ def validate_lpips_linear(path: Path) -> dict[str, Any]:
     return {"model": "lpips-v0.1-vgg", "layers": len(CHANNELS)}
 
 
-def masked_lpips(model: LPIPS, image: Tensor, gt: Tensor, mask: Tensor) -> Tensor:
+def masked_lpips(model: LPIPS, image: Tensor, gt: Tensor, mask: Tensor, amp: bool = False) -> Tensor:
     """FlashAvatar's term: LPIPS of ``image * mask`` against ``gt * mask``, images ``[B,H,W,3]`` 0..1,
-    mask ``[B,H,W]`` 0..1 (neck and head), mapped to -1..1. Returns the batch mean (scalar)."""
+    mask ``[B,H,W]`` 0..1 (neck and head), mapped to -1..1. Returns the batch mean (scalar, float32).
+    ``amp``: run the VGG stack in bfloat16 on CUDA (about 2x faster; a training loss, not a metric)."""
     m = mask.unsqueeze(-1).to(image.dtype)
-    x = (image * m).permute(0, 3, 1, 2) * 2 - 1
-    y = (gt * m).permute(0, 3, 1, 2) * 2 - 1
-    return model(x.float(), y.float()).mean()
+    x = ((image * m).permute(0, 3, 1, 2) * 2 - 1).float()
+    y = ((gt * m).permute(0, 3, 1, 2) * 2 - 1).float()
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp and x.is_cuda):
+        return model(x, y).float().mean()
