@@ -25,12 +25,15 @@ def read_checkpoint(path: str | Path, fix: str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise bad_input(path, "no such file", fix)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:2] != b"PK" and head[:1] != b"\x80":
+        raise bad_input(path, "not a PyTorch checkpoint (neither torch.save's zip archive nor its legacy pickle)", fix)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated zip, pickle error, garbage: all the user's file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise bad_input(path, f"not a readable PyTorch checkpoint (truncated or another format: {first})",
-                        fix) from None
+    except Exception as e:  # noqa: BLE001 - truncated zip, pickle error, foreign objects: all the user's file
+        detail = "truncated or damaged" if isinstance(e, (RuntimeError, EOFError, OSError)) else "holds more than tensors"
+        raise bad_input(path, f"not a readable PyTorch checkpoint ({detail}: {type(e).__name__})", fix) from None
 
 
 def state_dict_of(obj: Any, path: str | Path, fix: str, key: str | None = None) -> dict[str, torch.Tensor]:
