@@ -9,8 +9,8 @@ How calibrate uses it (``Config.identity_mode``; decided by measurement, see
 
 - ``prior`` (default, weight 1e-6): the shape starts at the identity and may move, pulled back by
   ``identity_prior * |shape - identity|^2`` (instead of the weak pull to the mean face). On synthetic
-  ground truth it cut a 1 mm-off identity to 0.41 mm and a 2 mm-off one to 0.8 mm, and cost 0.06 mm
-  when the identity was exact; our own fit alone gave 1.2 mm (2.1 mm with 1 px landmark noise).
+  ground truth (3 clips) it cut a 1 mm-off identity to 0.56 mm and a 2 mm-off one to 1.1 mm, and cost
+  0.08 mm when the identity was exact; our own fit alone gave 1.8 mm (2.1 mm with 1 px landmark noise).
 - ``fixed``: the shape is the given identity exactly; calibrate fits focal length, principal
   point, per-keyframe pose and expression (and appearance) around it.
 
