@@ -10,6 +10,7 @@ verified by sha256, when they run.
 from __future__ import annotations
 
 import importlib
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,17 +30,28 @@ class AssetKind:
         usual_name: the file name upstream distributes it under.
         validator: ``module:function`` that checks the format; it returns a dict of facts and
             raises :class:`BadInput` naming the file and what was expected.
+        converter: optional ``module:function(path, workdir) -> (path, facts)`` run before the
+            check: turns another accepted form (e.g. a PyTorch checkpoint) into the stored one
+            (e.g. its ONNX export), or returns ``path`` unchanged. The stored asset then remembers
+            its source's sha256, so adding the same source again finds it without converting.
     """
 
     name: str
     what: str
     usual_name: str
     validator: str
+    converter: str = ""
 
     def validate(self, path: Path) -> dict[str, Any]:
         module, _, func = self.validator.partition(":")
         fn: Callable[[Path], dict[str, Any]] = getattr(importlib.import_module(module), func)
         return fn(path)
+
+    def convert(self, path: Path, workdir: Path) -> tuple[Path, dict[str, Any]]:
+        if not self.converter:
+            return path, {}
+        module, _, func = self.converter.partition(":")
+        return getattr(importlib.import_module(module), func)(path, workdir)
 
 
 KINDS: dict[str, AssetKind] = {k.name: k for k in (
@@ -55,8 +67,17 @@ KINDS: dict[str, AssetKind] = {k.name: k for k in (
               "stages.face.flame_file:validate_flame_texture"),
     AssetKind("matting", "RobustVideoMatting ONNX export (src, r1i..r4i, downsample_ratio)", "rvm_mobilenetv3_fp32.onnx",
               "stages.masks.onnx_models:validate_rvm"),
-    AssetKind("parsing", "19-class BiSeNet face-parsing ONNX model", "bisenet.onnx",
-              "stages.masks.onnx_models:validate_bisenet"),
+    AssetKind("parsing", "19-class BiSeNet face parsing: ONNX model, or face-parsing.PyTorch's checkpoint "
+              "(exported to ONNX once)", "79999_iter.pth",
+              "stages.masks.onnx_models:validate_bisenet", "stages.nets.bisenet:convert_parsing"),
+    AssetKind("identity", "MICA identity: 300 FLAME 2020 shape coefficients (float .npy)", "identity.npy",
+              "stages.tracking.identity:validate_identity"),
+    AssetKind("mica", "MICA checkpoint (arcface and flameModel state dicts)", "mica.tar",
+              "stages.nets.mica:validate_mica"),
+    AssetKind("vgg16", "torchvision's VGG-16 ImageNet checkpoint (the LPIPS backbone)", "vgg16-397923af.pth",
+              "stages.nets.vgg:validate_vgg16"),
+    AssetKind("lpips", "LPIPS v0.1 linear layers for VGG (the lpips package's weights/v0.1/vgg.pth)", "vgg.pth",
+              "stages.nets.vgg:validate_lpips_linear"),
 )}
 
 
@@ -79,6 +100,20 @@ def add_asset(store: Store, kind_name: str, path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: no such file; give the path to your {k.usual_name}")
+    if k.converter:
+        source_sha = sha256_file(path)
+        for record in list_assets(store):
+            if record["kind"] == k.name and record.get("source_sha256") == source_sha:
+                return record
+        with tempfile.TemporaryDirectory() as tmp:
+            stored, extra = k.convert(path, Path(tmp))
+            if stored != path:
+                return _store_asset(store, k, stored, {"source_sha256": source_sha, "source_file": path.name,
+                                                       "facts_extra": extra})
+    return _store_asset(store, k, path, {})
+
+
+def _store_asset(store: Store, k: AssetKind, path: Path, more: dict[str, Any]) -> dict[str, Any]:
     facts = k.validate(path)
     sha = sha256_file(path)
     prefix = _prefix(k.name, sha)
@@ -87,7 +122,7 @@ def add_asset(store: Store, kind_name: str, path: str | Path) -> dict[str, Any]:
         return store.get_json(meta_key)
     store.put_file(prefix + path.name, path)
     record = {"kind": k.name, "sha256": sha, "file": path.name, "size": path.stat().st_size, "facts": facts,
-              "added": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "added": datetime.now(timezone.utc).isoformat(timespec="seconds"), **more}
     store.put_json(meta_key, record)  # last: an asset without its record is not listed
     return record
 

@@ -23,13 +23,14 @@ import torch
 
 from stages.errors import bad_input
 from stages.tracking.calibration import CalibrationInputs, calibrate
+from stages.tracking.identity import calibrate_with_identity, given_identity
 from stages.tracking.face_assets import FACE_ASSETS, build_model, face_region, load_stage_face_model
 from stages.tracking.keyframes import score_frames, select_keyframes
 from stages.tracking.losses import LandmarkWeights
 from stages.tracking.schedule import calibrate_schedule
 from stages.tracking.stage_io import fetch_all_landmarks, fetch_frames
 
-ASSETS = FACE_ASSETS
+ASSETS = FACE_ASSETS + ("identity", "mica")
 IMAGE_SIZE = 512
 
 PRESETS = {"tiny": {"keyframes": 4, "rigid_steps": 40, "identity_steps": 120, "appearance_steps": 0,
@@ -51,6 +52,9 @@ class Config:
         texture_size: texels per side the FLAME texture space is resampled to (texture mode).
         tex_prior: weight of ``sum(tex**2)`` relative to the photometric L1 (texture mode; about
             metrical-tracker's ratio of texture regulariser to photometric weight).
+        identity_mode, identity_prior: how a given identity (``identity`` asset, or computed by
+            MICA from a ``mica`` asset) is used: ``fixed`` or ``prior`` with that weight (see
+            :mod:`stages.tracking.identity`).
     """
 
     keyframes: int = 32
@@ -62,6 +66,8 @@ class Config:
     photo_size: int = 128
     texture_size: int = 256
     tex_prior: float = 1e-4
+    identity_mode: str = "prior"
+    identity_prior: float = 1e-6
 
 
 def load_stage_texture(ctx, data, size: int):  # noqa: ANN001, ANN201 - StageContext, FaceModelData
@@ -105,9 +111,14 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     ctx.progress.set_total(schedule.total_steps)
     inputs = CalibrationInputs(targets=targets, point_w=point_w, frames=lm.frames[picks], images=images,
                                face_region=torch.as_tensor(face_region(data), device=device))
-    calib = calibrate(model, inputs, image_size=IMAGE_SIZE, initial_focal=cfg.initial_focal, schedule=schedule,
-                      model_name=data.name, refine_iterations=cfg.refine_iterations, texture=texture,
-                      tex_prior=cfg.tex_prior, on_step=lambda level, step: ctx.progress.advance(1))
+    kw = dict(image_size=IMAGE_SIZE, initial_focal=cfg.initial_focal, schedule=schedule, model_name=data.name,
+              refine_iterations=cfg.refine_iterations, texture=texture, tex_prior=cfg.tex_prior,
+              on_step=lambda level, step: ctx.progress.advance(1))
+    identity, identity_source = given_identity(ctx, model.n_shape, lm, picks, shards, device)
+    if identity is None:
+        calib = calibrate(model, inputs, **kw)
+    else:
+        calib = calibrate_with_identity(model, inputs, identity, mode=cfg.identity_mode, prior=cfg.identity_prior, **kw)
     if not np.isfinite(calib.shape).all() or not np.isfinite(calib.focal).all():
         raise FloatingPointError("calibration diverged (non-finite identity or focal length)")
     with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
@@ -122,6 +133,7 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
         "landmark_error_px": {"per_keyframe": np.round(calib.error_px, 3).tolist(),
                               "median": float(np.median(calib.error_px))},
         "appearance": calib.appearance_mode, **({"appearance_note": note} if note else {}),
+        "identity": identity_source or "fitted", **({"identity_mode": cfg.identity_mode} if identity_source else {}),
         "steps": schedule.total_steps,
         "seconds": round(time.monotonic() - t0, 2), "device": str(device),
     }

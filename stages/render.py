@@ -23,7 +23,7 @@ from stages.runner.context import StageContext
 
 log = logging.getLogger("avatar.render")
 
-ASSETS = ("flame",)
+ASSETS = ("flame", "vgg16", "lpips")
 
 
 @dataclass
@@ -87,7 +87,14 @@ def run(ctx: StageContext) -> None:
     eyes = held_out_eye_points(ctx, test_idx)
     eye_psnr: list[float | None] = []
 
+    from stages.gauss.perceptual import load_stage_lpips, lpips_uint8
+
+    perceptual, lpips_note = load_stage_lpips(ctx, ctx.device)
+    lpips_values: list[float] = []
+
     def on_frames(gt, img) -> None:
+        if perceptual is not None:
+            lpips_values.extend(lpips_uint8(perceptual, gt, img))
         for g, r in zip(gt, img):
             writer.write(np.concatenate([g, r], axis=1))  # ground truth | render
             if eyes is not None:
@@ -108,7 +115,10 @@ def run(ctx: StageContext) -> None:
                             renderer, ctx.device)
 
     summary = ev.summary()
-    report = {**summary, "lpips": None, "lpips_note": "not computed: no LPIPS (VGG) weights asset",
+    lpips_value = round(float(np.mean(lpips_values)), 5) if lpips_values else None
+    report = {**summary, "lpips": lpips_value,
+              "lpips_note": f"{lpips_note}, mean over {len(lpips_values)} held-out frames" if lpips_values
+              else f"not computed: {lpips_note}",
               "render_fps": round(fps, 2), "render_fps_single": round(fps_single, 2), "fps_resolution": cfg.fps_resolution, "fps_batch": len(fps_frames),
               "resolution": cfg.resolution, "renderer": renderer, "device": ctx.device,
               "gaussians": model.num_gaussians, "held_out": [test_idx[0], test_idx[-1]],
@@ -177,7 +187,7 @@ def render_markdown(report: dict) -> str:
         f"| PSNR (mean) | {report['psnr_mean']:.2f} dB |",
         f"| PSNR (worst frame) | {report['psnr_min']:.2f} dB |",
         f"| SSIM (mean) | {report['ssim_mean']:.4f} |",
-        f"| LPIPS | {report['lpips_note']} |",
+        f"| LPIPS | {report['lpips'] if report.get('lpips') is not None else report['lpips_note']} |",
         *([f"| eye region PSNR (mean / worst frame) | {report['eye_region']['psnr_mean']:.2f} / "
            f"{report['eye_region']['psnr_min']:.2f} dB over {report['eye_region']['frames']} frames |"]
           if report.get("eye_region") else []),

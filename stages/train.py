@@ -22,7 +22,7 @@ from stages.runner.context import StageContext
 
 log = logging.getLogger("avatar.train")
 
-ASSETS = ("flame",)
+ASSETS = ("flame", "vgg16", "lpips")
 
 Config = TrainConfig
 """The stage's settings are :class:`stages.gauss.trainer.TrainConfig`."""
@@ -78,7 +78,11 @@ def run(ctx: StageContext) -> None:
     def on_checkpoint(path: Path, step: int) -> None:
         ctx.store.put_file(resume_key, path)
 
-    result = train(cfg, surface, layout, work, ctx.device, on_step=on_step, on_checkpoint=on_checkpoint)
+    from stages.gauss.perceptual import load_stage_lpips
+
+    perceptual, lpips_note = load_stage_lpips(ctx, ctx.device) if cfg.lpips_weight > 0 else (None, "lpips_weight 0")
+    result = train(cfg, surface, layout, work, ctx.device, on_step=on_step, on_checkpoint=on_checkpoint,
+                   perceptual=perceptual)
     ctx.count_frames(result.images)
     avatar_path = ckpt.save_atomic(avatar_dict(result.model, surface, cfg, result.steps, result.images,
                                                {"renderer": renderer}), work / "avatar.pt")
@@ -88,7 +92,8 @@ def run(ctx: StageContext) -> None:
               "images_this_run": result.images, "seconds": round(result.seconds, 3),
               "images_per_s": round(result.images_per_s, 2), "final_loss": result.last_loss,
               "gaussians": result.model.num_gaussians, "renderer": renderer, "device": ctx.device,
-              "resolution": cfg.resolution, "batch_size": cfg.batch_size, "lpips": "off (no LPIPS weights asset)",
+              "resolution": cfg.resolution, "batch_size": cfg.batch_size, "lpips": (f"on ({lpips_note}, weight {cfg.lpips_weight} from {cfg.lpips_start:.0%} of the steps)"
+                        if perceptual is not None else f"off ({lpips_note})"),
               "torch": torch.__version__}
     ctx.put_json("train_report.json", report, folder="avatar")
     ctx.stats.update({"images_per_s": report["images_per_s"], "gaussians": report["gaussians"]})

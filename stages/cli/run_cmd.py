@@ -16,9 +16,24 @@ from stages.graph import BY_NAME
 from stages.runner.context import actor_key
 # the library half of `avatar run` (re-exported here for callers of the old location)
 from stages.runner.pipeline import check_face_assets, prepare_actor, run_pipeline, upload_video  # noqa: F401
+from stages.runner.run import load_pipeline_config
+from stages.store.base import Store
 from stages.store.uri import open_store
 
 log = logging.getLogger("avatar.run")
+
+
+def check_model_options(store: Store, actor: str, flame: Path | None, identity: Path | None,
+                        mica: Path | None) -> None:
+    """Refuse, before anything is stored, an ``--identity`` / ``--mica`` the run cannot use."""
+    from stages.tracking.identity import check_identity_option
+
+    has_flame = flame is not None or "flame" in load_pipeline_config(store, actor).assets
+    if identity is not None:
+        check_identity_option(identity, has_flame)
+    if mica is not None and not has_flame:
+        raise BadInput(f"{mica}: MICA predicts FLAME 2020 shape coefficients, but the actor uses the built-in "
+                       "stand-in face model; add --flame generic_model.pkl (with --mediapipe-embedding)")
 
 
 @app.command("run", help="Run the whole pipeline on this machine: video in, trained avatar, preview and report out. "
@@ -38,8 +53,19 @@ def run_command(
                                                                      "albedo."),
     matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting ONNX export for the alpha matte "
                                                          "(default: MediaPipe selfie segmentation, built in)."),
-    parsing: Path = typer.Option(None, "--parsing", help="19-class BiSeNet face-parsing ONNX model for the "
-                                                         "neckhead/mouth masks (default: from the landmarks)."),
+    parsing: Path = typer.Option(None, "--parsing", help="19-class BiSeNet face parsing for the neckhead/mouth "
+                                                         "masks: face-parsing.PyTorch's 79999_iter.pth (exported to "
+                                                         "ONNX once) or an ONNX model (default: from the landmarks)."),
+    identity: Path = typer.Option(None, "--identity", help="MICA's identity.npy (300 FLAME shape coefficients): "
+                                                           "calibrate's shape starts there, held by a prior "
+                                                           "(or fixed: identity_mode). Needs --flame."),
+    mica: Path = typer.Option(None, "--mica", help="MICA's mica.tar: calibrate computes the identity from the "
+                                                   "keyframes with it. Needs --flame."),
+    lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="torchvision's vgg16-397923af.pth: train with "
+                                                            "FlashAvatar's LPIPS term and report held-out LPIPS."),
+    lpips_linear: Path = typer.Option(None, "--lpips-linear", help="LPIPS v0.1's vgg.pth (the lpips package's "
+                                                                  "weights/v0.1/vgg.pth; default: found in an "
+                                                                  "installed lpips package)."),
     store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     preset: str = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)} (default full; tiny runs in "
@@ -52,10 +78,12 @@ def run_command(
     if until is not None and until not in BY_NAME:
         raise BadInput(f"--until {until}: unknown stage; stages are {', '.join(BY_NAME)}")
     st = open_store(store)
+    check_model_options(st, actor, flame, identity, mica)
     pipeline = prepare_actor(st, actor, video, flame, preset, {"render": {"full_frame": True}} if full_frame else None,
                              assets={
         "matting": matting, "parsing": parsing, "mediapipe-embedding": mediapipe_embedding,
-        "flame-masks": flame_masks, "flame-texture": flame_texture})
+        "flame-masks": flame_masks, "flame-texture": flame_texture, "identity": identity, "mica": mica,
+        "vgg16": lpips_vgg, "lpips": lpips_linear})
     check_face_assets(pipeline, flame)
     t0 = time.monotonic()
     results = run_pipeline(st, actor, pipeline, device=device, jobs=jobs, until=until)

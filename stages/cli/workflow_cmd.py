@@ -75,6 +75,9 @@ def submit(actor: str = typer.Option(..., "--actor", help="Actor name (lower-cas
            video: Path = typer.Option(None, "--video", help="The talking-head video (not needed if already uploaded)."),
            flame: Path = typer.Option(None, "--flame", help="FLAME 2020 generic_model.pkl to use."),
            preset: str = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)}."),
+           identity: Path = typer.Option(None, "--identity", help="MICA's identity.npy (300 FLAME shape "
+                                                                  "coefficients): calibrate's shape starts there."),
+           mica: Path = typer.Option(None, "--mica", help="MICA's mica.tar: calibrate computes the identity with it."),
            settings: Path = typer.Option(None, "--settings", help=_SETTINGS_HELP)) -> None:
     from stages.runner.pipeline import prepare_actor
     from stages.errors import bad_input
@@ -94,7 +97,11 @@ def submit(actor: str = typer.Option(..., "--actor", help="Actor name (lower-cas
     if video is None and not st.exists(actor_key(actor, "input", "video.mp4")):
         raise bad_input(f"{st.uri}/{actor_key(actor, 'input', 'video.mp4')}", f"actor {actor!r} has no video yet",
                         "pass --video PATH")
-    prepare_actor(st, actor, video, flame, preset)
+    if identity is not None or mica is not None:
+        from stages.cli.run_cmd import check_model_options
+
+        check_model_options(st, actor, flame, identity, mica)
+    prepare_actor(st, actor, video, flame, preset, assets={"identity": identity, "mica": mica})
     created = create_workflow(conn, workflow_for(ws, actor))
     name = created.get("metadata", {}).get("name", "")
     typer.echo(name)

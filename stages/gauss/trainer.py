@@ -223,9 +223,16 @@ def check_face_model(meta: dict, surface: FaceSurface, where: object) -> None:
                         "render with the same FLAME file (or the stand-in) used for training")
 
 
+def _perceptual_imports():  # noqa: ANN202 - kept local: the term is optional
+    from stages.gauss.perceptual import lpips_on
+    from stages.nets.vgg import masked_lpips
+
+    return lpips_on, masked_lpips
+
+
 def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir: str | Path, device: str = "cpu", *,
           on_step: Callable[[int], None] | None = None, on_checkpoint: Callable[[Path, int], None] | None = None,
-          resume_from: Path | None = None) -> TrainResult:
+          resume_from: Path | None = None, perceptual: torch.nn.Module | None = None) -> TrainResult:
     """Train an avatar on a dataset.
 
     Args:
@@ -237,19 +244,22 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
         on_step: called after each step with the number of steps done (progress).
         on_checkpoint: called with (path, step) after each checkpoint (e.g. to upload it).
         resume_from: a checkpoint to resume instead of ``workdir/checkpoint.pt``.
+        perceptual: an :class:`stages.nets.vgg.LPIPS` on ``device`` to add FlashAvatar's LPIPS term
+            (``cfg.lpips_weight`` inside neck and head from ``cfg.lpips_start`` of the steps), or None.
 
     Returns:
         :class:`TrainResult`.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    lpips_on, masked_lpips = _perceptual_imports()
     ck_path = workdir / "checkpoint.pt"
     renderer = choose_renderer(cfg.renderer, device)
     use_amp = cfg.amp and str(device).startswith("cuda")
     seq = TrackedSequence.load(layout)
     train_idx, _ = split_frames(len(seq), cfg.test_frames, cfg.test_fraction, cfg.max_train_frames)
     bg = torch.tensor(background_rgb(cfg.background), device=device)
-    if cfg.lpips_weight > 0:
+    if cfg.lpips_weight > 0 and perceptual is None:
         log.info("LPIPS term off: no LPIPS (VGG) weights asset is available; training uses the Huber terms only")
 
     model = build_avatar(surface, cfg).to(device)
@@ -285,6 +295,9 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
         mouth = b["mouth"].float() / 255.0
         image, _ = render_frames(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg, renderer, use_amp)
         loss, parts = avatar_loss(image, gt, mouth, delta=cfg.huber_delta, mouth_weight=cfg.mouth_weight)
+        if perceptual is not None and cfg.lpips_weight > 0 and lpips_on(step, cfg.steps, cfg.lpips_start):
+            loss = loss + cfg.lpips_weight * masked_lpips(perceptual, image, gt, b["neckhead"].float() / 255.0,
+                                                           amp=use_amp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
