@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from typing import Any
 
 from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate, models as m
 
-from stages.errors import bad_input
 from stages.graph import BY_NAME, STAGES, StageDecl, topological_order
 from workflows.settings import NodeClass, WorkflowSettings
 
@@ -241,17 +239,12 @@ def dump_yaml(doc: dict[str, Any]) -> str:
                           allow_unicode=True)
 
 
-_ACTOR_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-
-
 def check_actor(actor: str) -> str:
-    """An actor name usable as a store folder, a label value and part of a workflow name
-    (lower-case letters, digits, ``.``, ``_``, ``-``; at most 63 characters); BadInput if not."""
-    if not _ACTOR_NAME.match(actor):
-        raise bad_input(f"--actor {actor!r}", "not a valid actor name",
-                        "use at most 63 lower-case letters, digits, '.', '_' or '-', starting and ending with a "
-                        "letter or digit")
-    return actor
+    """An actor name usable as a store folder, a label value and part of a workflow name: the one
+    rule of :func:`stages.names.check_actor`; BadInput if not."""
+    from stages.names import check_actor as check
+
+    return check(actor)
 
 
 def workflow_for(settings: WorkflowSettings, actor: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
