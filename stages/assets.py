@@ -71,16 +71,35 @@ def _prefix(kind_name: str, sha: str) -> str:
     return f"{ASSET_ROOT}/{kind_name}/{sha}/"
 
 
-def add_asset(store: Store, kind_name: str, path: str | Path) -> dict[str, Any]:
-    """Check ``path`` is a valid ``kind_name`` file and store it by sha256 (idempotent).
+@dataclass(frozen=True)
+class CheckedAsset:
+    """A file that passed its kind's format check, not yet stored."""
 
-    Returns the asset record (``kind``, ``sha256``, ``file``, ``size``, ``facts``, ``added``)."""
+    kind: str
+    path: Path
+    sha256: str
+    facts: dict[str, Any]
+
+
+def check_asset(kind_name: str, path: str | Path) -> CheckedAsset:
+    """Check ``path`` is a valid ``kind_name`` file (reads it, writes nothing).
+
+    Raises:
+        BadInput: unknown kind, no such file, or the format check failed (one line naming ``path``)."""
     k = kind(kind_name)
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: no such file; give the path to your {k.usual_name}")
-    facts = k.validate(path)
-    sha = sha256_file(path)
+    return CheckedAsset(k.name, path, sha256_file(path), k.validate(path))
+
+
+def add_asset(store: Store, kind_name: str, path: str | Path, checked: CheckedAsset | None = None) -> dict[str, Any]:
+    """Check ``path`` is a valid ``kind_name`` file and store it by sha256 (idempotent); ``checked``
+    skips the check already made by :func:`check_asset`.
+
+    Returns the asset record (``kind``, ``sha256``, ``file``, ``size``, ``facts``, ``added``)."""
+    c = checked if checked is not None else check_asset(kind_name, path)
+    k, path, facts, sha = kind(c.kind), c.path, c.facts, c.sha256
     prefix = _prefix(k.name, sha)
     meta_key = prefix + "asset.json"
     if store.exists(meta_key):

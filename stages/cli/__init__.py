@@ -46,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avatar: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("avatar: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(argv)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
-        print("avatar: aborted", file=sys.stderr)
-        return 130
+        return _interrupted(argv)
     except SystemExit as e:
+        if e.code == 130:  # typer turns Ctrl-C into exit 130, silently
+            return _interrupted(argv)
         return int(e.code or 0)
     except Exception as e:  # a last net for transient faults raised by libraries
         if _is_transient(e):
@@ -62,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         sys.stdout.flush()
+
+
+def _interrupted(argv: list[str] | None) -> int:
+    """Ctrl-C: one line saying what finished and the command that resumes; exit 130."""
+    from stages.runner.interrupt import summary
+
+    print(f"avatar: {summary(list(sys.argv[1:] if argv is None else argv))}", file=sys.stderr)
+    return 130
 
 
 def _is_transient(e: BaseException) -> bool:

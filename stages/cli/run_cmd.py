@@ -10,56 +10,29 @@ from pathlib import Path
 import typer
 
 from stages.cli import app
-from stages.config import CONFIG_FILE, PRESETS, PipelineConfig
+from stages.config import PRESETS, PipelineConfig
 from stages.errors import BadInput
 from stages.graph import BY_NAME, topological_order
 from stages.runner.context import actor_key
-from stages.runner.run import StageResult, load_pipeline_config, run_stage
-from stages.store.base import Store, sha256_file
+from stages.names import check_actor
+from stages.runner.lock import hold
+from stages.runner.run import StageResult, check_device, run_stage
+from stages.runner.setup import apply_setup, plan_setup, rename_user_paths
+from stages.runner.undo import refused_leaves_no_trace
+from stages.store.base import Store
 from stages.store.uri import open_store
 
 log = logging.getLogger("avatar.run")
 
 
-def upload_video(store: Store, actor: str, video: Path) -> str:
-    """Put the user's video at ``actors/<actor>/input/video.mp4`` unless the same bytes are there.
-
-    A different video already stored for the actor is never overwritten (BadInput)."""
-    if not video.is_file():
-        raise BadInput(f"{video}: no such file; give the path to the talking-head video")
-    key = actor_key(actor, "input", "video.mp4")
-    sha = sha256_file(video)
-    if store.exists(key):
-        if store.sha256(key) == sha:
-            return sha
-        raise BadInput(f"{store.uri}/{key}: actor {actor!r} already has a different video, and uploads are never "
-                       f"overwritten; use another --actor name for {video}")
-    store.put_file(key, video)
-    return sha
-
-
 def prepare_actor(store: Store, actor: str, video: Path | None, flame: Path | None, preset: str | None,
                   overrides: dict | None = None, assets: dict[str, Path] | None = None) -> PipelineConfig:
-    """Upload the video and assets, and store the actor's pipeline config; return that config.
+    """Check, then upload the video and assets and store the actor's pipeline config; return that
+    config (:mod:`stages.runner.setup`: nothing is written unless everything is valid).
 
     ``assets`` maps further asset kinds (``matting``, ``parsing``, ...) to files to add and choose."""
-    from stages.assets import add_asset
-
-    if video is not None:
-        upload_video(store, actor, video)
-    pipeline = load_pipeline_config(store, actor)
-    if preset is not None:
-        pipeline.preset = preset
-        pipeline.__post_init__()
-    if flame is not None:
-        pipeline.assets["flame"] = add_asset(store, "flame", flame)["sha256"]
-    for kind_name, path in (assets or {}).items():
-        if path is not None:
-            pipeline.assets[kind_name] = add_asset(store, kind_name, path)["sha256"]
-    for stage, values in (overrides or {}).items():
-        pipeline.stages.setdefault(stage, {}).update(values)
-    store.put_json(actor_key(actor, CONFIG_FILE), pipeline.to_dict())
-    return pipeline
+    setup = plan_setup(store, actor, video, preset, {"flame": flame, **(assets or {})}, overrides)
+    return apply_setup(store, setup)
 
 
 def check_face_assets(pipeline: PipelineConfig, flame: Path | None) -> None:
@@ -109,15 +82,24 @@ def run_command(
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", help="Worker processes for CPU shards."),
     until: str = typer.Option(None, "--until", help="Stop after this stage: " + ", ".join(BY_NAME)),
 ) -> None:
+    check_actor(actor)
     if until is not None and until not in BY_NAME:
         raise BadInput(f"--until {until}: unknown stage; stages are {', '.join(BY_NAME)}")
     st = open_store(store)
-    pipeline = prepare_actor(st, actor, video, flame, preset, assets={
-        "matting": matting, "parsing": parsing, "mediapipe-embedding": mediapipe_embedding,
-        "flame-masks": flame_masks, "flame-texture": flame_texture})
-    check_face_assets(pipeline, flame)
+    check_device(device)
+    # Everything is checked before anything is written; a later refusal takes this command's writes back.
+    setup = plan_setup(st, actor, video, preset, {"flame": flame, "matting": matting, "parsing": parsing,
+                                                  "mediapipe-embedding": mediapipe_embedding,
+                                                  "flame-masks": flame_masks, "flame-texture": flame_texture},
+                       require_video=True)
+    check_face_assets(setup.pipeline, flame)
     t0 = time.monotonic()
-    results = run_pipeline(st, actor, pipeline, device=device, jobs=jobs, until=until)
+    try:
+        with hold(st, actor), refused_leaves_no_trace(st, actor):
+            pipeline = apply_setup(st, setup)
+            results = run_pipeline(st, actor, pipeline, device=device, jobs=jobs, until=until)
+    except BadInput as e:
+        raise rename_user_paths(e, setup.user_paths) from None
     total = time.monotonic() - t0
     typer.echo(f"\n{'stage':10s} {'status':8s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s}")
     for r in results:

@@ -18,7 +18,7 @@ def graph_decls() -> list[StageDecl]:
     """The stage graph as this process sees it."""
     return list(BY_NAME.values())
 from stages.names import check_actor
-from stages.runner import lifeline, lock, scratch as scratch_dirs
+from stages.runner import interrupt, lifeline, lock, scratch as scratch_dirs
 from stages.runner.context import StageContext, actor_key
 from stages.runner.manifest import MANIFEST, Manifest
 from stages.runner.progress import Progress
@@ -76,6 +76,13 @@ def resolve_device(device: str, decl: StageDecl) -> str:
     if device == "cuda" and not has_cuda:
         raise BadInput("--device cuda: no CUDA GPU is visible to torch; use --device cpu or auto")
     return "cuda" if has_cuda else "cpu"
+
+
+def check_device(device: str) -> str:
+    """The device GPU stages would run on (BadInput for an unknown one, or ``cuda`` without a GPU):
+    checked before a command writes anything."""
+    gpu = next((d for d in BY_NAME.values() if d.gpu), None)
+    return resolve_device(device, gpu) if gpu is not None else "cpu"
 
 
 def stage_inputs(decl: StageDecl, actor: str, store: Store, pipeline: PipelineConfig, module: Any) -> dict[str, str]:
@@ -222,6 +229,7 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
             when another process holds the lock.
     """
     check_actor(actor)
+    interrupt.note(store, actor)
     scratch_dirs.sweep()
     with lock.hold(store, lock.lock_scope(actor, name, shard)):
         return _run_stage_locked(name, actor, store, pipeline, shard, device, jobs)
