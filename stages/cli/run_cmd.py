@@ -91,8 +91,7 @@ def run_command(
     setup = plan_setup(st, actor, video, preset, {"flame": flame, "matting": matting, "parsing": parsing,
                                                   "mediapipe-embedding": mediapipe_embedding,
                                                   "flame-masks": flame_masks, "flame-texture": flame_texture},
-                       require_video=True)
-    check_face_assets(setup.pipeline, flame)
+                       require_video=True, check=check_face_assets)
     t0 = time.monotonic()
     try:
         with hold(st, actor), refused_leaves_no_trace(st, actor):

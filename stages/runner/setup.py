@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stages.assets import CheckedAsset, add_asset, check_asset
 from stages.config import CONFIG_FILE, PRESETS, PipelineConfig, digest_of
@@ -60,8 +60,12 @@ def check_video(video: Path) -> str:
 
 def plan_setup(store: Store, actor: str, video: Path | None = None, preset: str | None = None,
                assets: dict[str, Path | None] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-               require_video: bool = False) -> ActorSetup:
+               require_video: bool = False, check: Callable[[PipelineConfig, Path | None], None] | None = None,
+               ) -> ActorSetup:
     """Validate a command's inputs for ``actor`` against the store, writing nothing.
+
+    ``check(pipeline, flame_path)`` is the command's own rule on the resulting config, run before
+    the video-presence check (``require_video``: the actor must have or be given a video).
 
     Raises:
         BadInput: bad actor name, missing or unreadable video, a different video for an actor that
@@ -85,9 +89,6 @@ def plan_setup(store: Store, actor: str, video: Path | None = None, preset: str 
         else:
             setup.video, setup.video_sha = video, sha
         setup.user_paths[f"{store.uri}/{key}"] = str(video)
-    elif require_video and not store.exists(key):
-        raise BadInput(f"--video: actor {actor!r} has no video yet in {store.uri}; pass --video PATH "
-                       "(the talking-head video)")
 
     try:
         old = store.get_json(actor_key(actor, CONFIG_FILE))
@@ -110,6 +111,11 @@ def plan_setup(store: Store, actor: str, video: Path | None = None, preset: str 
             pipeline.stage_config(decl)
     check_finished_stages(store, actor, pipeline, PipelineConfig.from_dict(old) if old else None, setup.user_paths)
     setup.pipeline = pipeline
+    if check is not None:  # the command's own rule on the config (e.g. FLAME needs its embedding)
+        check(pipeline, (assets or {}).get("flame"))
+    if require_video and video is None and not store.exists(key):
+        raise BadInput(f"--video: actor {actor!r} has no video yet in {store.uri}; pass --video PATH "
+                       "(the talking-head video)")
     return setup
 
 
