@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import subprocess_env
+from processes import kill_session, session_processes, wait_until_gone
 
 RUN = """
 import os, sys, time
@@ -32,23 +32,6 @@ if __name__ == "__main__":
 """
 
 
-def session_processes(sid: int) -> list[int]:
-    """Live (non-zombie) processes whose session is ``sid``: everything a run started in its own
-    session left behind, whatever its parent now is."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, session = fields[0], int(fields[3])
-        if session == sid and state != "Z":
-            found.append(int(d.name))
-    return found
-
-
 def test_workers_and_forkserver_die_with_a_killed_parent(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(RUN)
@@ -62,10 +45,6 @@ def test_workers_and_forkserver_die_with_a_killed_parent(tmp_path):
         assert len(session_processes(proc.pid)) >= 4  # the run, the forkserver, two workers (+ resource tracker)
         os.kill(proc.pid, signal.SIGKILL)  # the run only, not its group
         proc.wait()
-        deadline = time.monotonic() + 2.0
-        while session_processes(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert session_processes(proc.pid) == [], "processes of the killed run still alive 2 s after the kill"
+        assert wait_until_gone(proc.pid, 2.0) == [], "processes of the killed run still alive 2 s after the kill"
     finally:
-        for pid in session_processes(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_session(proc.pid)
