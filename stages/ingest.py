@@ -163,7 +163,12 @@ class Workers:
 
     def __exit__(self, *exc) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if exc[0] is not None:  # Ctrl-C or a failure: stop the workers now
+                from stages.runner.lifeline import kill_pool
+
+                kill_pool(self._pool)
+            else:
+                self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def observe(workers: Workers, info: VideoInfo, index: FrameIndex, pts: list[int],
