@@ -91,6 +91,8 @@ def _alive_here(holder: dict) -> bool:
     """Whether the holder's process still exists (only knowable on its own host)."""
     if holder.get("host") != socket.gethostname():
         return True
+    if holder.get("pid") == os.getpid():  # ours from an earlier hold that could not release it
+        return False
     try:
         os.kill(int(holder["pid"]), 0)
     except ProcessLookupError:
