@@ -93,8 +93,8 @@ class SeaweedServer:
             try:
                 try:
                     client.create_bucket(Bucket=bucket)
-                except client.exceptions.BucketAlreadyOwnedByYou:  # a restart on the same data
-                    pass
+                except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+                    pass  # a restart on the same data
                 client.put_object(Bucket=bucket, Key="probe", Body=b"ok")
                 if client.get_object(Bucket=bucket, Key="probe")["Body"].read() == b"ok":
                     return
