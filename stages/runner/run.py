@@ -230,6 +230,8 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
     """
     check_actor(actor)
     interrupt.note(store, actor)
+    # fail fast, before the lock (which creates a local store's folder): missing video or upstream stage
+    stage_inputs(get_stage(name), actor, store, pipeline or load_pipeline_config(store, actor), None)
     scratch_dirs.sweep()
     with lock.hold(store, lock.lock_scope(actor, name, shard)):
         return _run_stage_locked(name, actor, store, pipeline, shard, device, jobs)
