@@ -66,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted(argv: list[str] | None) -> int:
     """Ctrl-C: one line saying what finished and the command that resumes; exit 130."""
+    import signal
+    import threading
+
     from stages.runner.interrupt import summary
 
+    if threading.current_thread() is threading.main_thread():  # a second Ctrl-C must not cut the line short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(f"avatar: {summary(list(sys.argv[1:] if argv is None else argv))}", file=sys.stderr)
     return 130
 
@@ -84,4 +89,8 @@ def entry() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ log lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+    code = main()
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command is over: a late Ctrl-C must not change its exit
+    sys.exit(code)
