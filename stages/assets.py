@@ -10,8 +10,9 @@ verified by sha256, when they run.
 from __future__ import annotations
 
 import importlib
+import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -92,30 +93,68 @@ def _prefix(kind_name: str, sha: str) -> str:
     return f"{ASSET_ROOT}/{kind_name}/{sha}/"
 
 
-def add_asset(store: Store, kind_name: str, path: str | Path) -> dict[str, Any]:
-    """Check ``path`` is a valid ``kind_name`` file and store it by sha256 (idempotent).
+@dataclass(frozen=True)
+class CheckedAsset:
+    """A file that passed its kind's format check, not yet stored.
 
-    Returns the asset record (``kind``, ``sha256``, ``file``, ``size``, ``facts``, ``added``)."""
+    Attributes:
+        path: the file to store: the user's file, or its conversion (kinds with a converter, e.g. a
+            face-parsing checkpoint exported to ONNX) in a temporary folder.
+        more: extra record fields of a converted file (``source_sha256``, ``source_file``,
+            ``facts_extra``), or ``{"record": ...}`` when the store already holds its conversion.
+    """
+
+    kind: str
+    path: Path
+    sha256: str
+    facts: dict[str, Any]
+    more: dict[str, Any] = field(default_factory=dict)
+
+
+def check_asset(kind_name: str, path: str | Path, store: Store | None = None) -> CheckedAsset:
+    """Check ``path`` is a valid ``kind_name`` file (reads it, writes nothing to the store).
+
+    A kind with a converter converts the file first (once: a ``store`` that already holds the
+    conversion of the same source bytes returns that record).
+
+    Raises:
+        BadInput: unknown kind, no such file, or the format check failed (one line naming ``path``)."""
     k = kind(kind_name)
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: no such file; give the path to your {k.usual_name}")
     if k.converter:
         source_sha = sha256_file(path)
-        for record in list_assets(store):
-            if record["kind"] == k.name and record.get("source_sha256") == source_sha:
-                return record
-        with tempfile.TemporaryDirectory() as tmp:
-            stored, extra = k.convert(path, Path(tmp))
-            if stored != path:
-                return _store_asset(store, k, stored, {"source_sha256": source_sha, "source_file": path.name,
-                                                       "facts_extra": extra})
-    return _store_asset(store, k, path, {})
+        if store is not None:
+            for record in list_assets(store):
+                if record["kind"] == k.name and record.get("source_sha256") == source_sha:
+                    return CheckedAsset(k.name, path, record["sha256"], record["facts"], {"record": record})
+        workdir = Path(tempfile.mkdtemp(prefix="asset-conversion-"))
+        stored, extra = k.convert(path, workdir)
+        if stored != path:
+            return CheckedAsset(k.name, stored, sha256_file(stored), k.validate(stored),
+                                {"source_sha256": source_sha, "source_file": path.name, "facts_extra": extra})
+        shutil.rmtree(workdir, ignore_errors=True)
+    return CheckedAsset(k.name, path, sha256_file(path), k.validate(path))
 
 
-def _store_asset(store: Store, k: AssetKind, path: Path, more: dict[str, Any]) -> dict[str, Any]:
-    facts = k.validate(path)
-    sha = sha256_file(path)
+def add_asset(store: Store, kind_name: str, path: str | Path, checked: CheckedAsset | None = None) -> dict[str, Any]:
+    """Check ``path`` is a valid ``kind_name`` file and store it by sha256 (idempotent); ``checked``
+    skips the check already made by :func:`check_asset`.
+
+    Returns the asset record (``kind``, ``sha256``, ``file``, ``size``, ``facts``, ``added``)."""
+    c = checked if checked is not None else check_asset(kind_name, path, store)
+    if "record" in c.more:
+        return c.more["record"]
+    try:
+        return _store_asset(store, kind(c.kind), c.path, c.sha256, c.facts, c.more)
+    finally:
+        if c.more.get("source_sha256") and c.path.parent.name.startswith("asset-conversion-"):
+            shutil.rmtree(c.path.parent, ignore_errors=True)
+
+
+def _store_asset(store: Store, k: AssetKind, path: Path, sha: str, facts: dict[str, Any],
+                 more: dict[str, Any]) -> dict[str, Any]:
     prefix = _prefix(k.name, sha)
     meta_key = prefix + "asset.json"
     if store.exists(meta_key):

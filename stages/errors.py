@@ -14,9 +14,13 @@ EXIT_TRANSIENT = 75
 
 
 class AvatarError(Exception):
-    """Base of the errors the CLI turns into a one-line message and an exit code."""
+    """Base of the errors the CLI turns into a one-line message and an exit code. ``str(err)`` is
+    always one line (a library's multi-line message inside it is joined with spaces)."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return " ".join(super().__str__().split())
 
 
 class BadInput(AvatarError):

@@ -20,7 +20,6 @@ Outputs under ``actors/<actor>/ingest/``: ``frames/<shard>.tar`` (``00001.jpg``.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -145,12 +144,11 @@ class Workers:
         self.jobs = max(1, jobs)
         self._pool = None
         if self.jobs > 1:
-            try:
-                ctx = mp.get_context("forkserver")
-                ctx.set_forkserver_preload(["stages.video.render", "av", "cv2", "mediapipe"])
-            except ValueError:  # no forkserver on this platform
-                ctx = mp.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
+            from stages.runner import lifeline  # workers die with this process
+
+            ctx = lifeline.forkserver_context(["stages.video.render", "av", "cv2", "mediapipe"])
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx,
+                                             initializer=lifeline.worker_init)
 
     @property
     def threads(self) -> int:
@@ -169,7 +167,12 @@ class Workers:
 
     def __exit__(self, *exc) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if exc[0] is not None:  # Ctrl-C or a failure: stop the workers now
+                from stages.runner.lifeline import kill_pool
+
+                kill_pool(self._pool)
+            else:
+                self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def observe(workers: Workers, info: VideoInfo, index: FrameIndex, pts: list[int],

@@ -91,7 +91,10 @@ class SeaweedServer:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"weed mini exited with {self.proc.returncode}; see {self.root / 'weed.log'}")
             try:
-                client.create_bucket(Bucket=bucket)
+                try:
+                    client.create_bucket(Bucket=bucket)
+                except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+                    pass  # a restart on the same data
                 client.put_object(Bucket=bucket, Key="probe", Body=b"ok")
                 if client.get_object(Bucket=bucket, Key="probe")["Body"].read() == b"ok":
                     return
@@ -109,6 +112,15 @@ class SeaweedServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+        self.proc = None
+        if hasattr(self, "log"):
+            self.log.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash): its data folder stays for :meth:`start` to reuse."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
         self.proc = None
         if hasattr(self, "log"):
             self.log.close()

@@ -19,12 +19,10 @@ retry it) and, on any Argo 4, after ``timeout``.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate, models as m
 
-from stages.errors import bad_input
 from stages.graph import BY_NAME, STAGES, StageDecl, topological_order
 from workflows.conventions import ACTOR, ACTOR_REF, FINAL_ARTIFACTS, dump_yaml, label  # noqa: F401 (re-exported)
 from workflows.helm import helm_yaml
@@ -222,17 +220,14 @@ def render_yaml(settings: WorkflowSettings, for_helm: bool = False) -> str:
     return dump_yaml(doc)
 
 
-_ACTOR_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
 def check_actor(actor: str) -> str:
-    """An actor name usable as a store folder, a label value and part of a workflow name
-    (lower-case letters, digits, ``.``, ``_``, ``-``; at most 63 characters); BadInput if not."""
-    if not _ACTOR_NAME.match(actor):
-        raise bad_input(f"--actor {actor!r}", "not a valid actor name",
-                        "use at most 63 lower-case letters, digits, '.', '_' or '-', starting and ending with a "
-                        "letter or digit")
-    return actor
+    """An actor name usable as a store folder, a label value and part of a workflow name: the one
+    rule of :func:`stages.names.check_actor`; BadInput if not."""
+    from stages.names import check_actor as check
+
+    return check(actor)
 
 
 def workflow_for(settings: WorkflowSettings, actor: str, labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -47,14 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avatar: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("avatar: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(argv)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
-        print("avatar: aborted", file=sys.stderr)
-        return 130
+        return _interrupted(argv)
     except SystemExit as e:
+        if e.code == 130:  # typer turns Ctrl-C into exit 130, silently
+            return _interrupted(argv)
         return int(e.code or 0)
     except Exception as e:  # a last net for transient faults raised by libraries
         if _is_transient(e):
@@ -63,6 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         sys.stdout.flush()
+
+
+def _interrupted(argv: list[str] | None) -> int:
+    """Ctrl-C: one line saying what finished and the command that resumes; exit 130."""
+    import signal
+    import threading
+
+    from stages.runner.interrupt import summary
+
+    if threading.current_thread() is threading.main_thread():  # a second Ctrl-C must not cut the line short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(f"avatar: {summary(list(sys.argv[1:] if argv is None else argv))}", file=sys.stderr)
+    return 130
 
 
 def _is_transient(e: BaseException) -> bool:
@@ -77,4 +90,8 @@ def entry() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ log lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+    code = main()
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command is over: a late Ctrl-C must not change its exit
+    sys.exit(code)

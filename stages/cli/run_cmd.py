@@ -15,8 +15,12 @@ from stages.errors import BadInput
 from stages.graph import BY_NAME
 from stages.runner.context import actor_key
 # the library half of `avatar run` (re-exported here for callers of the old location)
-from stages.runner.pipeline import check_face_assets, prepare_actor, run_pipeline, upload_video  # noqa: F401
-from stages.runner.run import load_pipeline_config
+from stages.names import check_actor
+from stages.runner.lock import hold
+from stages.runner.pipeline import check_face_assets, prepare_actor, run_pipeline  # noqa: F401
+from stages.runner.run import check_device, load_pipeline_config
+from stages.runner.setup import apply_setup, plan_setup, rename_user_paths
+from stages.runner.undo import refused_leaves_no_trace
 from stages.store.base import Store
 from stages.store.uri import open_store
 
@@ -75,18 +79,27 @@ def run_command(
     full_frame: bool = typer.Option(False, "--full-frame", help="Also write avatar/preview_full.mp4: the held-out "
                                     "renders composited into the source footage at source resolution."),
 ) -> None:
+    check_actor(actor)
     if until is not None and until not in BY_NAME:
         raise BadInput(f"--until {until}: unknown stage; stages are {', '.join(BY_NAME)}")
     st = open_store(store)
+    check_device(device)
     check_model_options(st, actor, flame, identity, mica)
-    pipeline = prepare_actor(st, actor, video, flame, preset, {"render": {"full_frame": True}} if full_frame else None,
-                             assets={
-        "matting": matting, "parsing": parsing, "mediapipe-embedding": mediapipe_embedding,
-        "flame-masks": flame_masks, "flame-texture": flame_texture, "identity": identity, "mica": mica,
-        "vgg16": lpips_vgg, "lpips": lpips_linear})
-    check_face_assets(pipeline, flame)
+    # Everything is checked before anything is written; a later refusal takes this command's writes back.
+    setup = plan_setup(st, actor, video, preset, {"flame": flame, "matting": matting, "parsing": parsing,
+                                                  "mediapipe-embedding": mediapipe_embedding,
+                                                  "flame-masks": flame_masks, "flame-texture": flame_texture,
+                                                  "identity": identity, "mica": mica, "vgg16": lpips_vgg,
+                                                  "lpips": lpips_linear},
+                       {"render": {"full_frame": True}} if full_frame else None,
+                       require_video=True, check=check_face_assets)
     t0 = time.monotonic()
-    results = run_pipeline(st, actor, pipeline, device=device, jobs=jobs, until=until)
+    try:
+        with hold(st, actor), refused_leaves_no_trace(st, actor):
+            pipeline = apply_setup(st, setup)
+            results = run_pipeline(st, actor, pipeline, device=device, jobs=jobs, until=until)
+    except BadInput as e:
+        raise rename_user_paths(e, setup.user_paths) from None
     total = time.monotonic() - t0
     typer.echo(f"\n{'stage':10s} {'status':8s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s}")
     for r in results:

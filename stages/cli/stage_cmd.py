@@ -23,7 +23,9 @@ def stage_command(
     jobs: int = typer.Option(1, "--jobs", help="Worker processes for the CPU shards of a fan-out stage."),
 ) -> None:
     from stages.errors import BadInput
+    from stages.names import check_actor
 
+    check_actor(actor)
     if name not in BY_NAME:
         raise BadInput(f"stage {name!r}: unknown; stages are {', '.join(BY_NAME)}")
     result = run_stage(name, actor, open_store(store), shard=shard, device=device, jobs=jobs)

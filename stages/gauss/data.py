@@ -234,7 +234,11 @@ def make_loader(frames: AvatarFrames, batch_sampler: Sampler | None = None, *, b
     """A DataLoader with worker processes and pinned memory (on CUDA). With a ``batch_sampler`` the
     order is the sampler's; else sequential batches of ``batch_size``. (torch's worker loop already
     runs each worker with one intra-op thread; the workers only decode with PIL and collate.)"""
+    from stages.runner.lifeline import dataloader_worker_init  # workers die with this process
+
     kw = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=False)
+    if workers > 0:
+        kw["worker_init_fn"] = dataloader_worker_init
     if workers > 0:
         kw["prefetch_factor"] = 4
     if batch_sampler is not None:

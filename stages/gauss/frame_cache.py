@@ -254,7 +254,9 @@ def build_frame_cache(layout: DatasetLayout, indices: list[int], resolution: int
             chunk = max(1, -(-n // (procs * 4)))
             # fork: the workers only decode with PIL/numpy (never CUDA), like DataLoader workers
             ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(procs, mp_context=ctx) as pool:
+            from stages.runner.lifeline import worker_init  # workers die with this process
+
+            with ProcessPoolExecutor(procs, mp_context=ctx, initializer=worker_init) as pool:
                 futs = [pool.submit(_decode_rows, str(tmp), shape, root, cks, indices, lo, min(n, lo + chunk), resolution)
                         for lo in range(0, n, chunk)]
                 done = sum(f.result() for f in futs)

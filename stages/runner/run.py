@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -20,6 +17,8 @@ from stages.graph import BY_NAME, StageDecl, stage as get_stage
 def graph_decls() -> list[StageDecl]:
     """The stage graph as this process sees it."""
     return list(BY_NAME.values())
+from stages.names import check_actor
+from stages.runner import interrupt, lifeline, lock, scratch as scratch_dirs
 from stages.runner.context import StageContext, actor_key
 from stages.runner.manifest import MANIFEST, Manifest
 from stages.runner.progress import Progress
@@ -74,6 +73,13 @@ def resolve_device(device: str, decl: StageDecl) -> str:
     if device == "cuda" and not has_cuda:
         raise BadInput("--device cuda: no CUDA GPU is visible to torch; use --device cpu or auto")
     return "cuda" if has_cuda else "cpu"
+
+
+def check_device(device: str) -> str:
+    """The device GPU stages would run on (BadInput for an unknown one, or ``cuda`` without a GPU):
+    checked before a command writes anything."""
+    gpu = next((d for d in BY_NAME.values() if d.gpu), None)
+    return resolve_device(device, gpu) if gpu is not None else "cpu"
 
 
 def stage_inputs(decl: StageDecl, actor: str, store: Store, pipeline: PipelineConfig, module: Any) -> dict[str, str]:
@@ -153,14 +159,8 @@ def _worker_context(plan: _Plan):  # noqa: ANN202 - a multiprocessing context
     Neither inherits the parent's state (a CUDA context included): the forkserver is a fresh
     interpreter. Its preload list is fixed when a process first starts it (a local run's first
     fan-out stage); later stages' workers import the rest themselves."""
-    import multiprocessing as mp
-
-    try:
-        ctx = mp.get_context("forkserver")
-    except ValueError:  # no forkserver on this platform
-        return mp.get_context("spawn")
-    ctx.set_forkserver_preload(["stages.runner.run", plan.decl.module, *getattr(plan.module, "WORKER_PRELOAD", ())])
-    return ctx
+    return lifeline.forkserver_context(["stages.runner.run", plan.decl.module,
+                                        *getattr(plan.module, "WORKER_PRELOAD", ())])
 
 
 def _processes_per_gpu(plan: _Plan) -> int:
@@ -191,6 +191,8 @@ def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True) -> int:
     seconds = time.monotonic() - t0
     frames = ctx.frames_done or len(shard)
     m = plan.manifest(ctx.outputs, shard.index, _stats(frames, seconds, {**_gpu_stat(plan), **ctx.stats}))
+    lock.check_held(plan.store, lock.lock_scope(plan.actor, plan.decl.name, shard.index))
+    lock.check_held(plan.store, plan.actor)
     plan.store.put_json(_shard_manifest_key(plan.actor, plan.decl.name, shard), m.to_dict())
     log.info("%s shard %s: %d frames in %.1f s (%.1f frames/s)", plan.decl.name, shard.name, frames, seconds,
              frames / max(seconds, 1e-9))
@@ -223,12 +225,29 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
       ``None`` (in ``jobs`` processes). Once every shard has a matching manifest, ``finish`` runs and
       the stage manifest is written, last.
 
+    One writer at a time: the actor's lock (the shard's, for one ``shard``) is held meanwhile
+    (:mod:`stages.runner.lock`); worker processes die with this one (:mod:`stages.runner.lifeline`);
+    the scratch folder goes at the end, and those of ended runs at the start
+    (:mod:`stages.runner.scratch`).
+
     Raises:
-        BadInput: missing upstream stage or video, bad config, refused overwrite, bad data.
-        Transient: the store or another service is unreachable.
+        BadInput: bad actor name, missing upstream stage or video, bad config, refused overwrite, bad data.
+        Transient: the store or another service is unreachable; :class:`~stages.runner.lock.Busy`
+            when another process holds the lock.
     """
+    check_actor(actor)
+    interrupt.note(store, actor)
+    # fail fast, before the lock (which creates a local store's folder): missing video or upstream stage
+    stage_inputs(get_stage(name), actor, store, pipeline or load_pipeline_config(store, actor), None)
+    scratch_dirs.sweep()
+    with lock.hold(store, lock.lock_scope(actor, name, shard)):
+        return _run_stage_locked(name, actor, store, pipeline, shard, device, jobs)
+
+
+def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineConfig | None, shard: int | None,
+                      device: str, jobs: int) -> StageResult:
     t0 = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix=f"avatar-{name}-", dir=os.environ.get("AVATAR_SCRATCH")))
+    scratch = scratch_dirs.make_scratch(name)
     try:
         plan = _Plan(name, actor, store, pipeline, device, jobs, scratch)
         mkey = actor_key(actor, name, MANIFEST)
@@ -253,6 +272,7 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
                 plan.module.run(ctx)
             seconds = time.monotonic() - t0
             frames = ctx.frames_done
+            lock.check_held(store, actor)
             store.put_json(mkey, plan.manifest(ctx.outputs, None,
                                                _stats(frames, seconds, {**_gpu_stat(plan), **ctx.stats})).to_dict())
             log.info("%s: %d frames in %.1f s (%.1f frames/s)", name, frames, seconds, frames / max(seconds, 1e-9))
@@ -279,24 +299,28 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
         workers = min(plan.jobs, len(todo), per_device)
         if workers > 1:
             mp_context = _worker_context(plan)
-            pin: dict[str, Any] = {}
+            pin: dict[str, Any] = {"initializer": lifeline.worker_init}
             if len(gpus) > 1:
                 from stages.runner.devices import gpu_slots, is_simulated, pin_worker
 
                 slots = mp_context.Queue()
                 for g in gpu_slots(workers, gpus):
                     slots.put(g)
-                pin = {"initializer": pin_worker, "initargs": (slots, is_simulated())}
+                pin = {"initializer": lifeline.worker_init, "initargs": (pin_worker, slots, is_simulated())}
                 log.info("%s: %d worker processes over %d GPUs (%s)", name, workers, len(gpus), ", ".join(gpus))
             with Progress(name, sum(len(s) for s in todo)) as progress, ProcessPoolExecutor(
                     max_workers=workers, mp_context=mp_context, **pin) as pool:
-                futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(), plan.device,
-                                       str(scratch / f"w{s.index}"), s.index,
-                                       tuple(graph_decls()), workers): s for s in todo}
-                for fut in as_completed(futures):
-                    n = fut.result()
-                    frames += n
-                    progress.advance(len(futures[fut]))
+                try:
+                    futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(),
+                                           plan.device, str(scratch / f"w{s.index}"), s.index,
+                                           tuple(graph_decls()), workers): s for s in todo}
+                    for fut in as_completed(futures):
+                        n = fut.result()
+                        frames += n
+                        progress.advance(len(futures[fut]))
+                except BaseException:  # Ctrl-C, a failed shard: stop the others now, not after their shards
+                    lifeline.kill_pool(pool)
+                    raise
         else:
             for s in todo:
                 frames += _run_shard(plan, s)
@@ -311,29 +335,40 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
                 return StageResult(name, "partial", frames, seconds, tuple(s.index for s in todo))
             outputs.update(sm.outputs)
             shard_stats.append(sm.stats)
-        extra: dict[str, Any] = {}
-        if hasattr(plan.module, "finish"):
-            with Progress(f"{name} finish", 0) as progress:
-                ctx = plan.context(progress)
-                ctx.outputs.update(outputs)
-                plan.module.finish(ctx)
-                outputs = ctx.outputs
-                extra = ctx.stats
-        seconds = time.monotonic() - t0
-        total_frames = sum(int(st.get("frames", 0)) for st in shard_stats)
-        shard_seconds = sum(float(st.get("seconds", 0.0)) for st in shard_stats)
-        stats = {"frames": total_frames, "shard_seconds": round(shard_seconds, 3),
-                 "frames_per_s_per_worker": round(total_frames / shard_seconds, 2) if shard_seconds else None,
-                 "shards": len(all_shards), **extra}
-        used = sorted({str(st["gpu"]) for st in shard_stats if st.get("gpu") is not None})
-        if used:
-            stats["gpus"] = used
-        store.put_json(mkey, plan.manifest(outputs, None, stats).to_dict())
-        log.info("%s: finished, %d frames in %d shards; this invocation ran %d frames in %.1f s (%.1f frames/s)",
-                 name, total_frames, len(all_shards), frames, seconds, frames / max(seconds, 1e-9))
-        return StageResult(name, "ran", frames, seconds, tuple(s.index for s in todo))
+        if shard is not None:  # one shard's pod: finish under the actor's lock, once
+            with lock.hold(store, actor, wait=max(lock.wait_seconds(), 2 * lock.lease_seconds())):
+                done = _read_manifest(store, mkey)
+                if done is not None and done.matches(plan.inputs, plan.config_digest):
+                    return StageResult(name, "ran", frames, time.monotonic() - t0, tuple(s.index for s in todo))
+                return _finish(plan, store, mkey, outputs, shard_stats, all_shards, frames, t0, todo)
+        return _finish(plan, store, mkey, outputs, shard_stats, all_shards, frames, t0, todo)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        scratch_dirs.remove_scratch(scratch)
+
+
+def _finish(plan: _Plan, store: Store, mkey: str, outputs: dict[str, str], shard_stats: list[dict[str, Any]],
+            all_shards: list[Shard], frames: int, t0: float, todo: list[Shard]) -> StageResult:
+    """The stage's ``finish`` (if any) over every shard's outputs, then the stage manifest, last."""
+    name = plan.decl.name
+    extra: dict[str, Any] = {}
+    if hasattr(plan.module, "finish"):
+        with Progress(f"{name} finish", 0) as progress:
+            ctx = plan.context(progress)
+            ctx.outputs.update(outputs)
+            plan.module.finish(ctx)
+            outputs = ctx.outputs
+            extra = ctx.stats
+    seconds = time.monotonic() - t0
+    total_frames = sum(int(st.get("frames", 0)) for st in shard_stats)
+    shard_seconds = sum(float(st.get("seconds", 0.0)) for st in shard_stats)
+    stats = {"frames": total_frames, "shard_seconds": round(shard_seconds, 3),
+             "frames_per_s_per_worker": round(total_frames / shard_seconds, 2) if shard_seconds else None,
+             "shards": len(all_shards), **extra}
+    lock.check_held(store, plan.actor)
+    store.put_json(mkey, plan.manifest(outputs, None, stats).to_dict())
+    log.info("%s: finished, %d frames in %d shards; this invocation ran %d frames in %.1f s (%.1f frames/s)",
+             name, total_frames, len(all_shards), frames, seconds, frames / max(seconds, 1e-9))
+    return StageResult(name, "ran", frames, seconds, tuple(s.index for s in todo))
 
 
 def stage_finished(store: Store, actor: str, name: str) -> Manifest | None:

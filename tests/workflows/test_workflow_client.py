@@ -19,8 +19,19 @@ from workflows.settings import WorkflowSettings
 
 @pytest.fixture
 def video(tmp_path):
+    """A small real video: submit probes the video before uploading it."""
+    import av
+    import numpy as np
+
     p = tmp_path / "talking.mp4"
-    p.write_bytes(b"\x00\x00\x00\x18ftypmp42 not a real video, submit only moves bytes")
+    with av.open(str(p), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        for i in range(5):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 40 * i, np.uint8), format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
     return p
 
 
