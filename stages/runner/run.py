@@ -364,6 +364,9 @@ def _finish(plan: _Plan, store: Store, mkey: str, outputs: dict[str, str], shard
     stats = {"frames": total_frames, "shard_seconds": round(shard_seconds, 3),
              "frames_per_s_per_worker": round(total_frames / shard_seconds, 2) if shard_seconds else None,
              "shards": len(all_shards), **extra}
+    used = sorted({str(st["gpu"]) for st in shard_stats if st.get("gpu") is not None})
+    if used:
+        stats["gpus"] = used
     lock.check_held(store, plan.actor)
     store.put_json(mkey, plan.manifest(outputs, None, stats).to_dict())
     log.info("%s: finished, %d frames in %d shards; this invocation ran %d frames in %.1f s (%.1f frames/s)",

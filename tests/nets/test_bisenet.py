@@ -117,8 +117,6 @@ def test_run_options_choose_the_exported_parsing_model(checkpoint, tmp_path):
     from stages.cli.run_cmd import prepare_actor
 
     store = LocalStore(tmp_path / "store")
-    video = tmp_path / "video.mp4"
-    video.write_bytes(b"any bytes: not decoded here")
-    pipeline = prepare_actor(store, "a", video, None, "tiny", assets={"parsing": checkpoint})
+    pipeline = prepare_actor(store, "a", None, None, "tiny", assets={"parsing": checkpoint})
     rec = store.get_json(f"assets/parsing/{pipeline.assets['parsing']}/asset.json")
     assert rec["file"] == "bisenet.onnx" and rec["source_file"] == checkpoint.name
