@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from stages.gauss.data import TrackedSequence, find_dataset_root
-from stages.gauss.trainer import TrainConfig, avatar_dict, choose_renderer, train
+from stages.gauss.trainer import TrainConfig, avatar_dict, choose_renderer, plan_training, train
 from stages.runner.context import StageContext
 
 log = logging.getLogger("avatar.train")
@@ -66,9 +66,10 @@ def run(ctx: StageContext) -> None:
         ctx.store.get_file(resume_key, work / "checkpoint.pt")
         log.info("found a checkpoint of an earlier attempt at %s", resume_key)
     renderer = choose_renderer(cfg.renderer, ctx.device)
-    log.info("training on %s with the %s renderer: %d steps x %d images at %dpx", ctx.device, renderer, cfg.steps,
-             cfg.batch_size, cfg.resolution)
-    ctx.progress.set_total(cfg.steps)
+    plan = plan_training(cfg, len(seq))
+    log.info("training on %s with the %s renderer: %d steps x %d images at %dpx, %d training frames", ctx.device,
+             renderer, plan.steps, cfg.batch_size, cfg.resolution, len(plan.split.train))
+    ctx.progress.set_total(plan.steps)
     done = {"n": 0}
 
     def on_step(step: int) -> None:  # a resumed run's first call also counts the steps done before
@@ -89,7 +90,7 @@ def run(ctx: StageContext) -> None:
               "images_per_s": round(result.images_per_s, 2), "final_loss": result.last_loss,
               "gaussians": result.model.num_gaussians, "renderer": renderer, "device": ctx.device,
               "resolution": cfg.resolution, "batch_size": cfg.batch_size, "lpips": "off (no LPIPS weights asset)",
-              "torch": torch.__version__}
+              "torch": torch.__version__, **plan.report(), "stopped": result.stop_reason}
     ctx.put_json("train_report.json", report, folder="avatar")
     ctx.stats.update({"images_per_s": report["images_per_s"], "gaussians": report["gaussians"]})
     log.info("trained %d steps (%d images this run) at %.1f images/s", result.steps, result.images, result.images_per_s)
