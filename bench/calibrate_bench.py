@@ -100,13 +100,14 @@ def main() -> None:
             k, rigid, ident, refine = (int(x) for x in NAMED.get(name, name).split("/"))
             picks = select_keyframes(full, np.ones(args.frames, bool), np.ones(args.frames), k)
             inputs = CalibrationInputs(torch.as_tensor(pts[picks], device=dev), pw, picks + 1)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             calib = calibrate(model, inputs, schedule=calibrate_schedule(rigid, ident, 0), refine_iterations=refine)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             print(json.dumps({"device": device, "seed": seed, "frames": args.frames, "config": name,
                               "keyframes": len(picks), "rigid_steps": rigid, "identity_steps": ident,
                               "refine_iterations": refine, "seconds": round(time.perf_counter() - t0, 3),
+                              "cpu_s": round(time.process_time() - c0, 3),
                               "parts_s": calib.seconds, "noise_px": args.noise,
                               "landmark_error_px_median": round(float(np.median(calib.error_px)), 3),
                               "identity_error_mm": identity_error_mm(model, calib.shape, true_shape)}), flush=True)

@@ -92,6 +92,26 @@ def add_asset(store: Store, kind_name: str, path: str | Path) -> dict[str, Any]:
     return record
 
 
+def check_asset_files(files: dict[str, str | Path | None]) -> dict[str, dict[str, Any]]:
+    """Check every given file (``{kind: path}``; ``None`` entries are skipped) is a valid file of its
+    kind, reading nothing into any store: run before a command uploads or submits anything, so
+    that one bad file refuses the whole command. Returns ``{kind: facts}``.
+
+    Raises:
+        BadInput: the first missing or malformed file, named with the fix.
+    """
+    facts = {}
+    for kind_name, path in files.items():
+        if path is None:
+            continue
+        k = kind(kind_name)
+        path = Path(path)
+        if not path.is_file():
+            raise BadInput(f"{path}: no such file; give the path to your {k.usual_name}")
+        facts[kind_name] = k.validate(path)
+    return facts
+
+
 def list_assets(store: Store) -> list[dict[str, Any]]:
     """Every stored asset's record, by kind then date."""
     records = [store.get_json(k) for k in store.list(ASSET_ROOT + "/") if k.endswith("/asset.json")]

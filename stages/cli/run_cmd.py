@@ -42,9 +42,12 @@ def prepare_actor(store: Store, actor: str, video: Path | None, flame: Path | No
                   overrides: dict | None = None, assets: dict[str, Path] | None = None) -> PipelineConfig:
     """Upload the video and assets, and store the actor's pipeline config; return that config.
 
-    ``assets`` maps further asset kinds (``matting``, ``parsing``, ...) to files to add and choose."""
+    ``assets`` maps further asset kinds (``matting``, ``parsing``, ...) to files to add and choose.
+    Every file is checked (and a FLAME model without its MediaPipe embedding refused) before
+    anything is uploaded or written."""
     from stages.assets import add_asset
 
+    check_actor_inputs(store, actor, video, flame, assets)
     if video is not None:
         upload_video(store, actor, video)
     pipeline = load_pipeline_config(store, actor)
@@ -60,6 +63,21 @@ def prepare_actor(store: Store, actor: str, video: Path | None, flame: Path | No
         pipeline.stages.setdefault(stage, {}).update(values)
     store.put_json(actor_key(actor, CONFIG_FILE), pipeline.to_dict())
     return pipeline
+
+
+def check_actor_inputs(store: Store, actor: str, video: Path | None, flame: Path | None,
+                       assets: dict[str, Path | None] | None = None) -> None:
+    """Everything a run or submit is given, checked before anything is uploaded or written: the
+    video exists, every asset file is valid for its kind, and a FLAME model (given now or chosen
+    before for the actor) comes with its MediaPipe embedding. Reads the store, writes nothing."""
+    from stages.assets import check_asset_files
+
+    if video is not None and not video.is_file():
+        raise BadInput(f"{video}: no such file; give the path to the talking-head video")
+    check_asset_files({"flame": flame, **(assets or {})})
+    chosen = set(load_pipeline_config(store, actor).assets) | {k for k, v in (assets or {}).items() if v is not None}
+    chosen |= {"flame"} if flame is not None else set()
+    check_face_assets(PipelineConfig(assets={k: "" for k in chosen}), flame)
 
 
 def check_face_assets(pipeline: PipelineConfig, flame: Path | None) -> None:
