@@ -108,7 +108,7 @@ def main() -> None:
                               "keyframes": len(picks), "rigid_steps": rigid, "identity_steps": ident,
                               "refine_iterations": refine, "seconds": round(time.perf_counter() - t0, 3),
                               "cpu_s": round(time.process_time() - c0, 3),
-                              "parts_s": calib.seconds, "noise_px": args.noise,
+                              "parts_s": calib.seconds, "refine": calib.refine, "noise_px": args.noise,
                               "landmark_error_px_median": round(float(np.median(calib.error_px)), 3),
                               "identity_error_mm": identity_error_mm(model, calib.shape, true_shape)}), flush=True)
 

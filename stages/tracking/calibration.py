@@ -58,6 +58,8 @@ class Calibration:
     tex_ft: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall-clock seconds of each part of the fit (``geometry``, ``refine``, ``appearance``); not saved."""
+    refine: dict[str, float] = field(default_factory=dict)
+    """The L-BFGS refinement's ``iterations``, ``kept`` (1/0), ``loss_before``, ``loss_after``; not saved."""
 
     @property
     def appearance_mode(self) -> str | None:
@@ -167,6 +169,10 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
         res = fitting.FitResult(params=ref.params, error_px=ref.error_px, history=res.history,
                                 shared=fitting.Shared(ref.shape, res.shared.focal, res.shared.pp))
         clock.lap("refine")
+        refine_info = {"iterations": ref.iterations, "kept": int(ref.loss_after != ref.loss_before),
+                       "loss_before": ref.loss_before, "loss_after": ref.loss_after}
+    else:
+        refine_info = {}
 
     albedo = sh = None
     tex_fields: dict[str, np.ndarray] = {}
@@ -205,7 +211,7 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
                        pp=res.shared.pp.cpu().numpy(), image_size=(image_size, image_size),
                        keyframes=np.asarray(inputs.frames, np.int64), keyframe_params=res.params.to_numpy(),
                        error_px=res.error_px.cpu().numpy(), albedo=albedo, sh=sh, model_name=model_name,
-                       seconds=clock.seconds, **tex_fields)
+                       seconds=clock.seconds, refine=refine_info, **tex_fields)
 
 
 class _Clock:
