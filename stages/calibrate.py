@@ -33,7 +33,8 @@ ASSETS = FACE_ASSETS
 IMAGE_SIZE = 512
 
 PRESETS = {"tiny": {"keyframes": 4, "rigid_steps": 40, "identity_steps": 120, "appearance_steps": 0,
-                    "refine_iterations": 100}}
+                    "refine_iterations": 100},
+           "demo": {"keyframes": 8}}  # + tiny's (config.PRESET_BASE)
 
 
 @dataclass

@@ -44,7 +44,8 @@ class Config:
     workers: int = 4
 
 
-PRESETS = {"tiny": {"resolution": 96, "fps_resolution": 96, "fps_batch": 2, "batch_size": 4, "workers": 0}}
+PRESETS = {"tiny": {"resolution": 96, "fps_resolution": 96, "fps_batch": 2, "batch_size": 4, "workers": 0},
+           "demo": {"resolution": 256, "fps_resolution": 256}}  # + tiny's (config.PRESET_BASE)
 
 
 def run(ctx: StageContext) -> None:

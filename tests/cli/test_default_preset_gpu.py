@@ -54,12 +54,12 @@ def _run(video: Path, store: Path, actor: str, train_steps: int | None = None) -
     if train_steps is None:
         code = main(["run", "--actor", actor, "--video", str(video), "--store", str(store), "--device", "cuda",
                      "--jobs", str(os.cpu_count() or 1)])
-    else:  # the same run with a fixed training budget (the old default: 9375 steps x 16 = 150k images)
+    else:  # the same run with a fixed training budget (the old default: 9375 steps x 16 = 150k images, constant learning rates)
         from stages.cli.run_cmd import prepare_actor, run_pipeline
         from stages.store.local import LocalStore
 
         st = LocalStore(store)
-        pipeline = prepare_actor(st, actor, video, None, None, overrides={"train": {"steps": train_steps}})
+        pipeline = prepare_actor(st, actor, video, None, None, overrides={"train": {"steps": train_steps, "lr_final_fraction": 1.0}})  # as before
         run_pipeline(st, actor, pipeline, device="cuda", jobs=os.cpu_count() or 1)
         code = 0
     seconds = time.monotonic() - t0
