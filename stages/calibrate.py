@@ -123,7 +123,7 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
         "landmark_error_px": {"per_keyframe": np.round(calib.error_px, 3).tolist(),
                               "median": float(np.median(calib.error_px))},
         "appearance": calib.appearance_mode, **({"appearance_note": note} if note else {}),
-        "steps": schedule.total_steps,
+        "steps": schedule.total_steps, "refine": calib.refine, "parts_seconds": calib.seconds,
         "seconds": round(time.monotonic() - t0, 2), "device": str(device),
     }
     ctx.put_json("report.json", report)

@@ -74,7 +74,8 @@ def objective(model: nn.Module, shape: Tensor, p: FrameParams, focal: Tensor, pp
 def refine_identity(model: nn.Module, shape: Tensor, params: FrameParams, focal: Tensor, pp: Tensor,
                     targets: Tensor, point_w: Tensor, *, image_size: int = 512, iterations: int = 600,
                     weights: LossWeights | None = None, history: int = 100,
-                    min_fit_gain: float = 0.1, chunk: int = 25, converged: float = 1e-5) -> RefineResult:
+                    min_fit_gain: float = 0.1, chunk: int = 25, converged: float = 1e-5,
+                    give_up_after: int = 100) -> RefineResult:
     """Minimise :func:`objective` over the identity and every keyframe's parameters with L-BFGS in
     float64, from a converged-ish start (calibrate's Adam result).
 
@@ -88,6 +89,10 @@ def refine_identity(model: nn.Module, shape: Tensor, params: FrameParams, focal:
         min_fit_gain: the landmark term must fall by at least this fraction for the result to be kept.
         chunk, converged: the iterations run in chunks of ``chunk``; it stops early after a chunk that
             lowered the objective by less than ``converged`` of its value.
+        give_up_after: it also stops after this many iterations when the landmark term has not
+            fallen by a quarter of ``min_fit_gain`` (the result would be refused: the refinement is
+            then only trading prior cost along a valley; on noisy real landmarks that is the usual
+            case, and the 1000 iterations it ran before were all spent on it).
 
     Returns:
         :class:`RefineResult`. The refinement is kept only where it lowers the objective and the
@@ -139,9 +144,12 @@ def refine_identity(model: nn.Module, shape: Tensor, params: FrameParams, focal:
         opt.step(closure)
         done_iters += n
         with torch.no_grad():
-            now = float(objective(m64, x["shape"], unpack(), fo, pp64, tg, pw, image_size, w)[0]) * scale
+            now_t, pix_now = objective(m64, x["shape"], unpack(), fo, pp64, tg, pw, image_size, w)
+            now = float(now_t) * scale
         if not math.isfinite(now) or last - now <= converged * abs(last):
             break
+        if done_iters >= give_up_after and fit_term(pix_now) > (1.0 - min_fit_gain / 4) * fit_before:
+            break  # the landmark term is not falling: only the priors are, and the result would be refused
         last = now
     with torch.no_grad():
         p = unpack()
