@@ -1,6 +1,6 @@
 """Where calibration's time goes, and what cutting it costs in identity error (prints JSON lines).
 
-    python bench/calibrate_bench.py [--frames 400] [--seeds 2,3] [--configs default,fast]
+    python bench/calibrate_bench.py [--frames 400] [--seeds 2,3] [--configs default,short]
                                     [--noise 0.5] [--threads 1]
 
 A synthetic clip per seed (the stand-in face model, :mod:`stages.face.synth` parameters, exact
@@ -11,8 +11,12 @@ refinement), the refinement's iterations, and the identity error (mm, mean dista
 heads after one similarity alignment) against the clip's true identity. No images: the appearance
 level (albedo and SH, which do not touch the identity) is timed by the track bench.
 
-Configurations are ``keyframes/rigid/identity/refine``; ``default`` and ``fast`` are the calibrate
-stage's defaults before and after issue 17 item 2; any ``K/R/I/L`` string works too.
+Configurations are ``keyframes/rigid/identity/refine`` (keyframes, Adam steps of the rigid and
+identity levels, most L-BFGS iterations); ``default`` is the calibrate stage's defaults, ``short`` a
+cheaper schedule (16/60/200/150) that measurably raises the identity error; any ``K/R/I/L`` works.
+Measured on the dev CPU (1 thread, 300 frames, seed 2): the refinement ran all 1000 iterations and
+was then refused on both noise-free and 0.5 px landmarks; it now gives up after about 100 iterations
+on noisy landmarks (identity error unchanged, 0.457 mm), and the short schedule gives 1.42 mm.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stages.calibrate import Config as CalibrateConfig  # noqa: E402
 from stages.face.camera import project  # noqa: E402
 from stages.face.flame import FLAME  # noqa: E402
 from stages.face.model import load_face_model  # noqa: E402
@@ -37,7 +42,9 @@ from stages.tracking.keyframes import select_keyframes  # noqa: E402
 from stages.tracking.losses import LandmarkWeights  # noqa: E402
 from stages.tracking.schedule import calibrate_schedule  # noqa: E402
 
-NAMED = {"default": "32/150/500/1000", "fast": "16/60/200/150"}
+_D = CalibrateConfig()
+NAMED = {"default": f"{_D.keyframes}/{_D.rigid_steps}/{_D.identity_steps}/{_D.refine_iterations}",
+         "short": "16/60/200/150"}
 KEYS = ("shape", "expression", "jaw", "eyes", "eyelids")
 
 
@@ -80,7 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=400)
     ap.add_argument("--seeds", default="2,3")
-    ap.add_argument("--configs", default="default,fast")
+    ap.add_argument("--configs", default="default,short")
     ap.add_argument("--noise", type=float, default=0.5, help="landmark noise, pixels (per coordinate)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()

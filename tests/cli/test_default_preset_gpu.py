@@ -59,7 +59,8 @@ def _run(video: Path, store: Path, actor: str, train_steps: int | None = None) -
         from stages.store.local import LocalStore
 
         st = LocalStore(store)
-        pipeline = prepare_actor(st, actor, video, None, None, overrides={"train": {"steps": train_steps, "lr_final_fraction": 1.0}})  # as before
+        old = {"train": {"steps": train_steps, "lr_final_fraction": 1.0}}  # as before the budget rule
+        pipeline = prepare_actor(st, actor, video, None, None, overrides=old)
         run_pipeline(st, actor, pipeline, device="cuda", jobs=os.cpu_count() or 1)
         code = 0
     seconds = time.monotonic() - t0
