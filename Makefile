@@ -32,8 +32,12 @@ test-slow: ## the long tests too
 test-gpu: ## only the GPU tests (on a machine with CUDA)
 	$(BIN)/python -m pytest -q -m gpu tests
 
-run: ## run the pipeline locally: make run ACTOR=roman VIDEO=video.mp4 [FLAME=generic_model.pkl]
-	$(BIN)/avatar run --actor $(ACTOR) --store $(STORE) $(if $(VIDEO),--video $(VIDEO)) $(if $(FLAME),--flame $(FLAME))
+# FLAME route (run and submit): FLAME=generic_model.pkl EMBEDDING=mediapipe_landmark_embedding.npz
+# [FLAME_MASKS=FLAME_masks.pkl] [FLAME_TEXTURE=FLAME_texture.npz]
+FACE_ARGS = $(if $(FLAME),--flame $(FLAME)) $(if $(EMBEDDING),--mediapipe-embedding $(EMBEDDING)) \
+	$(if $(FLAME_MASKS),--flame-masks $(FLAME_MASKS)) $(if $(FLAME_TEXTURE),--flame-texture $(FLAME_TEXTURE))
+run: ## run the pipeline locally: make run ACTOR=roman VIDEO=video.mp4 [FLAME=generic_model.pkl EMBEDDING=mediapipe_landmark_embedding.npz [FLAME_MASKS=..] [FLAME_TEXTURE=..]] [DEVICE=cuda] [PRESET=tiny]
+	$(BIN)/avatar run --actor $(ACTOR) --store $(STORE) $(if $(VIDEO),--video $(VIDEO)) $(FACE_ARGS) $(if $(DEVICE),--device $(DEVICE)) $(if $(PRESET),--preset $(PRESET))
 
 demo: ## the whole pipeline with no licensed file (tiny on CPU, full size on a GPU)
 	$(BIN)/avatar demo --store $(STORE)
@@ -67,8 +71,8 @@ SETTINGS ?=
 workflow: ## write the WorkflowTemplate: make workflow [REGISTRY=...] [TAG=...] [SETTINGS=cluster.yaml] [OUT=wt.yaml]
 	$(BIN)/avatar workflow render --registry $(REGISTRY) --tag $(TAG) $(if $(SETTINGS),--settings $(SETTINGS)) $(if $(OUT),--out $(OUT))
 
-submit: ## run on the cluster: make submit ACTOR=roman [VIDEO=video.mp4] [FLAME=...] (needs ARGO_SERVER, ARGO_TOKEN)
-	$(BIN)/avatar submit --actor $(ACTOR) $(if $(VIDEO),--video $(VIDEO)) $(if $(FLAME),--flame $(FLAME)) $(if $(SETTINGS),--settings $(SETTINGS))
+submit: ## run on the cluster: make submit ACTOR=roman [VIDEO=video.mp4] [FLAME=.. EMBEDDING=.. [FLAME_MASKS=..] [FLAME_TEXTURE=..]] (needs ARGO_SERVER, ARGO_TOKEN)
+	$(BIN)/avatar submit --actor $(ACTOR) $(if $(VIDEO),--video $(VIDEO)) $(FACE_ARGS) $(if $(PRESET),--preset $(PRESET)) $(if $(SETTINGS),--settings $(SETTINGS))
 
 WORKFLOW ?= $(WF)
 retry: ## retry a failed workflow's failed pods: make retry WORKFLOW=avatar-pipeline-roman-abc12

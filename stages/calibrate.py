@@ -34,7 +34,8 @@ ASSETS = FACE_ASSETS + ("identity", "mica")
 IMAGE_SIZE = 512
 
 PRESETS = {"tiny": {"keyframes": 4, "rigid_steps": 40, "identity_steps": 120, "appearance_steps": 0,
-                    "refine_iterations": 100}}
+                    "refine_iterations": 100},
+           "demo": {"keyframes": 8}}  # + tiny's (config.PRESET_BASE)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
                               "median": float(np.median(calib.error_px))},
         "appearance": calib.appearance_mode, **({"appearance_note": note} if note else {}),
         "identity": identity_source or "fitted", **({"identity_mode": cfg.identity_mode} if identity_source else {}),
-        "steps": schedule.total_steps,
+        "steps": schedule.total_steps, "refine": calib.refine, "parts_seconds": calib.seconds,
         "seconds": round(time.monotonic() - t0, 2), "device": str(device),
     }
     ctx.put_json("report.json", report)

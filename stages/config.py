@@ -15,14 +15,18 @@ from typing import Any
 from stages.errors import BadInput
 from stages.graph import StageDecl
 
-PRESETS = ("full", "tiny")
+PRESETS = ("full", "tiny", "demo")
+PRESET_BASE = {"demo": "tiny"}
+"""A preset that starts from another one's values: ``demo`` (the first impression on a 2-core CPU,
+``make demo``) is ``tiny`` with a few stages' values changed (a 256 px avatar that looks like the person)."""
 CONFIG_FILE = "config.json"
 
 
 @dataclass
 class PipelineConfig:
     """Attributes:
-        preset: ``full`` (real quality, GPU) or ``tiny`` (minutes on a CPU, for demos and CI).
+        preset: ``full`` (real quality, GPU), ``tiny`` (minutes on a CPU, for CI) or ``demo`` (tiny with
+            a 256 px avatar that looks like the person, within 5 minutes on a 2-core CPU).
         stages: per-stage overrides, ``{"track": {"batch_size": 512}}``; keys are each stage's
             ``Config`` fields.
         assets: the user-supplied files chosen for this actor, ``{kind: sha256}`` (see
@@ -40,7 +44,9 @@ class PipelineConfig:
     def stage_config(self, decl: StageDecl) -> Any:
         """The stage's ``Config`` instance: defaults, then the preset's values, then overrides."""
         module = decl.load()
-        values = dict(getattr(module, "PRESETS", {}).get(self.preset, {}))
+        presets = getattr(module, "PRESETS", {})
+        values = dict(presets.get(PRESET_BASE.get(self.preset, ""), {}))
+        values.update(presets.get(self.preset, {}))
         values.update(self.stages.get(decl.name, {}))
         known = {f.name for f in dataclasses.fields(module.Config)}
         unknown = sorted(set(values) - known)

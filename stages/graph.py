@@ -67,11 +67,11 @@ STAGES: tuple[StageDecl, ...] = (
     StageDecl("calibrate", ("ingest", "landmarks"), "tracker", "cheap-gpu", False, "stages.calibrate", True,
               "identity (face-model shape), focal length and principal point from keyframes"),
     StageDecl("track", ("ingest", "landmarks", "calibrate"), "tracker", "cheap-gpu", True, "stages.track", True,
-              "per-frame expression, jaw, eyes, eyelids and head pose, batched on the GPU"),
+              "per-frame expression, jaw, eyes, eyelids and head pose, all frames of a shard batched"),
     StageDecl("assemble", ("ingest", "masks", "track", "calibrate"), "tracker", "cpu", False, "stages.assemble", False,
               "join shards, write and verify the FlashAvatar dataset and .frame files"),
     StageDecl("train", ("assemble",), "train", "a100", False, "stages.train", True,
-              "train the Gaussian avatar on gsplat"),
+              "train the Gaussian avatar (gsplat on a GPU, the reference rasteriser on a CPU)"),
     StageDecl("render", ("assemble", "train"), "train", "a100", False, "stages.render", True,
               "preview video, held-out metrics and render FPS"),
 )

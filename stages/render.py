@@ -52,14 +52,15 @@ class Config:
     full_frame: bool = False
 
 
-PRESETS = {"tiny": {"resolution": 96, "fps_resolution": 96, "fps_batch": 2, "batch_size": 4, "workers": 0}}
+PRESETS = {"tiny": {"resolution": 96, "fps_resolution": 96, "fps_batch": 2, "batch_size": 4, "workers": 0},
+           "demo": {"resolution": 256, "fps_resolution": 256}}  # + tiny's (config.PRESET_BASE)
 
 
 def run(ctx: StageContext) -> None:
     import numpy as np
     import torch
 
-    from stages.gauss.data import AvatarFrames, TrackedSequence, background_rgb, split_frames
+    from stages.gauss.data import AvatarFrames, TrackedSequence, background_rgb, choose_split
     from stages.gauss.evaluate import evaluate, render_fps
     from stages.gauss.preview import PreviewWriter
     from stages.gauss.trainer import check_face_model, choose_renderer, config_from_dict, load_avatar
@@ -74,7 +75,8 @@ def run(ctx: StageContext) -> None:
     check_face_model(meta, surface, ctx.key("avatar.pt", "train"))
     surface = surface.to(ctx.device)
     model = model.to(ctx.device)
-    _, test_idx = split_frames(len(seq), tcfg.test_frames, tcfg.test_fraction, tcfg.max_train_frames)
+    split = choose_split(len(seq), tcfg.test_frames, tcfg.test_fraction, tcfg.max_train_frames)
+    test_idx = split.test
     if cfg.max_frames:
         test_idx = test_idx[:cfg.max_frames]
     renderer = choose_renderer(cfg.renderer, ctx.device)
@@ -122,6 +124,7 @@ def run(ctx: StageContext) -> None:
               "render_fps": round(fps, 2), "render_fps_single": round(fps_single, 2), "fps_resolution": cfg.fps_resolution, "fps_batch": len(fps_frames),
               "resolution": cfg.resolution, "renderer": renderer, "device": ctx.device,
               "gaussians": model.num_gaussians, "held_out": [test_idx[0], test_idx[-1]],
+              "held_out_rule": split.rule, "train_frames": len(split.train),
               "train_steps": meta.get("steps"), "per_frame": {"index": ev.indices, "psnr": ev.psnr, "ssim": ev.ssim}}
     wav = layout.root / "audio.wav"
     first, count = test_idx[0], len(test_idx)
@@ -183,6 +186,7 @@ def render_markdown(report: dict) -> str:
         f"Held-out frames {report['held_out'][0]}..{report['held_out'][1]} ({report['frames']} frames) "
         f"at {report['resolution']}x{report['resolution']}, {report['gaussians']} Gaussians, "
         f"{report['train_steps']} training steps.", "",
+        *([f"Held out: {report['held_out_rule']}.", ""] if report.get("held_out_rule") else []),
         "| metric | value |", "|---|---|",
         f"| PSNR (mean) | {report['psnr_mean']:.2f} dB |",
         f"| PSNR (worst frame) | {report['psnr_min']:.2f} dB |",

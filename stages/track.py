@@ -45,7 +45,8 @@ ASSETS = FACE_ASSETS
 PROCESSES_PER_GPU = 4  # a shard is launch-bound: four shard processes overlap on one GPU
 IMAGE_SIZE = 512
 
-PRESETS = {"tiny": {"rigid_steps": 40, "landmark_steps": 120, "photometric_steps": 0, "overlap": 4}}
+PRESETS = {"tiny": {"rigid_steps": 40, "landmark_steps": 120, "photometric_steps": 0, "overlap": 4},
+           "demo": {"landmark_steps": 200}}  # + tiny's (config.PRESET_BASE)
 
 
 @dataclass

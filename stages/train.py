@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from stages.gauss.data import TrackedSequence, find_dataset_root
-from stages.gauss.trainer import TrainConfig, avatar_dict, choose_renderer, train
+from stages.gauss.trainer import TrainConfig, avatar_dict, choose_renderer, plan_training, train
 from stages.runner.context import StageContext
 
 log = logging.getLogger("avatar.train")
@@ -31,6 +31,10 @@ PRESETS = {
     "tiny": {"steps": 200, "batch_size": 2, "resolution": 96, "sh_degree": 1, "mlp_width": 64, "mlp_depth": 2,
              "pe_freqs": 4, "uv_resolution": 40, "area_samples": 1500, "test_frames": 0, "test_fraction": 0.1,
              "checkpoint_every": 50, "workers": 0, "lr_scale": 4.0, "mlp_lr": 1e-3, "log_every": 25},
+    # make demo on a CPU: tiny's values (config.PRESET_BASE) with more Gaussians and images at 128 px,
+    # the preview rendered at 256 px; the split is the default one (10% of the clip)
+    "demo": {"steps": 500, "resolution": 128, "uv_resolution": 64, "test_frames": None, "test_fraction": None,
+             "checkpoint_every": 100, "log_every": 50},
 }
 
 RESUME_KEY = "resume/checkpoint.pt"
@@ -66,9 +70,10 @@ def run(ctx: StageContext) -> None:
         ctx.store.get_file(resume_key, work / "checkpoint.pt")
         log.info("found a checkpoint of an earlier attempt at %s", resume_key)
     renderer = choose_renderer(cfg.renderer, ctx.device)
-    log.info("training on %s with the %s renderer: %d steps x %d images at %dpx", ctx.device, renderer, cfg.steps,
-             cfg.batch_size, cfg.resolution)
-    ctx.progress.set_total(cfg.steps)
+    plan = plan_training(cfg, len(seq))
+    log.info("training on %s with the %s renderer: %d steps x %d images at %dpx, %d training frames", ctx.device,
+             renderer, plan.steps, cfg.batch_size, cfg.resolution, len(plan.split.train))
+    ctx.progress.set_total(plan.steps)
     done = {"n": 0}
 
     def on_step(step: int) -> None:  # a resumed run's first call also counts the steps done before
@@ -92,9 +97,10 @@ def run(ctx: StageContext) -> None:
               "images_this_run": result.images, "seconds": round(result.seconds, 3),
               "images_per_s": round(result.images_per_s, 2), "final_loss": result.last_loss,
               "gaussians": result.model.num_gaussians, "renderer": renderer, "device": ctx.device,
-              "resolution": cfg.resolution, "batch_size": cfg.batch_size, "lpips": (f"on ({lpips_note}, weight {cfg.lpips_weight} from {cfg.lpips_start:.0%} of the steps)"
+              "resolution": cfg.resolution, "batch_size": cfg.batch_size,
+              "lpips": (f"on ({lpips_note}, weight {cfg.lpips_weight} from {cfg.lpips_start:.0%} of the steps)"
                         if perceptual is not None else f"off ({lpips_note})"),
-              "torch": torch.__version__}
+              "torch": torch.__version__, **plan.report(), "stopped": result.stop_reason}
     ctx.put_json("train_report.json", report, folder="avatar")
     ctx.stats.update({"images_per_s": report["images_per_s"], "gaussians": report["gaussians"]})
     log.info("trained %d steps (%d images this run) at %.1f images/s", result.steps, result.images, result.images_per_s)

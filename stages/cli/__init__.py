@@ -87,9 +87,12 @@ def _is_transient(e: BaseException) -> bool:
 
 def entry() -> None:
     """Console-script entry point."""
+    from stages.cli.native_log import native_log_target, redirect_native_stderr
+
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ log lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    redirect_native_stderr(native_log_target(sys.argv[1:]))  # MediaPipe/TFLite/absl noise: a log file or nothing
     code = main()
     import signal
 

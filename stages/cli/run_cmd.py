@@ -114,7 +114,7 @@ DEMO_CLIP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wo
 
 @app.command("demo", help="Run the whole pipeline with no licensed file: the stand-in face model on the shared "
                           "demo clip (../shared/data/wojtek.mp4) when present, else on a generated synthetic clip; "
-                          "the tiny preset on a CPU (minutes), full size on a GPU.")
+                          "the demo preset on a CPU (a 256 px avatar in about 5 minutes on 2 cores), full size on a GPU.")
 def demo_command(
     store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -127,7 +127,7 @@ def demo_command(
     from stages.bench.e2e import synthetic_clip
 
     gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    preset = "full" if gpu else "tiny"
+    preset = "full" if gpu else "demo"
     if DEMO_CLIP.is_file():
         video, actor = DEMO_CLIP, f"demo-wojtek-{preset}"
     else:

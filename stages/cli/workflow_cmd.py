@@ -73,35 +73,47 @@ def collect(actor: str = typer.Option(..., "--actor"), store: str = typer.Option
                             "submit a Workflow from the installed template, print its name and Argo UI link.")
 def submit(actor: str = typer.Option(..., "--actor", help="Actor name (lower-case letters, digits, . _ -)."),
            video: Path = typer.Option(None, "--video", help="The talking-head video (not needed if already uploaded)."),
-           flame: Path = typer.Option(None, "--flame", help="FLAME 2020 generic_model.pkl to use."),
+           flame: Path = typer.Option(None, "--flame", help="FLAME 2020 generic_model.pkl to use. Needs "
+                                                            "--mediapipe-embedding."),
+           mediapipe_embedding: Path = typer.Option(None, "--mediapipe-embedding",
+                                                    help="mediapipe_landmark_embedding.npz (metrical-tracker's file)."),
+           flame_masks: Path = typer.Option(None, "--flame-masks", help="FLAME_masks.pkl (optional)."),
+           flame_texture: Path = typer.Option(None, "--flame-texture", help="FLAME_texture.npz (optional)."),
+           matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting ONNX export (optional)."),
+           parsing: Path = typer.Option(None, "--parsing", help="BiSeNet face-parsing ONNX model (optional)."),
            preset: str = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)}."),
            identity: Path = typer.Option(None, "--identity", help="MICA's identity.npy (300 FLAME shape "
                                                                   "coefficients): calibrate's shape starts there."),
            mica: Path = typer.Option(None, "--mica", help="MICA's mica.tar: calibrate computes the identity with it."),
            settings: Path = typer.Option(None, "--settings", help=_SETTINGS_HELP)) -> None:
-    from stages.runner.pipeline import prepare_actor
     from stages.errors import bad_input
     from stages.runner.context import actor_key
     from stages.store.uri import open_store
     from workflows.build import check_actor, workflow_for
     from workflows.client import check_template, create_workflow, load_connection
 
+    from stages.cli.run_cmd import check_model_options
+    from stages.runner.pipeline import check_face_assets
+    from stages.runner.setup import apply_setup, plan_setup
+
     check_actor(actor)
     if video is not None and not video.is_file():
         raise bad_input(video, "no such file", "give the path to the talking-head video")
+    assets = {"mediapipe-embedding": mediapipe_embedding, "flame-masks": flame_masks, "flame-texture": flame_texture,
+              "matting": matting, "parsing": parsing}
     ws = _settings(settings)
+    st = open_store(ws.s3.store_uri)  # the pods' store; the endpoint from here is AVATAR_S3_ENDPOINT
+    check_model_options(st, actor, flame, identity, mica)
+    # every file checked, FLAME without its embedding refused, before any request, upload or submit
+    setup = plan_setup(st, actor, video, preset, {"flame": flame, **assets, "identity": identity, "mica": mica},
+                       check=check_face_assets)
     conn = load_connection(namespace=ws.namespace)
     ws = dataclasses.replace(ws, namespace=conn.namespace)
     check_template(conn, ws.name)
-    st = open_store(ws.s3.store_uri)  # the pods' store; the endpoint from here is AVATAR_S3_ENDPOINT
     if video is None and not st.exists(actor_key(actor, "input", "video.mp4")):
         raise bad_input(f"{st.uri}/{actor_key(actor, 'input', 'video.mp4')}", f"actor {actor!r} has no video yet",
                         "pass --video PATH")
-    if identity is not None or mica is not None:
-        from stages.cli.run_cmd import check_model_options
-
-        check_model_options(st, actor, flame, identity, mica)
-    prepare_actor(st, actor, video, flame, preset, assets={"identity": identity, "mica": mica})
+    apply_setup(st, setup)
     created = create_workflow(conn, workflow_for(ws, actor))
     name = created.get("metadata", {}).get("name", "")
     typer.echo(name)

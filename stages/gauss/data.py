@@ -1,8 +1,8 @@
 """Training frames from the FlashAvatar dataset layout, streamed by a torch ``DataLoader``.
 
 - :class:`TrackedSequence`: the per-frame parameters of every ``.frame`` file, stacked (numpy).
-- :func:`split_frames`: upstream's split (last 500 frames held out, training on the first
-  ``min(10000, N - 500)``) or a fraction for short clips.
+- :func:`choose_split`: the held-out split (by default the last 10% of the clip, 5 to 500 frames;
+  upstream's last 500, or a fraction, when set) and the sentence that explains it.
 - :class:`AvatarFrames`: a ``Dataset`` whose items are one frame's pixels (image, matte,
   neck-and-head and mouth masks; uint8), condition vector and camera, at the training resolution;
   :func:`composite_gt` turns them into FlashAvatar's ground truth on the training device.
@@ -93,18 +93,76 @@ class TrackedSequence:
                    shape=np.asarray(f0["flame"]["shape"], np.float32).reshape(-1), image_size=(h, w))
 
 
-def split_frames(n: int, test_frames: int = 500, test_fraction: float | None = None,
-                 max_train: int = 10000) -> tuple[list[int], list[int]]:
-    """Training and held-out checkpoint indices.
+AUTO_TEST_FRACTION = 0.1
+AUTO_MIN_TEST = 5
+AUTO_MAX_TEST = 500
+"""The default held-out split: the last 10% of the tracked frames, at least 5 and at most 500
+(a 250-frame phone clip holds out 25, a 400-frame one 40, 5,000 frames and more hold out 500 like
+upstream FlashAvatar, whose split is always the last 500)."""
 
-    Upstream: the last ``test_frames`` are the test set, training uses ``[0, min(max_train, n - test_frames))``.
-    With ``test_fraction`` (short clips) the last ``max(1, round(n * fraction))`` frames are held out.
+
+@dataclass(frozen=True)
+class Split:
+    """Training and held-out checkpoint indices and the rule that chose them.
+
+    Attributes:
+        train: checkpoint indices trained on (the first ``min(max_train, n - len(test))``).
+        test: held-out checkpoint indices (the last frames of the clip).
+        rule: one sentence for the report: what was held out and why.
     """
-    n_test = max(1, round(n * test_fraction)) if test_fraction is not None else test_frames
+
+    train: list[int]
+    test: list[int]
+    rule: str
+
+    def describe(self) -> dict:
+        """The report's ``held_out`` entry."""
+        return {"frames": len(self.test), "first": self.test[0], "last": self.test[-1],
+                "train_frames": len(self.train), "rule": self.rule}
+
+
+def choose_split(n: int, test_frames: int | None = None, test_fraction: float | None = None,
+                 max_train: int = 10000) -> Split:
+    """The split of ``n`` tracked frames (checkpoint order); held-out frames are always the last ones.
+
+    - ``test_fraction`` set: the last ``max(1, round(n * fraction))`` frames.
+    - else ``test_frames`` set (> 0): the last ``test_frames`` (upstream FlashAvatar: 500).
+    - else (the default): the last :data:`AUTO_TEST_FRACTION` of the clip, at least
+      :data:`AUTO_MIN_TEST` and at most :data:`AUTO_MAX_TEST` frames, and never more than half the clip.
+
+    Raises:
+        BadInput: when no frame is left for training.
+    """
+    if test_fraction is not None:
+        n_test = max(1, round(n * test_fraction))
+        rule = f"the last {test_fraction:.0%} of the {n} tracked frames (train.test_fraction)"
+    elif test_frames:
+        n_test = int(test_frames)
+        rule = f"the last {n_test} of the {n} tracked frames (train.test_frames; upstream FlashAvatar's split)"
+    else:
+        n_test = min(AUTO_MAX_TEST, max(AUTO_MIN_TEST, round(n * AUTO_TEST_FRACTION)), max(1, n // 2))
+        rule = (f"the last {n_test} of the {n} tracked frames: {AUTO_TEST_FRACTION:.0%} of the clip, at least "
+                f"{AUTO_MIN_TEST} and at most {AUTO_MAX_TEST} (the default; upstream FlashAvatar always holds "
+                f"out the last 500, set train.test_frames=500 for that)")
     if n - n_test < 1:
         raise bad_input("dataset", f"{n} tracked frames leave none for training with {n_test} held out",
-                        "use a longer video or set train.test_fraction (e.g. 0.1)")
-    return list(range(min(max_train, n - n_test))), list(range(n - n_test, n))
+                        "use a longer video or leave train.test_frames and train.test_fraction unset "
+                        "(the default holds out 10%)")
+    n_train = min(max_train, n - n_test)
+    if n_train < n - n_test:
+        rule += f"; training on the first {n_train} (train.max_train_frames)"
+    return Split(list(range(n_train)), list(range(n - n_test, n)), rule)
+
+
+def split_frames(n: int, test_frames: int | None = 500, test_fraction: float | None = None,
+                 max_train: int = 10000) -> tuple[list[int], list[int]]:
+    """Training and held-out checkpoint indices (:func:`choose_split` without the rule's text).
+
+    With the defaults upstream's split: the last 500 frames are the test set, training uses
+    ``[0, min(max_train, n - 500))``; ``test_frames=None`` (and no fraction) is the adaptive default.
+    """
+    s = choose_split(n, test_frames, test_fraction, max_train)
+    return s.train, s.test
 
 
 def check_masks(layout: DatasetLayout, k: int) -> None:

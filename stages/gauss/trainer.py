@@ -30,8 +30,8 @@ from torch import Tensor
 from stages.config import digest_of
 from stages.dataset.layout import DatasetLayout
 from stages.gauss import checkpoint as ckpt
-from stages.gauss.data import (AvatarFrames, PipelineInfo, StepBatchSampler, TrackedSequence, background_rgb,
-                               split_frames, training_batches)
+from stages.gauss.data import (AvatarFrames, PipelineInfo, Split, StepBatchSampler, TrackedSequence, background_rgb,
+                               choose_split, training_batches)
 from stages.gauss.losses import avatar_loss
 from stages.gauss.model import AvatarConfig, GaussianAvatar
 from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
@@ -46,6 +46,12 @@ log = logging.getLogger("avatar.gauss")
 class TrainConfig:
     """Attributes:
         steps: optimiser steps (images seen = steps * batch_size; upstream: 150k images at batch 1).
+            ``None`` (the default): the budget rule of :func:`training_budget`, which follows the
+            number of training frames.
+        budget_images_per_frame, budget_min_images, budget_max_images: the budget rule: images =
+            ``clamp(images_per_frame * training frames, min_images, max_images)``.
+        lr_final_fraction: every learning rate decays along a half cosine over the last
+            ``lr_decay_fraction`` of the steps to this fraction of its value (1.0: constant, upstream).
         batch_size: frames per step.
         resolution: training image size (square, px).
         sh_degree, mlp_width, mlp_depth, pe_freqs, init_opacity, offset_scale: see :class:`AvatarConfig`.
@@ -63,7 +69,8 @@ class TrainConfig:
         lpips_weight, lpips_start: LPIPS inside neck-and-head from this fraction of the steps on,
             only where an LPIPS weights asset exists (none is supported yet: it is logged as off).
         background: ``green`` (upstream default), ``white`` or ``black``.
-        test_frames, test_fraction, max_train_frames: the split (:func:`split_frames`).
+        test_frames, test_fraction, max_train_frames: the split (:func:`stages.gauss.data.choose_split`;
+            both unset, the default: the last 10% of the clip, 5 to 500 frames).
         checkpoint_every: steps between checkpoints (0: only at the end).
         seed: initialisation and batch order.
         renderer: ``auto`` (gsplat on CUDA, else reference), ``gsplat`` or ``reference``.
@@ -77,7 +84,12 @@ class TrainConfig:
         log_every: steps between log lines.
     """
 
-    steps: int = 9375
+    steps: int | None = None
+    budget_images_per_frame: float = 60.0
+    budget_min_images: int = 30_000
+    budget_max_images: int = 150_000
+    lr_final_fraction: float = 0.1
+    lr_decay_fraction: float = 0.5
     batch_size: int = 16
     resolution: int = 512
     sh_degree: int = 3
@@ -95,7 +107,7 @@ class TrainConfig:
     lpips_weight: float = 0.05
     lpips_start: float = 0.1
     background: str = "green"
-    test_frames: int = 500
+    test_frames: int | None = None
     test_fraction: float | None = None
     max_train_frames: int = 10000
     checkpoint_every: int = 1000
@@ -110,6 +122,64 @@ class TrainConfig:
     def avatar_config(self) -> AvatarConfig:
         return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
                             pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale)
+
+
+def training_budget(cfg: TrainConfig, n_train: int) -> tuple[int, str]:
+    """Optimiser steps for ``n_train`` training frames, and the sentence that says why.
+
+    ``cfg.steps`` when set; otherwise the budget rule: images = ``clamp(budget_images_per_frame x
+    n_train, budget_min_images, budget_max_images)``, rounded up to whole batches. The defaults
+    (60 images a frame, 30k to 150k) take upstream FlashAvatar's 150k images, which are about 60
+    passes over its 2,500-frame training sets, as the rate, and give a short clip at least 30k
+    images (1,875 steps of 16): the Gaussians need a number of optimiser steps whatever the number
+    of frames. A 250-frame clip (225 training frames) trains on 30k images, a 750-frame one on
+    40.5k, 2,500 frames and more on 150k.
+    """
+    if cfg.steps is not None:
+        return int(cfg.steps), f"{cfg.steps} steps x {cfg.batch_size} images (train.steps)"
+    images = min(cfg.budget_max_images, max(cfg.budget_min_images, round(cfg.budget_images_per_frame * n_train)))
+    steps = max(1, math.ceil(images / cfg.batch_size))
+    return steps, (f"{steps} steps x {cfg.batch_size} = {steps * cfg.batch_size} images: "
+                   f"{cfg.budget_images_per_frame:g} x {n_train} training frames, clamped to "
+                   f"[{cfg.budget_min_images}, {cfg.budget_max_images}] (the budget rule; set train.steps to override)")
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What a training run will do: the split, the steps and the reasons for both.
+
+    Attributes:
+        split: :class:`stages.gauss.data.Split` (train and held-out indices, rule).
+        steps: optimiser steps in all (a resumed run counts the steps done before).
+        budget_rule: why that many steps (:func:`training_budget`).
+    """
+
+    split: Split
+    steps: int
+    budget_rule: str
+
+    def report(self) -> dict:
+        """The ``held_out`` and ``budget`` entries of the train report."""
+        return {"held_out": self.split.describe(), "budget": {"steps": self.steps, "rule": self.budget_rule}}
+
+
+def plan_training(cfg: TrainConfig, n_frames: int) -> TrainPlan:
+    """The split of ``n_frames`` tracked frames and the step budget of its training frames."""
+    split = choose_split(n_frames, cfg.test_frames, cfg.test_fraction, cfg.max_train_frames)
+    steps, rule = training_budget(cfg, len(split.train))
+    return TrainPlan(split, steps, rule)
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps: int) -> float:
+    """Learning-rate multiplier at ``step`` of ``steps``: 1 until the last ``lr_decay_fraction`` of
+    the steps, then a half cosine down to ``lr_final_fraction`` at the last step."""
+    if cfg.lr_final_fraction >= 1.0 or cfg.lr_decay_fraction <= 0:
+        return 1.0
+    start = steps * (1.0 - cfg.lr_decay_fraction)
+    if step <= start:
+        return 1.0
+    x = min(1.0, (step - start) / max(steps - start, 1e-9))
+    return cfg.lr_final_fraction + (1.0 - cfg.lr_final_fraction) * 0.5 * (1.0 + math.cos(math.pi * x))
 
 
 @dataclass
@@ -127,6 +197,8 @@ class TrainResult:
     resumed_from: int = 0
     losses: list[float] = field(default_factory=list)
     pipeline: PipelineInfo | None = None
+    plan: TrainPlan | None = None
+    stop_reason: str = ""
 
 
 def choose_renderer(name: str, device: str) -> str:
@@ -179,7 +251,7 @@ def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: 
     return render(g.means, g.quats, g.scales, g.opacities, colors, viewmats, K, resolution, resolution, background)
 
 
-RESUME_IGNORES = ("steps", "workers", "log_every", "checkpoint_every", "frame_cache", "prefetch")
+RESUME_IGNORES = ("steps", "budget_images_per_frame", "budget_min_images", "budget_max_images", "workers", "log_every", "checkpoint_every", "frame_cache", "prefetch")
 """Settings that do not change what a step computes: a checkpoint resumes across changes of these
 (so a finished run can also be extended with more steps)."""
 
@@ -257,7 +329,11 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     renderer = choose_renderer(cfg.renderer, device)
     use_amp = cfg.amp and str(device).startswith("cuda")
     seq = TrackedSequence.load(layout)
-    train_idx, _ = split_frames(len(seq), cfg.test_frames, cfg.test_fraction, cfg.max_train_frames)
+    plan = plan_training(cfg, len(seq))
+    train_idx = plan.split.train
+    cfg = dataclasses.replace(cfg, steps=plan.steps)
+    log.info("held out %s", plan.split.rule)
+    log.info("budget: %s", plan.budget_rule)
     bg = torch.tensor(background_rgb(cfg.background), device=device)
     if cfg.lpips_weight > 0 and perceptual is None:
         log.info("LPIPS term off: no LPIPS (VGG) weights asset is available; training uses the Huber terms only")
@@ -290,7 +366,11 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     step = start
     losses: list[float] = []
     last = math.nan
+    base_lr = [g["lr"] for g in model.param_groups(cfg.lr_scale, cfg.mlp_lr)]  # not the resumed (decayed) ones
     for b in batches:  # on the device already, in the sampler's order
+        f = lr_factor(cfg, step, cfg.steps)
+        for g, lr in zip(opt.param_groups, base_lr):
+            g["lr"] = lr * f
         gt = frames.ground_truth(b)
         mouth = b["mouth"].float() / 255.0
         image, _ = render_frames(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg, renderer, use_amp)
@@ -321,9 +401,11 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     run_images = (step - start) * cfg.batch_size
     if math.isnan(last) and step > start:
         last = float(loss.detach())
+    stop = (f"stopped at step {step} of {cfg.steps}: the budget ({plan.budget_rule}) was spent; learning rates "
+            f"decayed to {cfg.lr_final_fraction:g}x over the last {cfg.lr_decay_fraction:.0%} of the steps")
     return TrainResult(model=model, steps=step, steps_run=step - start, images=run_images, seconds=seconds,
                        images_per_s=run_images / max(seconds, 1e-9), last_loss=last, resumed_from=start, losses=losses,
-                       pipeline=pipeline)
+                       pipeline=pipeline, plan=plan, stop_reason=stop)
 
 
 def config_from_dict(d: dict) -> TrainConfig:

@@ -25,7 +25,8 @@ def prepare_actor(store: Store, actor: str, video: Path | None, flame: Path | No
     ``assets`` maps further asset kinds (``matting``, ``parsing``, ...) to files to add and choose."""
     from stages.runner.setup import apply_setup, plan_setup
 
-    setup = plan_setup(store, actor, video, preset, {"flame": flame, **(assets or {})}, overrides)
+    setup = plan_setup(store, actor, video, preset, {"flame": flame, **(assets or {})}, overrides,
+                       check=check_face_assets)
     return apply_setup(store, setup)
 
 

@@ -61,11 +61,15 @@ def load_pipeline_config(store: Store, actor: str) -> PipelineConfig:
         return PipelineConfig()
 
 
-def resolve_device(device: str, decl: StageDecl) -> str:
-    """``auto`` picks ``cuda`` for GPU stages when torch sees a GPU, else ``cpu``."""
+def resolve_device(device: str, decl: StageDecl, cpu_bound: bool = False) -> str:
+    """The device a stage runs on. ``--device`` picks the device of GPU stages only: a CPU stage
+    (``decl.gpu`` false: ingest, landmarks, assemble) or one that is CPU-bound with its config
+    (``cpu_bound``: masks with the default MediaPipe backends) runs on the CPU, with every core
+    (``--jobs`` processes), whatever it says. ``auto`` picks ``cuda`` for GPU stages when torch
+    sees a GPU, else ``cpu``; ``cuda`` without a GPU is refused."""
     if device not in ("auto", "cpu", "cuda"):
         raise BadInput(f"--device {device}: unknown device; use auto, cpu or cuda")
-    if device == "cpu" or (device == "auto" and not decl.gpu):
+    if device == "cpu" or not decl.gpu or cpu_bound:
         return "cpu"
     from stages.runner.devices import gpu_count
 
@@ -130,8 +134,10 @@ class _Plan:
         self.config = self.pipeline.stage_config(self.decl)
         self.config_digest = digest_of(self.config)
         self.inputs = stage_inputs(self.decl, actor, store, self.pipeline, self.module)
-        self.device = resolve_device(device, self.decl)
         self.jobs = max(1, jobs)
+        cpu_fn = getattr(self.module, "processes_per_gpu", None)
+        cpu_bound = cpu_fn is not None and int(cpu_fn(self.config, self.pipeline.assets)) <= 0
+        self.device = resolve_device(device, self.decl, cpu_bound)
         self.scratch = scratch
         self.assets = {k: v for k, v in self.pipeline.assets.items() if k in getattr(self.module, "ASSETS", ())}
 
@@ -251,6 +257,8 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
     try:
         plan = _Plan(name, actor, store, pipeline, device, jobs, scratch)
         mkey = actor_key(actor, name, MANIFEST)
+        log.info("%s: runs on %s", name, "the GPU (cuda)" if plan.device == "cuda" else
+                 f"the CPU ({plan.jobs} worker processes)" if plan.decl.fan_out and plan.jobs > 1 else "the CPU")
         if plan.decl.fan_out:
             all_shards = plan.context(Progress("", enabled=False)).shards()
             if shard is not None and not any(s.index == shard for s in all_shards):

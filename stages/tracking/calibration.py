@@ -56,6 +56,10 @@ class Calibration:
     tex_map: np.ndarray | None = None
     tex_vt: np.ndarray | None = None
     tex_ft: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds of each part of the fit (``geometry``, ``refine``, ``appearance``); not saved."""
+    refine: dict[str, float] = field(default_factory=dict)
+    """The L-BFGS refinement's ``iterations``, ``kept`` (1/0), ``loss_before``, ``loss_after``; not saved."""
 
     @property
     def appearance_mode(self) -> str | None:
@@ -154,14 +158,21 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
                             pp=torch.full((2,), image_size / 2.0, device=dev))
     problem = fitting.Problem(targets=inputs.targets, point_w=inputs.point_w, frame_w=torch.ones(k, device=dev),
                               link=torch.zeros(max(k - 1, 0), device=dev), image_size=image_size)
+    clock = _Clock(dev)
     init = fitting.initial_pose(model, shared.shape, inputs.targets, inputs.point_w, shared.focal, shared.pp)
     geometry = Schedule([lv for lv in schedule.levels if not lv.photometric], schedule.lr, schedule.final_lr_fraction)
     res = fitting.fit(model, problem, init, shared, geometry, weights, on_step=on_step)
+    clock.lap("geometry")
     if refine_iterations > 0:
         ref = refine_identity(model, res.shared.shape, res.params, res.shared.focal, res.shared.pp, inputs.targets,
                               inputs.point_w, image_size=image_size, iterations=refine_iterations, weights=weights)
         res = fitting.FitResult(params=ref.params, error_px=ref.error_px, history=res.history,
                                 shared=fitting.Shared(ref.shape, res.shared.focal, res.shared.pp))
+        clock.lap("refine")
+        refine_info = {"iterations": ref.iterations, "kept": int(ref.loss_after != ref.loss_before),
+                       "loss_before": ref.loss_before, "loss_after": ref.loss_after}
+    else:
+        refine_info = {}
 
     albedo = sh = None
     tex_fields: dict[str, np.ndarray] = {}
@@ -194,12 +205,31 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
                           "tex_vt": texture.vt.cpu().numpy(), "tex_ft": texture.ft.cpu().numpy()}
         else:
             albedo = photo.albedo.detach().clamp(0, 1).cpu().numpy()
+        clock.lap("appearance")
 
     return Calibration(shape=res.shared.shape.cpu().numpy(), focal=res.shared.focal.cpu().numpy(),
                        pp=res.shared.pp.cpu().numpy(), image_size=(image_size, image_size),
                        keyframes=np.asarray(inputs.frames, np.int64), keyframe_params=res.params.to_numpy(),
                        error_px=res.error_px.cpu().numpy(), albedo=albedo, sh=sh, model_name=model_name,
-                       **tex_fields)
+                       seconds=clock.seconds, refine=refine_info, **tex_fields)
+
+
+class _Clock:
+    """Wall-clock laps (synchronising CUDA first, so that queued kernels count where they ran)."""
+
+    def __init__(self, device: torch.device):
+        import time
+
+        self._time, self._cuda = time.perf_counter, device.type == "cuda"
+        self._t = self._time()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        if self._cuda:
+            torch.cuda.synchronize()
+        t = self._time()
+        self.seconds[name] = round(t - self._t, 3)
+        self._t = t
 
 
 def texture_schedule(appearance: Schedule) -> Schedule:

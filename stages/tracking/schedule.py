@@ -19,7 +19,8 @@ Calibrate (keyframes, no temporal term)::
     appearance 150 steps   albedo, SH only (photometric, when images are given)
 
 followed (between identity and appearance) by up to 1000 float64 L-BFGS iterations on shape and
-the per-keyframe parameters (:mod:`stages.tracking.refine`; kept only where it fits clearly better).
+the per-keyframe parameters (:mod:`stages.tracking.refine`; kept only where it fits clearly better;
+it stops early once converged, or after 100 iterations when the landmark term is not falling).
 """
 
 from __future__ import annotations

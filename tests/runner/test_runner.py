@@ -193,3 +193,28 @@ def test_shard_workers_spread_over_every_gpu(toy_graph, tmp_path, monkeypatch, g
     else:
         assert used == ["0"] * 4 and [s["cuda_visible_devices"] for s in stats] == [None] * 4
     assert [st.get_bytes(f"actors/a/count/{i:04d}.txt") for i in range(4)][0] == b"2 4 6 8 10"
+
+
+def test_device_picks_the_device_of_gpu_stages_only(monkeypatch):
+    """``--device cuda`` (or auto on a GPU machine) sends GPU stages to the GPU; ingest, landmarks,
+    assemble and the default (MediaPipe) masks stay on the CPU with every core whatever it says."""
+    import torch
+
+    from stages.graph import stage
+    from stages.runner.run import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, seen from here
+    for name in ("ingest", "landmarks", "assemble"):
+        for device in ("auto", "cpu", "cuda"):
+            assert resolve_device(device, stage(name)) == "cpu", (name, device)
+    for name in ("calibrate", "track", "train", "render"):
+        assert resolve_device("cuda", stage(name)) == "cuda" and resolve_device("auto", stage(name)) == "cuda"
+        assert resolve_device("cpu", stage(name)) == "cpu"
+    assert resolve_device("cuda", stage("masks"), cpu_bound=True) == "cpu"
+    assert resolve_device("cuda", stage("masks")) == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BadInput, match="no CUDA GPU"):
+        resolve_device("cuda", stage("track"))
+    assert resolve_device("cuda", stage("landmarks")) == "cpu"  # a CPU stage never needs the GPU
+    with pytest.raises(BadInput, match="unknown device"):
+        resolve_device("gpu", stage("ingest"))

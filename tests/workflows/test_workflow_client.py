@@ -192,3 +192,36 @@ def test_status_of_a_finished_workflow_marks_unreached_stages():
     wf["status"]["phase"] = "Failed"
     ws = workflow_status(wf)
     assert {s.stage: s.phase for s in ws.stages}["render"] == "Omitted"
+
+
+def test_submit_takes_the_flame_route_and_checks_every_asset_first(argo_server, video, uri, tmp_path, capsys):
+    """--flame with --mediapipe-embedding [--flame-masks] [--flame-texture], as `avatar run` takes
+    them; a missing embedding or any bad file refuses the command before any upload or request."""
+    from stages.face.standin import build_standin
+
+    _install(argo_server)
+    files = build_standin(tmp_path / "standin")
+    st = open_store(uri)
+
+    def nothing_written():
+        return not st.list("actors/") and not st.list("assets/") and not argo_server.workflows
+
+    # FLAME alone: refused before anything is uploaded or submitted
+    assert main(["submit", "--actor", "roman", "--video", str(video), "--flame", str(files["flame"])]) == 2
+    err = capsys.readouterr().err
+    assert "--mediapipe-embedding" in err and err.count("\n") == 1
+    assert nothing_written() and argo_server.requests == []
+    # a malformed optional file: refused, naming it, nothing uploaded
+    bad = tmp_path / "FLAME_texture.npz"
+    bad.write_bytes(b"not an npz")
+    assert main(["submit", "--actor", "roman", "--video", str(video), "--flame", str(files["flame"]),
+                 "--mediapipe-embedding", str(files["mediapipe-embedding"]), "--flame-texture", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+    assert nothing_written() and argo_server.requests == []
+    # the whole route: every asset stored by sha256 and chosen for the actor, then submitted
+    assert main(["submit", "--actor", "roman", "--video", str(video), "--flame", str(files["flame"]),
+                 "--mediapipe-embedding", str(files["mediapipe-embedding"]),
+                 "--flame-masks", str(files["flame-masks"])]) == 0, capsys.readouterr()
+    chosen = st.get_json("actors/roman/config.json")["assets"]
+    assert set(chosen) == {"flame", "mediapipe-embedding", "flame-masks"}
+    assert len(argo_server.workflows) == 1

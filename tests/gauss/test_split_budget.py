@@ -1,0 +1,82 @@
+"""The default held-out split and the training budget follow the clip: a phone clip of 250 frames
+and a 10,000-frame one both train with the default preset, and the reports say why."""
+
+import math
+
+import pytest
+
+from stages.dataset.layout import DatasetLayout
+from stages.errors import BadInput
+from stages.gauss.data import TrackedSequence, choose_split, split_frames
+from stages.gauss.trainer import TrainConfig, lr_factor, plan_training, train, training_budget
+
+
+@pytest.mark.parametrize("n, n_test", [(8, 4), (30, 5), (250, 25), (400, 40), (750, 75), (4000, 400),
+                                       (10000, 500), (20000, 500)])
+def test_default_split_is_a_tenth_of_the_clip_between_5_and_500(n, n_test):
+    s = choose_split(n)
+    assert s.test == list(range(n - n_test, n))
+    assert s.train == list(range(min(10000, n - n_test)))
+    assert f"the last {n_test} of the {n}" in s.rule and "500" in s.rule
+    d = s.describe()
+    assert d["frames"] == n_test and d["first"] == n - n_test and d["train_frames"] == len(s.train)
+
+
+def test_explicit_splits_keep_their_meaning():
+    # upstream FlashAvatar (and every avatar trained before the adaptive default): the last 500
+    assert choose_split(2000, test_frames=500).test == list(range(1500, 2000))
+    assert split_frames(2000) == (list(range(1500)), list(range(1500, 2000)))
+    assert choose_split(30, test_fraction=0.1).test == [27, 28, 29]  # the tiny preset's fraction
+    with pytest.raises(BadInput, match="leave none for training"):
+        choose_split(400, test_frames=500)
+    with pytest.raises(BadInput):
+        choose_split(1)  # one frame: nothing to hold out and train on
+
+
+@pytest.mark.parametrize("n, images", [(250, 30_000), (400, 30_000), (750, 40_512), (2500, 135_008),
+                                       (10000, 150_000)])
+def test_default_budget_follows_the_training_frames(n, images):
+    cfg = TrainConfig()
+    plan = plan_training(cfg, n)
+    assert plan.steps * cfg.batch_size == images
+    expect = min(150_000, max(30_000, 60 * len(plan.split.train)))
+    assert expect <= plan.steps * cfg.batch_size < expect + cfg.batch_size
+    assert f"{len(plan.split.train)} training frames" in plan.budget_rule
+    rep = plan.report()
+    assert rep["held_out"]["frames"] == len(plan.split.test) and rep["budget"]["steps"] == plan.steps
+
+
+def test_fixed_steps_override_the_rule():
+    steps, why = training_budget(TrainConfig(steps=123, batch_size=4), 5000)
+    assert steps == 123 and "train.steps" in why
+
+
+def test_learning_rate_decays_over_the_last_half():
+    cfg = TrainConfig(lr_final_fraction=0.1, lr_decay_fraction=0.5)
+    assert lr_factor(cfg, 0, 100) == 1.0 and lr_factor(cfg, 50, 100) == 1.0
+    assert lr_factor(cfg, 100, 100) == pytest.approx(0.1)
+    assert lr_factor(cfg, 75, 100) == pytest.approx(0.55)
+    vals = [lr_factor(cfg, s, 100) for s in range(101)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))
+    assert lr_factor(TrainConfig(lr_final_fraction=1.0), 99, 100) == 1.0
+
+
+def test_a_short_generated_clip_trains_with_the_default_split_and_budget_rule(toy_dataset, tmp_path, one_thread):
+    """The 24-frame generated clip with the full preset's split and budget rule (the rule scaled
+    down so that it runs in seconds: 1 image a frame, at least 8): 5 frames held out, the steps
+    the rule gives, and the result says why it stopped."""
+    layout = DatasetLayout(toy_dataset)
+    n = len(TrackedSequence.load(layout))
+    cfg = TrainConfig(batch_size=2, resolution=24, sh_degree=0, mlp_width=16, mlp_depth=1, pe_freqs=2,
+                      uv_resolution=12, checkpoint_every=0, workers=0, log_every=1000,
+                      budget_images_per_frame=1.0, budget_min_images=8, budget_max_images=100)
+    assert cfg.test_frames is None and cfg.test_fraction is None and cfg.steps is None  # the defaults
+    plan = plan_training(cfg, n)
+    assert plan.split.test == list(range(n - 5, n))  # 10% of 24 is below the floor of 5
+    assert plan.steps == math.ceil(max(8, len(plan.split.train)) / 2) == 10
+    from stages.gauss.synthetic import toy_surface
+
+    result = train(cfg, toy_surface(), layout, tmp_path, "cpu")
+    assert result.steps == plan.steps and result.images == plan.steps * 2
+    assert result.plan == plan
+    assert "budget" in result.stop_reason and f"step {plan.steps} of {plan.steps}" in result.stop_reason
