@@ -203,7 +203,9 @@ def test_device_picks_the_device_of_gpu_stages_only(monkeypatch):
     from stages.graph import stage
     from stages.runner.run import resolve_device
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, seen from here
+    from stages.runner.devices import SIMULATED_GPUS_ENV
+
+    monkeypatch.setenv(SIMULATED_GPUS_ENV, "1")  # a GPU machine, seen from here
     for name in ("ingest", "landmarks", "assemble"):
         for device in ("auto", "cpu", "cuda"):
             assert resolve_device(device, stage(name)) == "cpu", (name, device)
@@ -212,6 +214,7 @@ def test_device_picks_the_device_of_gpu_stages_only(monkeypatch):
         assert resolve_device("cpu", stage(name)) == "cpu"
     assert resolve_device("cuda", stage("masks"), cpu_bound=True) == "cpu"
     assert resolve_device("cuda", stage("masks")) == "cuda"
+    monkeypatch.delenv(SIMULATED_GPUS_ENV)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BadInput, match="no CUDA GPU"):
         resolve_device("cuda", stage("track"))

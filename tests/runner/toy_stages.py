@@ -16,7 +16,7 @@ from stages.runner.shards import plan_shards, shards_document
 
 DECLS = (
     StageDecl("ingest", (), "tracker", "cpu", False, "toy_stages", False, "toy ingest"),
-    StageDecl("count", ("ingest",), "tracker", "cpu", True, "toy_stages_count", False, "toy fan-out"),
+    StageDecl("count", ("ingest",), "tracker", "cheap-gpu", True, "toy_stages_count", True, "toy fan-out"),
     StageDecl("total", ("count",), "tracker", "cpu", False, "toy_stages_total", False, "toy join"),
 )
 
