@@ -8,6 +8,8 @@ Writes (see :mod:`stages.dataset.layout`), under ``actors/<actor>/dataset/``::
                  (flame.tex: the calibration's FLAME texture coefficients when calibrate fitted
                  in texture space, else zeros)
     tracking.npz                                                                 all parameters, compact
+    motion.npz                                                                   per-frame FLAME + camera at 25 fps
+                 (docs/motion-format.md; with audio.wav, paired data for speech-to-motion)
 
 and under ``actors/<actor>/assemble/``: ``overlay.mp4`` (mesh and landmarks over the frames) and
 ``report.json`` (per-frame landmark error, filled frames, seam checks, verification result).
@@ -28,6 +30,7 @@ from stages.dataset.layout import FRAME_DELTA, IMAGE_SIZE, DatasetLayout, rel_pa
 from stages.dataset.verify import verify_dataset
 from stages.errors import bad_input
 from stages.frameshard import read_shard_tar
+from stages.motion.format import write_motion
 from stages.tracking.calibration import Calibration, personalised
 from stages.tracking.face_assets import FACE_ASSETS, build_model, load_stage_face_model
 from stages.tracking.join import JoinedTrack, join_tracks
@@ -182,6 +185,7 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
                      filled=track.filled, error_px=track.error_px,
                      **{f"camera_{k}": v for k, v in cams.items()}, **track.params)
         items.append(("tracking.npz", npz))
+        items.append(("motion.npz", write_motion(Path(tmp) / "motion.npz", track.params, track.R, K, calib.shape)))
         ctx.put_files(items, folder="dataset")
         overlay_frames = 0
         if cfg.overlay_every > 0:

@@ -35,6 +35,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 from stages.cli import run_cmd, stage_cmd, assets_cmd, verify_cmd, bench_cmd  # noqa: E402,F401
 from stages.cli import workflow_cmd  # noqa: E402,F401
 from stages.cli import render_cmd  # noqa: E402,F401
+from stages.cli import drive_cmd  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
