@@ -1,0 +1,129 @@
+"""Ground truth for ``avatar drive --video``: two synthetic actors with known parameters (the project's
+synthetic-video generator). B is trained (tiny preset), then driven with A's video. The landmarks stage
+run on the frames of ``drive.mp4`` shows B's mouth opening and eye closure following A's ground truth,
+and the identity calibrated from ``drive.mp4`` is B's, not A's. Slow: a whole tiny training on a CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.cli import main
+
+pytestmark = pytest.mark.slow
+
+FRAMES = 48
+RES = 256  # the CPU reference renderer; the GPU renders 512
+A_SEED, B_SEED = 2, 1  # A (the driver) blinks in its first 48 frames
+
+
+def _clip(path: Path, seed: int) -> Path:
+    from stages.face.model import load_face_model
+    from stages.face.synth import SynthSpec, generate_params, render_video
+
+    model = load_face_model(None)
+    spec = SynthSpec(n_frames=FRAMES, size=256, seed=seed)
+    render_video(model, generate_params(model, spec), path, spec=spec, batch=16)
+    return path
+
+
+@pytest.fixture(scope="module")
+def driven(tmp_path_factory):
+    """B trained, driven by A's video: (store, clips folder)."""
+    d = tmp_path_factory.mktemp("xreenact")
+    a, b = _clip(d / "a.mp4", A_SEED), _clip(d / "b.mp4", B_SEED)
+    store = d / "store"
+    jobs = ["--device", "cpu", "--jobs", "2"]
+    assert main(["run", "--actor", "b", "--video", str(b), "--store", str(store), "--preset", "tiny", *jobs]) == 0
+    assert main(["drive", "--actor", "b", "--video", str(a), "--store", str(store), "--resolution", str(RES),
+                 *jobs]) == 0
+    return store, d
+
+
+def _landmark_points(store: Path, entry_root: Path) -> np.ndarray:
+    from stages.tracking.stage_io import read_landmarks
+
+    lms = [read_landmarks(p) for p in sorted((entry_root / "landmarks").glob("*.npz"))]
+    pts = np.concatenate([lm.points[:, :, :2] for lm in lms])
+    ok = np.concatenate([lm.ok for lm in lms])
+    assert ok.mean() > 0.9, f"MediaPipe found the face in only {ok.mean():.0%} of the frames"
+    return pts
+
+
+def test_driven_b_follows_a_mouth_and_eyes_and_keeps_b_identity(driven):
+    from stages.drive.sources import driver_entry, prepare_driver, track_driver
+    from stages.store.local import LocalStore
+    from stages.tracking.calibration import Calibration
+
+    store, d = driven
+    out = store / "actors" / "b" / "drive" / "a"
+    for rel in ("drive.mp4", "motion.npz", "side_by_side.mp4", "manifest.json"):
+        assert (out / rel).is_file(), rel
+    # Run ingest, landmarks, calibrate on the frames of drive.mp4 (as a driver entry of its own).
+    st = LocalStore(store)
+    prepare_driver(st, "b", "check", out / "drive.mp4")
+    track_driver(st, "check", device="cpu", jobs=2)
+    pts = _landmark_points(store, store / driver_entry("check"))
+    iod = np.linalg.norm(pts[:, 33] - pts[:, 263], axis=1)                       # outer eye corners
+    mouth = np.linalg.norm(pts[:, 13] - pts[:, 14], axis=1) / iod                 # inner lips
+    eyes = (np.linalg.norm(pts[:, 159] - pts[:, 145], axis=1) + np.linalg.norm(pts[:, 386] - pts[:, 374], axis=1)) / iod
+    gt = np.load(d / "a.npz")
+    jaw_gt = np.arctan2(gt["jaw"][:, 5], gt["jaw"][:, 4])  # x-rotation angle from the 6D's second row
+    blink_gt = gt["eyelids"].mean(1)
+    assert blink_gt.max() > 0.5, "the driver clip must hold a blink"
+    r_mouth = np.corrcoef(mouth, jaw_gt)[0, 1]
+    r_eyes = np.corrcoef(-eyes, blink_gt)[0, 1]
+    print(f"Pearson r: mouth opening {r_mouth:.3f}, eye closure {r_eyes:.3f}")
+    assert r_mouth >= 0.9 and r_eyes >= 0.9, (r_mouth, r_eyes)
+    # Identity: the face calibrated from drive.mp4 is B's (calibrated from B's video), not A's.
+    shape = lambda entry: Calibration.load(store / entry / "calibrate" / "calibration.npz").shape  # noqa: E731
+    s_drive, s_b, s_a = shape(driver_entry("check")), shape("actors/b"), shape(driver_entry("a"))
+    d_b, d_a = np.linalg.norm(s_drive - s_b), np.linalg.norm(s_drive - s_a)
+    print(f"identity distance of drive.mp4's face: to B {d_b:.3f}, to A {d_a:.3f}")
+    assert d_b < 0.6 * d_a, (d_b, d_a)
+
+
+def test_jaw_ramp_opens_the_mouth_monotonically(driven, tmp_path):
+    from stages.video.facemesh import FaceMeshTracker
+
+    store, _ = driven
+    n = 12
+    ramp = np.stack([np.linspace(0.0, 0.3, n), np.zeros(n), np.zeros(n)], 1).astype(np.float32)
+    np.savez(tmp_path / "ramp.npz", jaw_pose=ramp)
+    assert main(["drive", "--actor", "b", "--motion", str(tmp_path / "ramp.npz"), "--store", str(store),
+                 "--device", "cpu", "--resolution", str(RES), "--pose", "fixed"]) == 0
+    import av
+    import cv2
+
+    with av.open(str(store / "actors" / "b" / "drive" / "ramp" / "drive.mp4")) as c:
+        frames = [cv2.resize(f.to_ndarray(format="rgb24"), (512, 512)) for f in c.decode(video=0)]
+    with FaceMeshTracker(static=True) as fm:
+        found = [fm.process(f) for f in frames]
+    assert all(r.ok for r in found)
+    opening = np.array([np.linalg.norm(r.points[13, :2] - r.points[14, :2]) for r in found])
+    print("mouth opening (px):", opening.round(1).tolist())
+    assert np.all(np.diff(opening) > -1.0) and opening[-1] > opening[0] + 5, opening
+
+
+def test_driver_without_a_face_is_one_line_exit_2_and_nothing_done(driven, tmp_path, capsys):
+    import av
+
+    store, _ = driven
+    path = tmp_path / "wall.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 128, "yuv420p"
+        for _ in range(30):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((128, 128, 3), 170, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    capsys.readouterr()
+    assert main(["drive", "--actor", "b", "--video", str(path), "--store", str(store), "--device", "cpu"]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("avatar: error:")]
+    assert len(err) == 1 and "face" in err[0].lower(), err
+    assert not (store / "drivers" / "wall" / "ingest" / "manifest.json").exists()
+    assert not (store / "actors" / "b" / "drive" / "wall").exists()
