@@ -54,8 +54,9 @@ def has_audio(path: str | Path) -> bool:
 def mux_audio(video: Path, audio: Path, out: Path) -> None:
     """Write ``out``: ``video``'s video stream (copied, not re-encoded) with ``audio``'s first audio
     stream encoded as AAC. A length mismatch is trimmed to the shorter stream, with a one-line
-    warning; the video is cut only at the end (callers that know the audio length beforehand
-    render no more frames than it covers).
+    warning. The video stream is copied unless it must be cut (then it is re-encoded, H.264 at
+    25 fps is assumed; callers that know the audio length beforehand render no more frames than
+    it covers, and the copy path applies).
 
     Raises:
         BadInput: ``audio`` has no audio stream or cannot be read.
@@ -74,8 +75,12 @@ def mux_audio(video: Path, audio: Path, out: Path) -> None:
         log.warning("audio %s is %.2f s, video %.2f s: trimmed to the shorter, %.2f s", audio.name, a_dur, v_dur, dur)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part.mp4")
+    # A copied stream can only be cut at packet boundaries (a frame or two late with B-frames): a
+    # video longer than its audio is re-encoded up to the audio's last frame instead.
+    vcodec = (["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
+               "-frames:v", str(max(1, int(round(a_dur * 25))))] if v_dur > a_dur + 1.0 / 25 else ["-c:v", "copy"])
     cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(video), "-i", str(audio),
-           "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "128k",
+           "-map", "0:v:0", "-map", "1:a:0", *vcodec, "-c:a", "aac", "-b:a", "128k",
            "-t", f"{dur:.6f}", "-movflags", "+faststart", str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
