@@ -127,7 +127,7 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
     from stages.drive.sources import load_actor
     from stages.face.model import load_face_model
     from stages.gauss.data import background_rgb
-    from stages.gauss.preview import PreviewWriter
+    from stages.drive.encode import BackgroundWriter
     from stages.gauss.surface import flame_surface
     from stages.gauss.trainer import check_face_model, choose_renderer, load_avatar
     from stages.video.audio import mux_audio, stream_duration
@@ -176,8 +176,8 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
     render_s = 0.0
     res = cfg.resolution
     with Progress(f"drive {name}", n) as progress, \
-            PreviewWriter(silent, res, res, int(FPS), crf=cfg.crf) as writer:
-        sbs_writer = PreviewWriter(sbs, 2 * res, res, int(FPS), crf=cfg.crf) if driver_frames is not None else None
+            BackgroundWriter(silent, res, res, int(FPS), crf=cfg.crf) as writer:
+        sbs_writer = BackgroundWriter(sbs, 2 * res, res, int(FPS), crf=cfg.crf) if driver_frames is not None else None
         try:
             batches = render_motion(model, surface, DriveInputs(motion.cond(), motion.R, motion.t, motion.K),
                                     resolution=res, background=background_rgb(side.background), renderer=renderer,
@@ -191,12 +191,11 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
                 render_s += time.perf_counter() - t0
                 if on_frames is not None:
                     on_frames(rgb, fb.alpha.float().cpu().numpy(), fb.start)
-                for img in rgb:
-                    writer.write(img)
-                    if sbs_writer is not None:
-                        crop = next(driver_frames, None)
-                        crop = np.zeros_like(img) if crop is None else _fit(crop, res)
-                        sbs_writer.write(np.concatenate([crop, img], axis=1))
+                writer.write(rgb)
+                if sbs_writer is not None:
+                    crops = [next(driver_frames, None) for _ in range(len(rgb))]
+                    crops = np.stack([np.zeros_like(rgb[0]) if c is None else _fit(c, res) for c in crops])
+                    sbs_writer.write(np.concatenate([crops, rgb], axis=2))
                 progress.advance(len(rgb))
         finally:
             if sbs_writer is not None:
