@@ -167,6 +167,7 @@ def submit_drive_command(
     transfer: str = typer.Option("relative", "--transfer"),
     pose: str = typer.Option("relative", "--pose"),
     driver_neutral: str = typer.Option(None, "--driver-neutral"),
+    resolution: int = typer.Option(512, "--resolution", help="Output size (px, square)."),
     settings: Path = typer.Option(None, "--settings", help="Cluster settings file (as for avatar submit)."),
 ) -> None:
     import dataclasses
@@ -186,7 +187,7 @@ def submit_drive_command(
     if audio is not None and not audio.is_file():
         raise BadInput(f"{audio}: no such file; give the sound file for --audio (WAV, MP3, AAC)")
     name = check_name(name if name is not None else drive_name((video or motion).stem))
-    cfg = DriveConfig(transfer=transfer, pose=pose,
+    cfg = DriveConfig(transfer=transfer, pose=pose, resolution=resolution,
                       driver_neutral=driver_neutral or ("median" if video is not None else "zero"))
     cfg.check()
     m = load_motion(motion) if motion is not None else None  # a bad file stops here, before any upload

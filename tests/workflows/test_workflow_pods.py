@@ -172,7 +172,7 @@ def test_pods_run_the_whole_pipeline(argo_server, s3_env, clip, tmp_path, monkey
     argo_server.templates[f"{settings.name}-drive"] = build_dict(settings, "drive")
     _run_drive_workflow(argo_server, settings, secrets, tmp_path / "drive-pods",
                         ["submit-drive", "--actor", "synth", "--video", str(clip), "--name", "self",
-                         "--settings", str(sfile)])
+                         "--resolution", "128", "--settings", str(sfile)])
     drive = actor_key("synth", "drive", "self")
     for rel in ("drive.mp4", "motion.npz", "side_by_side.mp4", "manifest.json"):
         assert store.exists(f"{drive}/{rel}"), rel
@@ -187,7 +187,7 @@ def test_pods_run_the_whole_pipeline(argo_server, s3_env, clip, tmp_path, monkey
         w.writeframes(np.zeros(16000, np.int16).tobytes())
     _run_drive_workflow(argo_server, settings, secrets, tmp_path / "drive-pods-2",
                         ["submit-drive", "--actor", "synth", "--motion", str(tmp_path / "speech.npz"),
-                         "--audio", str(tmp_path / "speech.wav"), "--settings", str(sfile)])
+                         "--audio", str(tmp_path / "speech.wav"), "--resolution", "128", "--settings", str(sfile)])
     assert store.exists(actor_key("synth", "drive", "speech", "manifest.json"))
 
 
