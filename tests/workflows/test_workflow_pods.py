@@ -78,7 +78,8 @@ class Kubelet:
         c = t["container"]
         env = {"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": str(pod), "LANG": "C.UTF-8",
                "AVATAR_S3_CONFIG": "/nonexistent/s3.json", "OMP_NUM_THREADS": "2",
-               "ARGO_PROGRESS_FILE": str(pod / "progress")}
+               "ARGO_PROGRESS_FILE": str(pod / "progress"),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # the pods run the checkout under test
         for e in c["env"]:
             if "valueFrom" in e:
                 ref = e["valueFrom"]["secretKeyRef"]
