@@ -104,6 +104,10 @@ def main() -> None:
     tcfg = TrainConfig(uv_resolution=24, area_samples=800, sh_degree=0, mlp_width=16, mlp_depth=1, pe_freqs=2,
                        test_frames=0, test_fraction=0.2) if a.smoke else TrainConfig(test_frames=0, test_fraction=0.1)
     info = publish_untrained_actor(store, "bench", work / "actor", n_frames=50, train_config=tcfg)
+    if a.smoke:  # the driver inherits the actor's preset: tiny accepts a short clip
+        from stages.config import PipelineConfig
+
+        store.put_json("actors/bench/config.json", PipelineConfig(preset="tiny").to_dict())
     model, surface = info["model"].to(device).eval(), info["surface"].to(device)
     motion = synthetic_motion(a.frames)
     inputs = DriveInputs(motion.cond(), motion.R, motion.t, info["K"])
