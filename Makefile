@@ -66,10 +66,14 @@ test-images: ## smoke-build every image with buildah (CPU torch, local Debian ba
 	$(BIN)/python -m pytest -q -m images -p no:cacheprovider tests/images
 
 # -- the pipeline on a Kubernetes cluster with Argo Workflows (workflows/, docs/cluster.md) ---------
-.PHONY: workflow submit retry status
+.PHONY: workflow submit retry status drive
 SETTINGS ?=
-workflow: ## write the WorkflowTemplate: make workflow [REGISTRY=...] [TAG=...] [SETTINGS=cluster.yaml] [OUT=wt.yaml]
-	$(BIN)/avatar workflow render --registry $(REGISTRY) --tag $(TAG) $(if $(SETTINGS),--settings $(SETTINGS)) $(if $(OUT),--out $(OUT))
+workflow: ## write the WorkflowTemplate: make workflow [REGISTRY=...] [TAG=...] [SETTINGS=cluster.yaml] [OUT=wt.yaml] [PIPELINE=drive]
+	$(BIN)/avatar workflow render --registry $(REGISTRY) --tag $(TAG) $(if $(SETTINGS),--settings $(SETTINGS)) $(if $(OUT),--out $(OUT)) $(if $(PIPELINE),--pipeline $(PIPELINE))
+
+drive: ## drive an avatar on the cluster: make drive ACTOR=roman DRIVER=driver.mp4 | MOTION=motion.npz [AUDIO=speech.wav] [NAME=...]
+	@test -n "$(ACTOR)" -a -n "$(DRIVER)$(MOTION)" || { echo "make drive: give ACTOR= and DRIVER=video or MOTION=file" >&2; exit 2; }
+	$(BIN)/avatar submit-drive --actor $(ACTOR) $(if $(DRIVER),--video $(DRIVER)) $(if $(MOTION),--motion $(MOTION)) $(if $(AUDIO),--audio $(AUDIO)) $(if $(NAME),--name $(NAME)) $(if $(SETTINGS),--settings $(SETTINGS))
 
 submit: ## run on the cluster: make submit ACTOR=roman [VIDEO=video.mp4] [FLAME=.. EMBEDDING=.. [FLAME_MASKS=..] [FLAME_TEXTURE=..]] (needs ARGO_SERVER, ARGO_TOKEN)
 	$(BIN)/avatar submit --actor $(ACTOR) $(if $(VIDEO),--video $(VIDEO)) $(FACE_ARGS) $(if $(PRESET),--preset $(PRESET)) $(if $(SETTINGS),--settings $(SETTINGS))

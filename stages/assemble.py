@@ -9,6 +9,8 @@ Writes (see :mod:`stages.dataset.layout`), under ``actors/<actor>/dataset/``::
                  in texture space, else zeros)
     tracking.npz                                                                 all parameters, compact
     crop.json, bbox.pt, audio.wav (when the video has sound)                     copied from ingest
+    motion.npz                                                                   per-frame FLAME + camera at 25 fps
+                 (docs/motion-format.md; with audio.wav, paired data for speech-to-motion)
 
 and under ``actors/<actor>/assemble/``: ``overlay.mp4`` (mesh and landmarks over at most
 ``overlay_max_frames`` frames spread over the clip; optional) and ``report.json`` (per-frame landmark
@@ -37,6 +39,7 @@ from stages.dataset.layout import FRAME_DELTA, IMAGE_SIZE, DatasetLayout
 from stages.dataset.verify import Listing, structure_problems
 from stages.dataset.writer import Chunk, ChunkWriter, FrameConstants, FrameRows, plan_chunks, tar_members
 from stages.errors import bad_input
+from stages.motion.format import write_motion
 from stages.tracking.calibration import Calibration, personalised
 from stages.tracking.face_assets import FACE_ASSETS, build_model, load_stage_face_model
 from stages.tracking.join import JoinedTrack, join_tracks
@@ -226,6 +229,8 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
                  filled=track.filled, error_px=track.error_px,
                  **{f"camera_{k}": v for k, v in cams.items()}, **track.params)
         ctx.put_bytes("tracking.npz", buf.getvalue(), folder="dataset")
+        ctx.put_file("motion.npz", write_motion(Path(tmp) / "motion.npz", track.params, track.R, K, calib.shape),
+                     folder="dataset")
         for rel in ("crop.json", "bbox.pt", "audio.wav"):  # the crop in source pixels, the sound (when any)
             if rel in ctx.input_keys("ingest", rel):
                 ctx.put_file(rel, ctx.fetch(rel, "ingest"), folder="dataset")

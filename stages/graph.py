@@ -79,6 +79,48 @@ STAGES: tuple[StageDecl, ...] = (
 BY_NAME: dict[str, StageDecl] = {s.name: s for s in STAGES}
 
 
+@dataclass(frozen=True)
+class PipelineDecl:
+    """One pipeline over the stage graph (each declared once; it feeds the local run and its
+    WorkflowTemplate).
+
+    Attributes:
+        name: ``avatar`` (video to avatar) or ``drive`` (a driver video's tracking, then the drive render).
+        root: the store folder of its entries: ``actors`` or ``drivers`` (``drivers/<name>/``).
+        stages: the stages of :data:`STAGES` it runs for an entry, in dependency order.
+        final: a last step that is not a per-entry stage (the drive render reads an actor's avatar
+            and a driver's tracking), or None.
+    """
+
+    name: str
+    root: str
+    stages: tuple[str, ...]
+    final: StageDecl | None = None
+
+
+DRIVE_STEP = StageDecl("drive", ("track",), "train", "cheap-gpu", False, "stages.drive.stage", True,
+                       "render the actor's avatar with the driver's motion, mux the sound")
+"""The drive render: reads ``drivers/<name>/`` (or a motion file) and ``actors/<actor>/avatar``,
+writes ``actors/<actor>/drive/<name>/``. Not a per-entry stage, so not in :data:`STAGES`."""
+
+PIPELINES: dict[str, PipelineDecl] = {
+    "avatar": PipelineDecl("avatar", "actors", tuple(s.name for s in STAGES)),
+    "drive": PipelineDecl("drive", "drivers", ("ingest", "landmarks", "calibrate", "track"), DRIVE_STEP),
+}
+
+
+def pipeline_stages(name: str) -> list[StageDecl]:
+    """The stages pipeline ``name`` runs for one entry, in dependency order (checked: every stage's
+    ``needs`` lie inside the pipeline)."""
+    p = PIPELINES[name]
+    chosen = [s for s in STAGES if s.name in p.stages]
+    names = {s.name for s in chosen}
+    for s in chosen:
+        if not set(s.needs) <= names:
+            raise ValueError(f"pipeline {name!r}: stage {s.name!r} needs {sorted(set(s.needs) - names)}")
+    return [s for s in topological_order() if s.name in names]
+
+
 def stage(name: str) -> StageDecl:
     """The declaration of stage ``name``; unknown names raise ``KeyError`` listing the known ones."""
     try:

@@ -23,7 +23,7 @@ from typing import Any
 
 from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate, models as m
 
-from stages.graph import BY_NAME, STAGES, StageDecl, topological_order
+from stages.graph import BY_NAME, DRIVE_STEP, STAGES, StageDecl, pipeline_stages, topological_order
 from workflows.conventions import ACTOR, ACTOR_REF, FINAL_ARTIFACTS, dump_yaml, label  # noqa: F401 (re-exported)
 from workflows.helm import helm_yaml
 from workflows.settings import NodeClass, WorkflowSettings
@@ -35,6 +35,10 @@ SHARD_SOURCE = "ingest"          # the stage whose store folder holds shards.jso
 OUTPUTS_DIR = "/tmp/argo-outputs"  # where pods put files Argo collects (output parameters, artifacts)
 SCRATCH = "/scratch"
 RETRY_EXPRESSION = "asInt(lastRetry.exitCode) != 2"
+# The drive template (``<name>-drive``): its parameters and entry points.
+DRIVER, DRIVE_NAME = "driver", "name"
+DRIVER_REF, DRIVE_NAME_REF = "{{workflow.parameters.driver}}", "{{workflow.parameters.name}}"
+DRIVE_VIDEO, DRIVE_MOTION = "drive-video", "drive-motion"
 
 
 def sink_stages() -> list[StageDecl]:
@@ -43,7 +47,7 @@ def sink_stages() -> list[StageDecl]:
     return [s for s in STAGES if s.name not in needed]
 
 
-def stage_command(decl: StageDecl, settings: WorkflowSettings) -> tuple[list[str], list[str]]:
+def stage_command(decl: StageDecl, settings: WorkflowSettings, entry_ref: str = ACTOR_REF) -> tuple[list[str], list[str]]:
     """The container's ``command`` and ``args`` for a stage's pod.
 
     Plain stages run ``avatar stage NAME ...`` directly. The shard source also writes the JSON
@@ -52,18 +56,21 @@ def stage_command(decl: StageDecl, settings: WorkflowSettings) -> tuple[list[str
     two run through ``sh -c`` with the actor and store as positional arguments (never spliced
     into the script), so the stage's exit code (2 or 75) is the pod's.
     """
-    stage_args = ["stage", decl.name, "--actor", ACTOR_REF, "--store", settings.s3.store_uri]
+    if decl.name == DRIVE_STEP.name:  # the drive render (drive template): actor, drive name, driver entry
+        return ["avatar"], ["drive-step", "--actor", ACTOR_REF, "--name", DRIVE_NAME_REF, "--driver", DRIVER_REF,
+                            "--store", settings.s3.store_uri]
+    stage_args = ["stage", decl.name, "--actor", entry_ref, "--store", settings.s3.store_uri]
     if decl.fan_out:
         stage_args += ["--shard", "{{inputs.parameters.%s}}" % SHARD_PARAM]
     post = []
     if decl.name == SHARD_SOURCE:
         post.append(f'avatar workflow shard-list --actor "$1" --store "$2" --out {OUTPUTS_DIR}/shards.json')
-    if decl in sink_stages():
+    if decl in sink_stages() and entry_ref == ACTOR_REF:
         post.append(f'avatar workflow collect --actor "$1" --store "$2" --out {OUTPUTS_DIR}')
     if not post:
         return ["avatar"], stage_args
     script = " && ".join([f'avatar stage {decl.name} --actor "$1" --store "$2"'] + post)
-    return ["sh", "-c"], [script, "avatar-" + decl.name, ACTOR_REF, settings.s3.store_uri]
+    return ["sh", "-c"], [script, "avatar-" + decl.name, entry_ref, settings.s3.store_uri]
 
 
 def _env(settings: WorkflowSettings, decl: StageDecl) -> list[m.EnvVar]:
@@ -91,12 +98,12 @@ def _artifact_key(settings: WorkflowSettings, name: str) -> str:
     return f"{prefix}/{base}" if prefix else base
 
 
-def _outputs(decl: StageDecl, settings: WorkflowSettings) -> list[Any]:
+def _outputs(decl: StageDecl, settings: WorkflowSettings, entry_ref: str = ACTOR_REF) -> list[Any]:
     out: list[Any] = []
     if decl.name == SHARD_SOURCE:
         out.append(Parameter(name=SHARDS_OUTPUT, value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/shards.json"),
                              description="JSON list of shard indices"))
-    if decl in sink_stages():
+    if decl in sink_stages() and entry_ref == ACTOR_REF:
         s3 = settings.s3
         for name, rel, archived in FINAL_ARTIFACTS:
             out.append(m.Artifact(
@@ -115,10 +122,11 @@ def _resources(nc: NodeClass) -> m.ResourceRequirements:
                                   limits={k: m.Quantity(v) for k, v in nc.limits.items()} or None)
 
 
-def stage_template(decl: StageDecl, settings: WorkflowSettings) -> Container:
-    """The container template of one stage (registered on the active WorkflowTemplate context)."""
+def stage_template(decl: StageDecl, settings: WorkflowSettings, entry_ref: str = ACTOR_REF) -> Container:
+    """The container template of one stage (registered on the active WorkflowTemplate context);
+    ``entry_ref`` is the store entry its pod works on (the actor, or ``drivers/<driver>``)."""
     nc = settings.node_classes[decl.node_class]
-    command, args = stage_command(decl, settings)
+    command, args = stage_command(decl, settings, entry_ref)
     retry = settings.retry
     semaphores = None
     if decl.node_class in settings.semaphore.node_classes:
@@ -131,7 +139,7 @@ def stage_template(decl: StageDecl, settings: WorkflowSettings) -> Container:
         command=command,
         args=args,
         inputs=[Parameter(name=SHARD_PARAM, description="shard index")] if decl.fan_out else None,
-        outputs=_outputs(decl, settings) or None,
+        outputs=_outputs(decl, settings, entry_ref) or None,
         env=_env(settings, decl),
         resources=_resources(nc),
         node_selector=dict(nc.node_selector),
@@ -194,16 +202,67 @@ def build_template(settings: WorkflowSettings) -> WorkflowTemplate:
     return wt
 
 
-def build_dict(settings: WorkflowSettings) -> dict[str, Any]:
-    """The WorkflowTemplate as a plain dict (what ``kubectl apply`` takes).
+def drive_template_name(settings: WorkflowSettings) -> str:
+    """The drive WorkflowTemplate's name: ``<name>-drive``."""
+    return f"{settings.name}-drive"
+
+
+def build_drive_template(settings: WorkflowSettings) -> WorkflowTemplate:
+    """The drive WorkflowTemplate, from the ``drive`` pipeline of :data:`stages.graph.PIPELINES`.
+
+    Two entry points (a Workflow picks one with ``spec.entrypoint``): ``drive-video`` runs the
+    driver's stages (ingest, landmarks, calibrate, track; fan-out as in the main template) on the
+    entry ``drivers/<driver>``, then the drive step; ``drive-motion`` runs the drive step alone on a
+    motion file uploaded to ``actors/<actor>/drive/<name>/input/``. Parameters: ``actor``,
+    ``name`` (the drive), ``driver`` (the driver entry's name; empty for a motion)."""
+    settings.validate()
+    driver_stages = pipeline_stages("drive")
+    entry = "drivers/" + DRIVER_REF
+    with WorkflowTemplate(
+        name=drive_template_name(settings),
+        namespace=settings.namespace,
+        labels={"app.kubernetes.io/name": "avatar-pipeline", "app.kubernetes.io/component": "drive-template"},
+        annotations={"workflows.argoproj.io/description":
+                     "Drive a trained avatar: driver video (" + " -> ".join(s.name for s in driver_stages)
+                     + " -> drive) or motion file (drive)",
+                     "workflows.argoproj.io/version": ">= 4.0.0"},
+        entrypoint=DRIVE_VIDEO,
+        arguments=[Parameter(name=ACTOR, description="the actor whose trained avatar is driven"),
+                   Parameter(name=DRIVE_NAME, description="the drive: outputs under actors/<actor>/drive/<name>/"),
+                   Parameter(name=DRIVER, value="", description="the driver entry drivers/<driver>/ (video drives)")],
+        service_account_name=settings.service_account,
+        active_deadline_seconds=settings.active_deadline_seconds,
+        pod_gc=m.PodGC(strategy=settings.pod_gc, delete_delay_duration=settings.pod_gc_delay),
+        ttl_strategy=m.TTLStrategy(seconds_after_success=settings.ttl_after_success,
+                                   seconds_after_failure=settings.ttl_after_failure),
+        workflow_metadata=m.WorkflowMetadata(
+            labels={label(settings, "pipeline"): drive_template_name(settings)},
+            labels_from={label(settings, "actor"): m.LabelValueFrom(expression=f"workflow.parameters.{ACTOR}")}),
+    ) as wt:
+        for decl in driver_stages:
+            stage_template(decl, settings, entry)
+        stage_template(DRIVE_STEP, settings)
+        with DAG(name=DRIVE_VIDEO):
+            for decl in driver_stages:
+                _task(decl)
+            Task(name=DRIVE_STEP.name, template=DRIVE_STEP.name, depends=" && ".join(DRIVE_STEP.needs))
+        with DAG(name=DRIVE_MOTION):
+            Task(name=DRIVE_STEP.name, template=DRIVE_STEP.name)
+    return wt
+
+
+def build_dict(settings: WorkflowSettings, pipeline: str = "avatar") -> dict[str, Any]:
+    """The WorkflowTemplate as a plain dict (what ``kubectl apply`` takes); ``pipeline="drive"``
+    gives the drive template.
 
     Adds what Hera 7.1's models lack: ``pendingTimeout`` per template (Argo >= 4.1; older
     controllers ignore it and rely on ``timeout``); keeps empty ``nodeSelector``, ``tolerations``
     and resource maps (one shape for every settings, as the Helm form has)."""
-    doc = build_template(settings).to_dict()
+    doc = (build_drive_template(settings) if pipeline == "drive" else build_template(settings)).to_dict()
     for tmpl in doc["spec"]["templates"]:
-        if tmpl["name"] in BY_NAME:
-            nc = settings.node_classes[BY_NAME[tmpl["name"]].node_class]
+        decl = BY_NAME.get(tmpl["name"]) or (DRIVE_STEP if tmpl["name"] == DRIVE_STEP.name else None)
+        if decl is not None and "container" in tmpl:
+            nc = settings.node_classes[decl.node_class]
             tmpl["pendingTimeout"] = nc.pending_timeout
             tmpl["container"]["resources"] = {"limits": dict(nc.limits), "requests": dict(nc.requests)}
             tmpl.setdefault("nodeSelector", {})
@@ -246,3 +305,18 @@ def workflow_for(settings: WorkflowSettings, actor: str, labels: dict[str, str] 
 def shard_indices_json(indices: list[int]) -> str:
     """The ``shards`` output parameter: a JSON list of shard indices (``withParam`` input)."""
     return json.dumps([int(i) for i in indices])
+
+
+def drive_workflow_for(settings: WorkflowSettings, actor: str, name: str, driver: str | None) -> dict[str, Any]:
+    """The Workflow that ``avatar submit-drive`` creates: the drive template, ``drive-video`` with a
+    driver entry or ``drive-motion`` without."""
+    tname = drive_template_name(settings)
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": f"{tname}-{actor}-"[:57], "namespace": settings.namespace,
+                     "labels": {label(settings, "actor"): actor, label(settings, "pipeline"): tname}},
+        "spec": {"workflowTemplateRef": {"name": tname}, "entrypoint": DRIVE_VIDEO if driver else DRIVE_MOTION,
+                 "arguments": {"parameters": [{"name": ACTOR, "value": actor}, {"name": DRIVE_NAME, "value": name},
+                                              {"name": DRIVER, "value": driver or ""}]}},
+    }

@@ -276,6 +276,17 @@ def _sum_progress(values: list[str]) -> str:
     return f"{done}/{total}" if total else ""
 
 
+def _stages_of(wf: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> list:
+    """The stages a workflow runs: the drive pipeline's (driver stages, then the drive step) for a
+    workflow of the drive template, else the avatar pipeline's."""
+    from stages.graph import DRIVE_STEP, pipeline_stages
+
+    ref = ((wf.get("spec") or {}).get("workflowTemplateRef") or {}).get("name", "")
+    if ref.endswith("-drive") or any(n.get("templateName") == DRIVE_STEP.name for n in nodes.values()):
+        return [*pipeline_stages("drive"), DRIVE_STEP]
+    return topological_order()
+
+
 def workflow_status(wf: dict[str, Any]) -> WorkflowStatus:
     """Per-stage phase and progress from a workflow's ``status.nodes``.
 
@@ -288,7 +299,7 @@ def workflow_status(wf: dict[str, Any]) -> WorkflowStatus:
     out = WorkflowStatus(name=wf.get("metadata", {}).get("name", ""), phase=status.get("phase", "Pending") or "Pending",
                          message=status.get("message", ""), started=status.get("startedAt", ""),
                          finished=status.get("finishedAt", ""), progress=status.get("progress", ""))
-    for decl in topological_order():
+    for decl in _stages_of(wf, nodes):
         mine = {nid: n for nid, n in nodes.items() if n.get("templateName") == decl.name
                 or (n.get("templateRef") or {}).get("template") == decl.name}
         units = [n for nid, n in mine.items() if n.get("type") == "Retry"

@@ -36,6 +36,7 @@ from stages.cli import run_cmd, stage_cmd, assets_cmd, verify_cmd, bench_cmd  # 
 from stages.cli import workflow_cmd  # noqa: E402,F401
 from stages.cli import render_cmd  # noqa: E402,F401
 from stages.cli import export_cmd, view_cmd  # noqa: E402,F401
+from stages.cli import drive_cmd  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,14 @@ from stages.runner.shards import SHARDS_FILE, Shard, shards_from_document
 from stages.store.base import Store
 
 
+DRIVER_PREFIX = "drivers/"
+"""An entry named ``drivers/<name>`` is a driver of ``avatar drive``: its folder is ``drivers/<name>/``."""
+
+
 def actor_key(actor: str, *parts: str) -> str:
-    """``actors/<actor>/<parts...>``."""
+    """``actors/<actor>/<parts...>``; for a driver entry ``drivers/<name>``, ``drivers/<name>/<parts...>``."""
+    if actor.startswith(DRIVER_PREFIX):
+        return "/".join((actor,) + parts)
     return "/".join(("actors", actor) + parts)
 
 

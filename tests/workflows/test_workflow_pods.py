@@ -78,7 +78,8 @@ class Kubelet:
         c = t["container"]
         env = {"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": str(pod), "LANG": "C.UTF-8",
                "AVATAR_S3_CONFIG": "/nonexistent/s3.json", "OMP_NUM_THREADS": "2",
-               "ARGO_PROGRESS_FILE": str(pod / "progress")}
+               "ARGO_PROGRESS_FILE": str(pod / "progress"),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # the pods run the checkout under test
         for e in c["env"]:
             if "valueFrom" in e:
                 ref = e["valueFrom"]["secretKeyRef"]
@@ -166,3 +167,52 @@ def test_pods_run_the_whole_pipeline(argo_server, s3_env, clip, tmp_path, monkey
     assert proc.returncode == 0 and "skipped" in proc.stdout
     proc, _ = kubelet.run("ingest", {**params, "workflow.parameters.actor": "nobody"})
     assert proc.returncode == 2 and "video" in proc.stderr
+
+    # The drive template's pods: the same clip as a driver of the trained avatar (drive-video), then
+    # a motion file with sound (drive-motion).
+    argo_server.templates[f"{settings.name}-drive"] = build_dict(settings, "drive")
+    _run_drive_workflow(argo_server, settings, secrets, tmp_path / "drive-pods",
+                        ["submit-drive", "--actor", "synth", "--video", str(clip), "--name", "self",
+                         "--resolution", "128", "--settings", str(sfile)])
+    drive = actor_key("synth", "drive", "self")
+    for rel in ("drive.mp4", "motion.npz", "side_by_side.mp4", "manifest.json"):
+        assert store.exists(f"{drive}/{rel}"), rel
+    assert store.exists("drivers/self/track/manifest.json")
+    import numpy as np
+
+    np.savez(tmp_path / "speech.npz", expr=np.zeros((12, 50), np.float32), jaw_pose=np.zeros((12, 3), np.float32))
+    import wave
+
+    with wave.open(str(tmp_path / "speech.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(np.zeros(16000, np.int16).tobytes())
+    _run_drive_workflow(argo_server, settings, secrets, tmp_path / "drive-pods-2",
+                        ["submit-drive", "--actor", "synth", "--motion", str(tmp_path / "speech.npz"),
+                         "--audio", str(tmp_path / "speech.wav"), "--resolution", "128", "--settings", str(sfile)])
+    assert store.exists(actor_key("synth", "drive", "speech", "manifest.json"))
+
+
+def _run_drive_workflow(argo_server, settings, secrets, root: Path, submit: list[str]) -> None:
+    before = set(argo_server.workflows)
+    assert main(submit) == 0
+    (wf_name,) = set(argo_server.workflows) - before
+    wf = argo_server.workflows[wf_name]
+    template = argo_server.templates[wf["spec"]["workflowTemplateRef"]["name"]]
+    params = {f"workflow.parameters.{p['name']}": p["value"] for p in wf["spec"]["arguments"]["parameters"]}
+    params["workflow.name"] = wf_name
+    templates = {t["name"]: t for t in template["spec"]["templates"]}
+    kubelet = Kubelet(templates, secrets, root)
+    outputs: dict[str, dict] = {}
+    for task in _dag_order(templates[wf["spec"]["entrypoint"]]["dag"]["tasks"]):
+        if "withParam" in task:
+            items = json.loads(_subst(task["withParam"], {
+                f"tasks.{n}.outputs.parameters.{k}": v for n, o in outputs.items() for k, v in o["parameters"].items()}))
+        else:
+            items = [None]
+        for item in items:
+            local = dict(params)
+            for a in (task.get("arguments") or {}).get("parameters", []):
+                local[f"inputs.parameters.{a['name']}"] = a["value"].replace("{{item}}", str(item))
+            proc, out = kubelet.run(task["template"], local)
+            assert proc.returncode == 0, f"{task['name']} {item}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+            outputs.setdefault(task["name"], out)

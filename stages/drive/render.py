@@ -1,0 +1,104 @@
+"""Render a trained avatar for a motion, in batches: per-frame RGB and alpha at the output size.
+
+:func:`render_motion` is the one renderer of ``avatar drive`` (gsplat on CUDA, the torch reference
+on CPU, through :func:`stages.gauss.trainer.render_frames`). It yields :class:`FrameBatch` es of
+RGB + alpha so that a consumer can encode them as they are (``drive.mp4``) or composite them into
+other footage (the full-frame compositor): nothing here knows about files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stages.gauss.model import GaussianAvatar
+from stages.gauss.surface import FaceSurface
+
+
+@dataclass
+class DriveInputs:
+    """Everything that varies per frame, plus the intrinsics.
+
+    Attributes:
+        cond: [N, 120] condition vectors (expression, jaw 6D, eyes 12, eyelids 2).
+        R: [N, 3, 3] OpenCV world-to-camera rotations; t: [N, 3] translations, metres.
+        K: [3, 3] intrinsics in pixels of a 512 x 512 image (scaled to the output size here).
+    """
+
+    cond: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    K: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.cond.shape[0])
+
+
+@dataclass
+class FrameBatch:
+    """Rendered frames ``start .. start + B``.
+
+    Attributes:
+        start: index of the first frame.
+        rgb: [B, H, W, 3] float in 0..1 over the background colour (on the render device).
+        alpha: [B, H, W] float in 0..1, the avatar's coverage (on the render device).
+    """
+
+    start: int
+    rgb: Tensor
+    alpha: Tensor
+
+    def rgb_uint8(self) -> np.ndarray:
+        """[B, H, W, 3] uint8 on the CPU."""
+        return (self.rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+    def frames(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Per frame: (RGB [H, W, 3] uint8, alpha [H, W] float32), on the CPU."""
+        rgb, alpha = self.rgb_uint8(), self.alpha.float().cpu().numpy()
+        for i in range(rgb.shape[0]):
+            yield rgb[i], alpha[i]
+
+
+def scaled_K(K: np.ndarray, resolution: int, image_size: int = 512) -> Tensor:
+    """[3, 3] intrinsics of an ``image_size`` image, for a ``resolution`` one."""
+    s = resolution / image_size
+    K = torch.as_tensor(np.asarray(K, np.float32)).clone()
+    K[:2] *= s
+    return K
+
+
+@torch.no_grad()
+def render_motion(model: GaussianAvatar, surface: FaceSurface, inputs: DriveInputs, *, resolution: int = 512,
+                  background: tuple[float, float, float] = (0.0, 0.0, 0.0), renderer: str = "reference",
+                  device: str = "cpu", batch: int = 32) -> Iterator[FrameBatch]:
+    """Render every frame of ``inputs`` with the avatar, ``batch`` frames per call.
+
+    Args:
+        model, surface: the trained avatar and its face surface (already on ``device``).
+        inputs: per-frame condition and camera.
+        resolution: output width = height (px).
+        background: RGB 0..1 behind the avatar.
+        renderer: ``gsplat`` (CUDA) or ``reference``.
+
+    Yields:
+        :class:`FrameBatch` in order, covering ``0 .. len(inputs)``.
+    """
+    from stages.gauss.trainer import render_frames
+
+    n = len(inputs)
+    cond = torch.as_tensor(inputs.cond, dtype=torch.float32)
+    R = torch.as_tensor(inputs.R, dtype=torch.float32)
+    t = torch.as_tensor(inputs.t, dtype=torch.float32)
+    K = scaled_K(inputs.K, resolution).to(device)
+    bg = torch.tensor(background, dtype=torch.float32, device=device)
+    for s in range(0, n, batch):
+        sl = slice(s, min(n, s + batch))
+        b = sl.stop - sl.start
+        img, alpha = render_frames(model, surface, cond[sl].to(device, non_blocking=True),
+                                   R[sl].to(device, non_blocking=True), t[sl].to(device, non_blocking=True),
+                                   K.expand(b, 3, 3), resolution, bg, renderer)
+        yield FrameBatch(s, img, alpha)

@@ -1,0 +1,206 @@
+"""The two sides of a drive as read from a store: the driver entry and the actor's avatar."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stages.config import CONFIG_FILE, PipelineConfig
+from stages.errors import BadInput
+from stages.motion.format import Motion
+from stages.motion.transfer import Neutral, neutral_of
+from stages.runner.context import DRIVER_PREFIX, actor_key
+from stages.runner.manifest import MANIFEST, Manifest
+from stages.runner.run import StageResult, load_pipeline_config, run_stage
+from stages.runner.shards import SHARDS_FILE, shards_from_document
+from stages.store.base import Store, sha256_file
+
+log = logging.getLogger("avatar.drive")
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+DRIVER_ASSETS = ("flame", "flame-masks", "mediapipe-embedding", "landmark-embedding", "flame-texture")
+"""Asset kinds a driver shares with its actor (the same face model, so the parameters mean the same)."""
+
+
+def driver_entry(name: str) -> str:
+    """The runner's entry name of driver ``name``: ``drivers/<name>`` (its folder in the store)."""
+    return DRIVER_PREFIX + name
+
+
+def drive_name(text: str) -> str:
+    """A store-safe name from a file stem: lower-case letters, digits, ``. _ -``."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")[:63]
+    return name or "driver"
+
+
+def check_name(name: str, option: str = "--name") -> str:
+    if not _NAME.match(name):
+        raise BadInput(f"{option} {name}: not a valid name; use lower-case letters, digits, '.', '_' and '-' "
+                       "(at most 63, starting with a letter or digit)")
+    return name
+
+
+def _manifest(store: Store, key: str) -> Manifest | None:
+    try:
+        return Manifest.from_dict(store.get_json(key))
+    except KeyError:
+        return None
+
+
+# -- the driver --------------------------------------------------------------------------------------
+
+
+def prepare_driver(store: Store, actor: str, name: str, video: Path) -> PipelineConfig:
+    """Upload ``video`` as ``drivers/<name>/input/video.mp4`` (unless the same bytes are there) and store
+    the driver's pipeline config: the actor's preset and face-model assets, so that both are tracked
+    in the same parameter space. A different video under the same name is refused (BadInput)."""
+    if not video.is_file():
+        raise BadInput(f"{video}: no such file; give the driver's talking-head video")
+    entry = driver_entry(name)
+    key = actor_key(entry, "input", "video.mp4")
+    sha = sha256_file(video)
+    if store.exists(key) and store.sha256(key) != sha:
+        raise BadInput(f"{store.uri}/{key}: driver {name!r} already has a different video, and uploads are never "
+                       f"overwritten; give {video} another --name")
+    actor_cfg = load_pipeline_config(store, actor)
+    cfg = PipelineConfig(preset=actor_cfg.preset, assets={k: v for k, v in actor_cfg.assets.items()
+                                                         if k in DRIVER_ASSETS})
+    cfg_key = actor_key(entry, CONFIG_FILE)
+    try:
+        old = PipelineConfig.from_dict(store.get_json(cfg_key))
+    except KeyError:
+        old = None
+    if old is not None and old.assets != cfg.assets:
+        raise BadInput(f"{store.uri}/{cfg_key}: driver {name!r} was tracked with another face model than actor "
+                       f"{actor!r}'s; give {video} another --name")
+    if not store.exists(key):
+        store.put_file(key, video)
+    if old is None:
+        store.put_json(cfg_key, cfg.to_dict())
+    return old or cfg
+
+
+def track_driver(store: Store, name: str, *, device: str = "auto", jobs: int = 1) -> list[StageResult]:
+    """Run the ``drive`` pipeline's stages (ingest, landmarks, calibrate, track) for the driver, each
+    skipped when finished, resumable shard by shard like an actor's."""
+    from stages.graph import pipeline_stages
+
+    entry = driver_entry(name)
+    pipeline = load_pipeline_config(store, entry)
+    results = []
+    for decl in pipeline_stages("drive"):
+        log.info("driver %s, stage %s: %s", name, decl.name, decl.summary)
+        results.append(run_stage(decl.name, entry, store, pipeline=pipeline, device=device, jobs=jobs))
+    return results
+
+
+def driver_track_digest(store: Store, name: str) -> str:
+    """The outputs digest of the driver's finished track stage (what a drive records as its input)."""
+    key = actor_key(driver_entry(name), "track", MANIFEST)
+    m = _manifest(store, key)
+    if m is None:
+        raise BadInput(f"{store.uri}/{key}: driver {name!r} is not tracked yet; run avatar drive --video again")
+    return m.outputs_digest
+
+
+def driver_motion(store: Store, name: str, scratch: Path) -> Motion:
+    """The driver's tracked motion (shards joined as assemble joins them) with its calibrated camera."""
+    from stages.tracking.calibration import Calibration
+    from stages.tracking.join import join_tracks
+
+    entry = driver_entry(name)
+    track = _manifest(store, actor_key(entry, "track", MANIFEST))
+    calib = _manifest(store, actor_key(entry, "calibrate", MANIFEST))
+    if track is None or calib is None:
+        raise BadInput(f"{store.uri}/{actor_key(entry)}: driver {name!r} is not tracked yet; "
+                       "run avatar drive --video again")
+    shards = shards_from_document(store.get_json(actor_key(entry, "ingest", SHARDS_FILE)))
+    tracks = []
+    for s in shards:
+        key = actor_key(entry, "track", f"{s.name}.npz")
+        with np.load(store.fetch(key, scratch / "driver", track.outputs.get(key)), allow_pickle=False) as z:
+            tracks.append({k: z[k] for k in z.files})
+    joined = join_tracks(tracks)
+    ckey = actor_key(entry, "calibrate", "calibration.npz")
+    c = Calibration.load(store.fetch(ckey, scratch / "driver", calib.outputs.get(ckey)))
+    K = np.array([[c.focal[0], 0, c.pp[0]], [0, c.focal[1], c.pp[1]], [0, 0, 1]], np.float32)
+    p = joined.params
+    return Motion(exp=p["exp"], jaw=p["jaw"], eyes=p["eyes"], eyelids=p["eyelids"], R=joined.R.astype(np.float32),
+                  t=p["t"].astype(np.float32), K=K, image_size=512, shape=np.asarray(c.shape, np.float32))
+
+
+def driver_frames(store: Store, name: str, scratch: Path):  # noqa: ANN201 - an iterator of [512,512,3] uint8
+    """The driver's 512x512 crops in order (for ``side_by_side.mp4``)."""
+    from stages.frameshard import read_shard_tar
+    from stages.tracking.stage_io import decode_rgb
+
+    entry = driver_entry(name)
+    ingest = _manifest(store, actor_key(entry, "ingest", MANIFEST))
+    shards = shards_from_document(store.get_json(actor_key(entry, "ingest", SHARDS_FILE)))
+    for s in shards:
+        key = actor_key(entry, "ingest", "frames", f"{s.name}.tar")
+        tar = store.fetch(key, scratch / "driver-frames", ingest.outputs.get(key) if ingest else None)
+        for _, blob in sorted(read_shard_tar(tar)):
+            yield decode_rgb(blob)
+        tar.unlink(missing_ok=True)
+
+
+# -- the actor ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ActorSide:
+    """What a drive needs of the actor.
+
+    Attributes:
+        avatar_path: local ``avatar.pt``; avatar_sha: its sha256 (an input of the drive).
+        flame_path: the actor's FLAME asset (None: the built-in stand-in).
+        neutral: the median over the training frames (expression, jaw, eyes, eyelids, camera).
+        R [M, 3, 3], t [M, 3]: the tracked cameras of the training frames; K [3, 3]: intrinsics (512 px).
+        background: the avatar's training background colour name.
+    """
+
+    avatar_path: Path
+    avatar_sha: str
+    flame_path: Path | None
+    neutral: Neutral
+    R: np.ndarray
+    t: np.ndarray
+    K: np.ndarray
+    background: str
+
+
+def load_actor(store: Store, actor: str, scratch: Path) -> ActorSide:
+    """Read the actor's trained avatar and tracking (BadInput naming what is missing)."""
+    from stages.assets import asset_path
+    from stages.gauss.data import split_frames
+    from stages.gauss.trainer import config_from_dict, load_avatar
+
+    train = _manifest(store, actor_key(actor, "train", MANIFEST))
+    akey = actor_key(actor, "avatar", "avatar.pt")
+    if train is None or akey not in train.outputs:
+        raise BadInput(f"{store.uri}/{akey}: actor {actor!r} has no trained avatar; train it first "
+                       f"(avatar run --actor {actor} --video VIDEO --store {store.uri})")
+    assemble = _manifest(store, actor_key(actor, "assemble", MANIFEST))
+    tkey = actor_key(actor, "dataset", "tracking.npz")
+    if assemble is None or tkey not in assemble.outputs:
+        raise BadInput(f"{store.uri}/{tkey}: actor {actor!r} has no assembled tracking; re-run avatar run")
+    avatar_path = store.fetch(akey, scratch / "actor", train.outputs[akey])
+    with np.load(store.fetch(tkey, scratch / "actor", assemble.outputs[tkey]), allow_pickle=False) as z:
+        tr = {k: z[k] for k in z.files}
+    _, meta = load_avatar(avatar_path)
+    tcfg = config_from_dict(meta["train_config"])
+    train_idx, _ = split_frames(len(tr["exp"]), tcfg.test_frames, tcfg.test_fraction, tcfg.max_train_frames)
+    idx = np.asarray(train_idx)
+    m = Motion(exp=tr["exp"][idx], jaw=tr["jaw"][idx], eyes=tr["eyes"][idx], eyelids=tr["eyelids"][idx],
+               R=tr["R"][idx].astype(np.float32), t=tr["t"][idx].astype(np.float32))
+    pipeline = load_pipeline_config(store, actor)
+    flame = pipeline.assets.get("flame")
+    flame_path = asset_path(store, "flame", flame, scratch / "assets") if flame else None
+    return ActorSide(avatar_path=avatar_path, avatar_sha=train.outputs[akey], flame_path=flame_path,
+                     neutral=neutral_of(m), R=m.R, t=m.t, K=np.asarray(tr["K"], np.float32).reshape(3, 3),
+                     background=tcfg.background)

