@@ -80,6 +80,28 @@ class AudioReport:
         return asdict(self)
 
 
+def stream_duration(path: str | Path, kind: str) -> float | None:
+    """Seconds of the first ``kind`` (``audio`` or ``video``) stream of a media file; None without one.
+
+    Uses the stream's own duration, else the container's, else the last packet's end."""
+    import av
+
+    with av.open(str(path)) as c:
+        streams = [s for s in c.streams if s.type == kind]
+        if not streams:
+            return None
+        s = streams[0]
+        if s.duration is not None and s.time_base is not None:
+            return float(s.duration * s.time_base)
+        if c.duration is not None:
+            return c.duration / 1_000_000
+        end = 0.0
+        for p in c.demux(s):
+            if p.pts is not None and p.duration is not None:
+                end = max(end, float((p.pts + p.duration) * s.time_base))
+        return end
+
+
 def has_audio(path: str | Path) -> bool:
     """Whether ``path`` holds an audio stream."""
     import av
@@ -99,7 +121,12 @@ def decode_mono(path: str | Path, origin: Fraction, rate: int = SAMPLE_RATE):
     """
     import av
 
-    with av.open(str(path), metadata_errors="ignore") as c:
+    try:
+        c = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise bad_input(path, f"not a readable audio file ({e.__class__.__name__})",
+                        "give a WAV, m4a or mp3 file, or a video with sound") from None
+    with c:
         if not c.streams.audio:
             return None
         stream = c.streams.audio[0]
@@ -320,7 +347,12 @@ def _audio_length(path: Path) -> tuple[int, int]:
     """(samples, sample rate) of the first audio stream of ``path``, decoded (exact)."""
     import av
 
-    with av.open(str(path), metadata_errors="ignore") as c:
+    try:
+        c = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise bad_input(path, f"not a readable audio file ({e.__class__.__name__})",
+                        "give a WAV, m4a or mp3 file, or a video with sound") from None
+    with c:
         if not c.streams.audio:
             raise bad_input(path, "no audio stream in it", "give a WAV, m4a or mp3 file, or a video with sound")
         s = c.streams.audio[0]

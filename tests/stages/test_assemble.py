@@ -129,7 +129,7 @@ def test_worker_processes_write_the_same_dataset(assembled, tmp_path):
     ours = copy.get_json("actors/syn/assemble/manifest.json")["outputs"]
     theirs = store.get_json("actors/syn/assemble/manifest.json")["outputs"]
     dataset = {k: v for k, v in theirs.items() if "/dataset/" in k}
-    copied = {k for k in dataset if k.rsplit("/", 1)[-1] in ("crop.json", "bbox.pt", "audio.wav")}
+    copied = {k for k in dataset if k.rsplit("/", 1)[-1] in ("crop.json", "bbox.pt", "audio.wav", "motion.npz")}
     assert len(dataset) - len(copied) == 5 * 20 + 1 and {k: ours[k] for k in dataset} == dataset
     assert verify_dataset(copy.root / "actors/syn/dataset") == []
 
