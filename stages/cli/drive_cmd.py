@@ -36,7 +36,12 @@ def drive_command(
     resolution: int = typer.Option(512, "--resolution", help="Output size (px, square)."),
     batch: int = typer.Option(32, "--batch", help="Frames per render call."),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", help="Worker processes for the driver's CPU shards."),
+    full_frame: bool = typer.Option(False, "--full-frame", help="Also write drive_full.mp4: the avatar put back "
+                                    "into the actor's own footage at source resolution."),
 ) -> None:
+    from stages.names import check_actor
+
+    check_actor(actor)
     from stages.drive.sources import (check_name, drive_name, driver_frames, driver_motion, driver_track_digest,
                                       prepare_driver, track_driver)
     from stages.drive.stage import DriveConfig, DriveSource, run_drive
@@ -57,7 +62,7 @@ def drive_command(
     name = check_name(name if name is not None else drive_name((video or motion).stem))
     cfg = DriveConfig(transfer=transfer, pose=pose,
                       driver_neutral=driver_neutral or ("median" if video is not None else "zero"),
-                      resolution=resolution, batch=batch)
+                      resolution=resolution, batch=batch, full_frame=full_frame)
     cfg.check()
     st = open_store(store)
     if not st.exists(actor_key(actor, "train", "manifest.json")):

@@ -41,6 +41,10 @@ class DriveConfig:
         batch: frames per render call.
         renderer: ``auto`` (gsplat on CUDA, else the reference), ``gsplat`` or ``reference``.
         crf: x264 quality of the outputs.
+        full_frame: also write ``drive_full.mp4``: the avatar rendered at the crop's true size and
+            composited into the actor's own source footage at source resolution (frame ``k`` over source
+            frame ``k``, looped back and forth past its end; :mod:`stages.video.fullframe`), with the
+            drive's sound.
     """
 
     transfer: str = "relative"
@@ -50,6 +54,7 @@ class DriveConfig:
     batch: int = 32
     renderer: str = "auto"
     crf: int = 20
+    full_frame: bool = False
 
     def check(self) -> None:
         if self.transfer not in TRANSFERS:
@@ -151,6 +156,7 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
         raise BadInput(f"{store.uri}/{mkey}: drive {name!r} of actor {actor!r} already finished with another driver, "
                        f"audio or settings, and finished outputs are never overwritten; pass another --name")
 
+    full_inputs = _full_frame_inputs(store, actor, scratch) if cfg.full_frame else None  # refused before any work
     motion = actor_motion(source, side, cfg)
     if source.audio is not None:
         a_dur = stream_duration(source.audio, "audio")
@@ -204,15 +210,21 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
         mux_audio(silent, source.audio, video)
     else:
         silent.replace(video)
+    full_report = None
+    if full_inputs is not None:
+        full_report = _render_full_frame(motion, model, surface, renderer, resolved, cfg, full_inputs,
+                                         work / "drive_full.mp4", source.audio)
     mfile = work / "motion.npz"
     mfile.write_bytes(motion_bytes(motion))
     seconds = time.monotonic() - t_start
     report = {"actor": actor, "name": name, "source": source.label, "frames": n, "fps": FPS, "resolution": res,
               "renderer": renderer, "device": resolved, "config": asdict(cfg), "audio": bool(source.audio),
               "render_seconds": round(render_s, 3), "render_fps": round(n / render_s, 2) if render_s else None,
-              "seconds": round(seconds, 3)}
+              "seconds": round(seconds, 3), **({"full_frame": full_report} if full_report else {})}
     outputs = {f"{folder}/drive.mp4": store.put_file(f"{folder}/drive.mp4", video),
                f"{folder}/motion.npz": store.put_file(f"{folder}/motion.npz", mfile)}
+    if full_report is not None:
+        outputs[f"{folder}/drive_full.mp4"] = store.put_file(f"{folder}/drive_full.mp4", work / "drive_full.mp4")
     if sbs_writer is not None:
         outputs[f"{folder}/side_by_side.mp4"] = store.put_file(f"{folder}/side_by_side.mp4", sbs)
     outputs[f"{folder}/report.json"] = store.put_bytes(f"{folder}/report.json",
@@ -224,6 +236,40 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
     log.info("drive %s: %d frames in %.1f s (render %.1f frames/s, %s on %s)", name, n, seconds,
              report["render_fps"] or 0.0, renderer, resolved)
     return DriveResult("ran", folder, n, seconds, report["render_fps"] or 0.0)
+
+
+def _full_frame_inputs(store: Store, actor: str, scratch: Path) -> tuple[Path, Path]:
+    """The actor's source video and crop record (local copies), or BadInput when the actor was
+    assembled before crop records existed."""
+    from stages.runner.context import actor_key
+
+    crop_key = actor_key(actor, "dataset", "crop.json")
+    if not store.exists(crop_key):
+        raise BadInput(f"{store.uri}/{crop_key}: actor {actor!r} has no crop record (assembled by an older "
+                       "version), so the avatar cannot be put back into its footage; drop --full-frame, or run "
+                       "the video again under a new --actor name")
+    where = scratch / "actor-source"
+    return (store.fetch(actor_key(actor, "input", "video.mp4"), where), store.fetch(crop_key, where))
+
+
+def _render_full_frame(motion: Motion, model, surface, renderer: str, device: str, cfg: DriveConfig,  # noqa: ANN001
+                       inputs: tuple[Path, Path], out: Path, audio: Path | None) -> dict:
+    """``drive_full.mp4``: the motion rendered at the crop's size into the actor's own footage."""
+    import torch
+
+    from stages.gauss.fullframe_render import render_full_frame, with_audio
+    from stages.video.crop_record import CropRecord
+
+    video, crop = inputs
+    n = len(motion)
+    K = np.broadcast_to(np.asarray(motion.K, np.float32), (n, 3, 3))
+    report = render_full_frame(model, surface, torch.as_tensor(motion.cond(), dtype=torch.float32),
+                               torch.as_tensor(np.asarray(motion.R, np.float32)),
+                               torch.as_tensor(np.asarray(motion.t, np.float32)), torch.as_tensor(K.copy()),
+                               list(range(n)), out, video, CropRecord.load(crop), renderer=renderer, device=device,
+                               batch=max(1, min(cfg.batch, 16)), crf=cfg.crf)
+    report["audio"] = with_audio(out, audio, None, n)
+    return report
 
 
 def _fit(img: np.ndarray, size: int) -> np.ndarray:

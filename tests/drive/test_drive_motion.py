@@ -123,3 +123,41 @@ def test_missing_avatar_and_usage_errors_exit_2(tmp_path, capsys):
     assert "exactly one of" in capsys.readouterr().err
     assert main(_args(tmp_path / "store", "nobody", "--motion", str(tmp_path / "m.npz"), "--pose", "wobbly")) == 2
     assert "--pose wobbly" in capsys.readouterr().err
+
+
+def test_full_frame_puts_the_driven_avatar_into_the_actors_footage(toy_actor, tmp_path, capsys):
+    """``--full-frame``: ``drive_full.mp4`` is the actor's source size, shows the source outside the crop,
+    the avatar inside it, and carries the drive's sound; an actor without a crop record is refused first."""
+    import av
+
+    from stages.video.avclip import write_flash_clip
+    from stages.video.crop_record import CropRecord
+
+    store, actor, _ = toy_actor
+    np.savez(tmp_path / "nod.npz", expr=np.zeros((8, 10), np.float32))
+    wav = _wav(tmp_path / "speech.wav", 8 / 25)
+    # an actor assembled before crop records: refused in one line before anything is rendered
+    assert main(_args(store, actor, "--motion", str(tmp_path / "nod.npz"), "--full-frame")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "crop record" in err[0] and "--full-frame" in err[0]
+    assert not (store / "actors" / actor / "drive" / "nod" / "manifest.json").exists()
+
+    clip = write_flash_clip(tmp_path / "src.mp4", seconds=0.2, width=320, height=180, flashes=(), audio=False)
+    (store / "actors" / actor / "input").mkdir(parents=True, exist_ok=True)
+    (store / "actors" / actor / "input" / "video.mp4").write_bytes(clip.path.read_bytes())
+    (store / "actors" / actor / "dataset" / "crop.json").write_text(
+        __import__("json").dumps(CropRecord(120, 40, 96, 320, 180, out_size=512).to_dict()))
+    assert main(_args(store, actor, "--motion", str(tmp_path / "nod.npz"), "--audio", str(wav), "--full-frame")) == 0
+    out = store / "actors" / actor / "drive" / "nod"
+    full = _frames(out / "drive_full.mp4")
+    src = _frames(clip.path)
+    assert full.shape == (8, 180, 320, 3)
+    outside = np.ones((180, 320), bool)
+    outside[40 - 4:40 + 96 + 4, 120 - 4:120 + 96 + 4] = False  # the crop plus the encoder's chroma blocks
+    for k in range(8):  # frame k over source frame k, looped back and forth past its end (5 frames)
+        s = src[[0, 1, 2, 3, 4, 4, 3, 2][k]]
+        assert np.abs(full[k][outside].astype(int) - s[outside].astype(int)).mean() < 2
+    inside = full[:, 40 + 30:40 + 66, 120 + 30:120 + 66].astype(int)
+    assert np.abs(inside - src[0, 70:106, 150:186].astype(int)).mean() > 10  # the avatar is there
+    with av.open(str(out / "drive_full.mp4")) as c:
+        assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
