@@ -77,14 +77,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment plus ``extra``, with the tests folder importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH", "")]))
-    env.update(extra or {})
-    return env
-
-
 @pytest.fixture
 def one_thread():
     """One torch intra-op thread: on a shared 2-core machine extra threads mostly wait on each other."""

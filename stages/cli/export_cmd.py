@@ -34,6 +34,9 @@ def export_command(
     store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
+    from stages.names import check_actor
+
+    check_actor(actor)
     import torch
 
     from stages.errors import BadInput, bad_input

@@ -24,6 +24,9 @@ def view_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     expressions: int = typer.Option(5, "--expressions", help="Expression sliders shown (first components)."),
 ) -> None:
+    from stages.names import check_actor
+
+    check_actor(actor)
     import torch
 
     from stages.export.actor import drive_motion, load_actor

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import subprocess_env
+from factories.subprocess_env import subprocess_env
 from stages.cli import main
 
 FRAMES = 48

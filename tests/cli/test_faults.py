@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import subprocess_env
+from factories.subprocess_env import subprocess_env
 from processes import kill_session, wait_until_gone
 from stages.cli import main
 from stages.graph import STAGES

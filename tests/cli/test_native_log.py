@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import subprocess_env
+from factories.subprocess_env import subprocess_env
 from stages.cli.native_log import native_log_target
 
 CHILD = r"""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import subprocess_env
+from factories.subprocess_env import subprocess_env
 from stages.cli import main
 from stages.graph import STAGES
 from stages.store.local import LocalStore

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import subprocess_env
+from factories.subprocess_env import subprocess_env
 from processes import kill_session, session_processes, wait_until_gone
 
 RUN = """

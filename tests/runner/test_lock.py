@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import subprocess_env
+from factories.subprocess_env import subprocess_env
 from stages.errors import EXIT_TRANSIENT
 from stages.runner.lock import Busy, hold, lock_scope
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import subprocess_env
+from factories.subprocess_env import subprocess_env
 from stages.config import PipelineConfig
 from stages.errors import BadInput
 from stages.runner.run import run_stage

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import subprocess_env
+from factories.subprocess_env import subprocess_env
 from stages.runner import scratch
 
 
