@@ -21,7 +21,7 @@ setup: ## create .venv with everything needed to run and test (CPU torch)
 	$(BIN)/pip check
 	@# Chromium for the viewer's browser test: Debian's package, where apt exists and we are root (else the test skips)
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then \
-	  apt-get install -y -q chromium >/dev/null || echo "make setup: chromium not installed; the viewer browser test will skip"; fi
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null; }; } || echo "make setup: chromium not installed; the viewer browser test will skip"; fi
 
 test: ## run the test suite (CPU, offline; GPU and slow tests are skipped)
 	$(BIN)/python -m pytest -q -m 'not slow and not images' tests
