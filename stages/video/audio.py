@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import bad_input
+from stages.video.container import open_input
 from stages.video.decode import FrameIndex, VideoInfo
 from stages.video.resample import to_output_ticks
 
@@ -106,7 +107,7 @@ def has_audio(path: str | Path) -> bool:
     """Whether ``path`` holds an audio stream."""
     import av
 
-    with av.open(str(path), metadata_errors="ignore") as c:
+    with open_input(path) as c:
         return len(c.streams.audio) > 0
 
 
@@ -122,7 +123,7 @@ def decode_mono(path: str | Path, origin: Fraction, rate: int = SAMPLE_RATE):
     import av
 
     try:
-        c = av.open(str(path), metadata_errors="ignore")
+        c = open_input(path)
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
         raise bad_input(path, f"not a readable audio file ({e.__class__.__name__})",
                         "give a WAV, m4a or mp3 file, or a video with sound") from None
@@ -283,7 +284,7 @@ def mux_audio(video: Path, audio: Path, out: Path) -> None:
         log.warning("%s: audio %.2f s and video %.2f s (%d frames) differ; trimmed to the shorter",
                     out, float(a_seconds), float(v_seconds), n_frames)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(video)) as vin, av.open(str(audio), metadata_errors="ignore") as ain, \
+    with av.open(str(video)) as vin, open_input(audio) as ain, \
             av.open(str(out), "w") as oc:
         vs = vin.streams.video[0]
         if keep_frames < n_frames:
@@ -348,7 +349,7 @@ def _audio_length(path: Path) -> tuple[int, int]:
     import av
 
     try:
-        c = av.open(str(path), metadata_errors="ignore")
+        c = open_input(path)
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
         raise bad_input(path, f"not a readable audio file ({e.__class__.__name__})",
                         "give a WAV, m4a or mp3 file, or a video with sound") from None

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import bad_input
+from stages.video.container import open_input
 
 FIX_ZERO = "upload a video that shows the talking head (the file may be truncated: upload it again)"
 FIX_NOT_VIDEO = "upload a video file (mp4, mov, mkv or webm with H.264, HEVC, VP9 or AV1 video)"
@@ -82,7 +83,7 @@ def _open(path: str | Path):
     if not Path(path).is_file():
         raise bad_input(path, "no such file", "give the path to the talking-head video")
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return open_input(path)
     except av.error.EOFError:
         raise bad_input(path, "the video has zero frames (the file ends before its first frame)", FIX_ZERO) from None
     except av.error.FFmpegError as e:
