@@ -65,6 +65,17 @@ TARGETS: dict[str, Target] = {
     "flame_fwd_bwd_1024_ms": Target("FLAME forward+backward, 1024 frames", "-", "-", False),
     "raster_ms_per_frame": Target("mesh rasterisation, 512x512, batched", "-", "< 0.2 ms a frame", False, 0.2),
     "e2e_10k_seconds": Target("end to end, 10,000 frames, video to avatar", "6-8 h", "< 600 s on one H100", False, 600),
+    "e2e_250_seconds": Target("default preset, 10-second 1080p clip (250 frames), video to avatar + report",
+                              "about 130 s (last week)", "< 30 s on one H100", False, 30),
+    "e2e_750_seconds": Target("default preset, 30-second 1080p clip (750 frames), video to avatar + report", "-",
+                              "< 60 s on one H100", False, 60),
+    "drive_render_fps": Target("drive: render 512x512 (encode excluded)", "-", ">= 1,000 frames/s on one H100",
+                               True, 1000),
+    "drive_fps": Target("drive: motion file to drive.mp4 with audio (render + encode)", "-", "-"),
+    "fullframe_1080p_fps": Target("full frame 1920x1080: decode, render at the crop, composite, H.264", "-",
+                                  ">= 60 frames/s on one H100", True, 60),
+    "viewer_updates_per_s": Target("viewer: pose + pack + push of the animated avatar (server side)", "-",
+                                   ">= 30 updates/s on one H100", True, 30),
 }
 
 

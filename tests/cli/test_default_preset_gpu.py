@@ -71,7 +71,7 @@ def _run(video: Path, store: Path, actor: str, train_steps: int | None = None) -
     stages = {}
     for name in ("ingest", "landmarks", "masks", "calibrate", "track", "assemble", "train", "render"):
         stats = json.loads((root / name / "manifest.json").read_text()).get("stats", {})
-        stages[name] = stats.get("seconds")
+        stages[name] = stats.get("seconds", stats.get("shard_seconds"))  # fan-out stages: summed shard time
     record = {"clip": video.name, "actor": actor, "device": torch.cuda.get_device_name(0),
               "seconds": round(seconds, 2), "stage_seconds": stages, "psnr_mean": report["psnr_mean"],
               "psnr_min": report["psnr_min"], "held_out": train.get("held_out"), "budget": train.get("budget"),
