@@ -39,6 +39,18 @@ def check_actor(actor: str, option: str = "--actor") -> str:
     return actor
 
 
+DRIVER_ENTRY = "drivers/"  # a driver of ``avatar drive`` runs the stages as the entry ``drivers/<name>``
+
+
+def check_entry(entry: str) -> str:
+    """A store entry the stage runner works on: an actor name, or ``drivers/<name>`` (a driver of
+    ``avatar drive``, whose ``<name>`` follows the actor-name rule); BadInput otherwise."""
+    if isinstance(entry, str) and entry.startswith(DRIVER_ENTRY):
+        check_actor(entry[len(DRIVER_ENTRY):], "--name")
+        return entry
+    return check_actor(entry)
+
+
 def _suggest(actor: str) -> str:
     """A valid name close to ``actor`` (lower-cased, other characters as ``-``)."""
     s = re.sub(r"[^a-z0-9._-]+", "-", str(actor).lower()).replace("..", ".")

@@ -17,7 +17,7 @@ from stages.graph import BY_NAME, StageDecl, stage as get_stage
 def graph_decls() -> list[StageDecl]:
     """The stage graph as this process sees it."""
     return list(BY_NAME.values())
-from stages.names import check_actor
+from stages.names import check_entry
 from stages.runner import interrupt, lifeline, lock, scratch as scratch_dirs
 from stages.runner.context import StageContext, actor_key
 from stages.runner.manifest import MANIFEST, Manifest
@@ -241,7 +241,7 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
         Transient: the store or another service is unreachable; :class:`~stages.runner.lock.Busy`
             when another process holds the lock.
     """
-    check_actor(actor)
+    check_entry(actor)
     interrupt.note(store, actor)
     # fail fast, before the lock (which creates a local store's folder): missing video or upstream stage
     stage_inputs(get_stage(name), actor, store, pipeline or load_pipeline_config(store, actor), None)

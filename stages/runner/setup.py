@@ -16,7 +16,7 @@ from stages.assets import CheckedAsset, add_asset, check_asset
 from stages.config import CONFIG_FILE, PRESETS, PipelineConfig, digest_of
 from stages.errors import BadInput
 from stages.graph import BY_NAME
-from stages.names import check_actor
+from stages.names import check_entry
 from stages.runner.context import actor_key
 from stages.runner.manifest import MANIFEST, Manifest
 from stages.store.base import Store, sha256_file
@@ -72,7 +72,7 @@ def plan_setup(store: Store, actor: str, video: Path | None = None, preset: str 
             has one, unknown preset, an asset that fails its format check, or a config that differs
             from the one the actor's finished stages ran with (finished outputs are never overwritten).
     """
-    check_actor(actor)
+    check_entry(actor)
     if preset is not None and preset not in PRESETS:
         raise BadInput(f"--preset {preset}: unknown preset; use one of {', '.join(PRESETS)}")
     setup = ActorSetup(actor, PipelineConfig())
