@@ -159,7 +159,7 @@ def test_s3_server_killed_mid_stage_exit_75_then_rerun_finishes(clip, reference,
         run = Run(argv, env)
         try:
             assert run.wait_for_stage("landmarks")
-            time.sleep(1.0)
+            time.sleep(0.2)  # landmarks of the 48-frame clip take about a second on 2 workers
             server.kill()
             rc = run.wait(300)
             assert rc == 75, run.lines[-10:]
@@ -209,7 +209,7 @@ def test_ctrl_c_says_what_finished_and_how_to_resume(clip, tmp_path):
     run = Run(argv, subprocess_env({"OMP_NUM_THREADS": "1"}))
     try:
         assert run.wait_for_stage("landmarks")
-        time.sleep(1.5)
+        time.sleep(0.2)  # landmarks of the 48-frame clip take about a second on 2 workers
         os.killpg(run.proc.pid, signal.SIGINT)  # what a terminal does: the whole foreground group
         assert run.wait(120) == 130
         assert wait_until_gone(run.proc.pid, 2.0) == []
