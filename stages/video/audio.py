@@ -122,12 +122,7 @@ def decode_mono(path: str | Path, origin: Fraction, rate: int = SAMPLE_RATE):
     """
     import av
 
-    try:
-        c = open_input(path)
-    except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise bad_input(path, f"not a readable audio file ({e.__class__.__name__})",
-                        "give a WAV, m4a or mp3 file, or a video with sound") from None
-    with c:
+    with _open_audio(path) as c:
         if not c.streams.audio:
             return None
         stream = c.streams.audio[0]
@@ -344,16 +339,20 @@ def mux_audio(video: Path, audio: Path, out: Path) -> None:
             oc.mux(p)
 
 
-def _audio_length(path: Path) -> tuple[int, int]:
-    """(samples, sample rate) of the first audio stream of ``path``, decoded (exact)."""
+def _open_audio(path: str | Path):
+    """The media file ``path`` opened for reading; BadInput (one line) when it is not readable."""
     import av
 
     try:
-        c = open_input(path)
+        return open_input(path)
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
         raise bad_input(path, f"not a readable audio file ({e.__class__.__name__})",
                         "give a WAV, m4a or mp3 file, or a video with sound") from None
-    with c:
+
+
+def _audio_length(path: Path) -> tuple[int, int]:
+    """(samples, sample rate) of the first audio stream of ``path``, decoded (exact)."""
+    with _open_audio(path) as c:
         if not c.streams.audio:
             raise bad_input(path, "no audio stream in it", "give a WAV, m4a or mp3 file, or a video with sound")
         s = c.streams.audio[0]
