@@ -30,3 +30,14 @@ def test_workflow_submit_uses_the_same_rule():
     assert workflow_check("roman") == "roman"
     with pytest.raises(BadInput, match="Roman Smith"):
         workflow_check("Roman Smith")
+
+
+def test_driver_entries_follow_the_same_rule():
+    """The runner's entries: an actor, or ``drivers/<name>`` whose name follows the actor rule."""
+    from stages.errors import BadInput
+    from stages.names import check_entry
+
+    assert check_entry("roman") == "roman" and check_entry("drivers/self") == "drivers/self"
+    for bad in ("drivers/../x", "drivers/", "drivers/Bad Name", "actors/roman", "../evil"):
+        with pytest.raises(BadInput):
+            check_entry(bad)
