@@ -60,7 +60,6 @@ def test_native_lines_go_to_the_log_and_ours_to_the_terminal(tmp_path):
 
 
 def test_mediapipe_graph_noise_is_kept_out(tmp_path):
-    pytest.importorskip("mediapipe")
     log = tmp_path / "native.log"
     r = _run(tmp_path, "--mediapipe", env_extra={"AVATAR_NATIVE_LOG": str(log)})
     assert r.returncode == 0, r.stderr

@@ -4,6 +4,7 @@ our reference renderer reproduce the avatar's own render of a tracked frame."""
 from __future__ import annotations
 
 import numpy as np
+import plyfile  # the dev extra: make setup installs it
 import pytest
 import torch
 
@@ -15,7 +16,6 @@ from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
 from stages.gauss.sh import C0, eval_sh
 from stages.gauss.trainer import render_frames
 
-plyfile = pytest.importorskip("plyfile", reason="plyfile is in the dev extra (pip install -e '.[dev]')")
 
 
 def _random_cloud(n=50, seed=0) -> SplatCloud:

@@ -102,7 +102,8 @@ def test_installed_linear_file_is_found_without_importing_lpips():
 def test_equals_the_lpips_package_on_the_same_weights(weights):
     """The lpips package (with torchvision) on the GPU machine: its VGG slices get our stand-in
     backbone, its own v0.1 linear layers are the ones we read from its data file."""
-    lpips = pytest.importorskip("lpips")
+    lpips = pytest.importorskip("lpips", reason="the lpips package (it needs torchvision, which the CPU machines "
+                                "lack) is carried to the GPU machine only")
     vgg, _ = weights
     lin = installed_lpips_linear()
     assert lin is not None
