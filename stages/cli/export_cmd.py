@@ -42,7 +42,8 @@ def export_command(
     from stages.errors import BadInput, bad_input
     from stages.export.actor import drive_motion, load_actor
     from stages.export.bundle import write_bundle
-    from stages.export.motion import read_motion, tracked_motion
+    from stages.export.motion import tracked_motion
+    from stages.motion.format import load_motion
     from stages.export.ply import splat_cloud, write_ply
     from stages.export.pose import pose_gaussians
     from stages.export.rigid import head_pose_transform, transform_cloud
@@ -70,14 +71,14 @@ def export_command(
         raise bad_input(out, "already exists", "give another --out or move it away (exports never overwrite)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    motion_data = read_motion(motion) if motion is not None else None  # bad files fail before any work
+    motion_data = load_motion(motion) if motion is not None else None  # bad files fail before any work
     if head_pose and motion_data is not None and (motion_data.R is None or motion_data.t is None):
         raise bad_input(motion, "has no cameras (R, t) to take the head pose from", "drop --head-pose or add R and t")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="avatar-export-") as cache:
         st = open_store(store)
         if drive is not None:
-            motion_data = read_motion(drive_motion(st, actor, drive, cache))
+            motion_data = load_motion(drive_motion(st, actor, drive, cache))
             if head_pose and (motion_data.R is None or motion_data.t is None):
                 raise BadInput(f"--drive {drive}: its motion has no cameras; drop --head-pose")
         a = load_actor(st, actor, cache, tracking=(fmt == "bundle" or frame is not None

@@ -30,7 +30,8 @@ def view_command(
     import torch
 
     from stages.export.actor import drive_motion, load_actor
-    from stages.export.motion import read_motion, tracked_motion
+    from stages.export.motion import tracked_motion
+    from stages.motion.format import load_motion
     from stages.store.uri import open_store
     from stages.viewer.server import AvatarViewer, ViewerConfig
 
@@ -46,12 +47,12 @@ def view_command(
         from stages.errors import BadInput
 
         raise BadInput("--motion and --drive: give one of them")
-    m = read_motion(motion) if motion is not None else None
+    m = load_motion(motion) if motion is not None else None
     with tempfile.TemporaryDirectory(prefix="avatar-view-") as cache:
         st = open_store(store)
         a = load_actor(st, actor, cache)
         if drive is not None:
-            m = read_motion(drive_motion(st, actor, drive, cache))
+            m = load_motion(drive_motion(st, actor, drive, cache))
     viewer = AvatarViewer(a.model, a.surface, tracked_motion(a.seq), m,
                           ViewerConfig(host=host, port=port, device=device, expressions=expressions))
     typer.echo(f"avatar view: {actor} ({a.model.num_gaussians} Gaussians, {len(a.seq)} tracked frames) at {viewer.url}")

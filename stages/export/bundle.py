@@ -22,6 +22,7 @@ import torch
 
 from stages.export.actor import ActorAvatar
 from stages.export.motion import tracked_motion
+from stages.motion.format import motion_bytes
 from stages.export.ply import splat_cloud, write_ply
 from stages.export.pose import pose_gaussians
 from stages.gauss.model import AvatarConfig, GaussianAvatar
@@ -56,9 +57,7 @@ def write_bundle(out: str | Path, a: ActorAvatar) -> Path:
         write_ply(tmp / "neutral.ply", splat_cloud(neutral))
         if a.seq is not None:
             m = tracked_motion(a.seq)
-            _savez(tmp / "tracked.npz", {"format": np.array("avatar-motion/1"), "fps": np.float64(25.0),
-                                         "exp": m.exp, "jaw": m.jaw, "eyes": m.eyes, "eyelids": m.eyelids,
-                                         "R": m.R, "t": m.t, "K": m.K, "image_size": np.asarray(m.image_size, np.int64)})
+            (tmp / "tracked.npz").write_bytes(motion_bytes(m))  # our motion.npz: avatar drive --motion reads it
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         doc = {
             "format": BUNDLE_FORMAT, "actor": a.actor, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stages.export.motion import MotionFrames, motion_condition
+from stages.export.motion import motion_condition
+from stages.motion.format import Motion
 from stages.export.pose import camera_center, pose_gaussians
 from stages.face.rotation import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
 from stages.gauss.model import GaussianAvatar
@@ -64,8 +65,8 @@ class AvatarViewer:
         config: :class:`ViewerConfig`.
     """
 
-    def __init__(self, model: GaussianAvatar, surface: FaceSurface, tracked: MotionFrames,
-                 motion: MotionFrames | None = None, config: ViewerConfig | None = None):
+    def __init__(self, model: GaussianAvatar, surface: FaceSurface, tracked: Motion,
+                 motion: Motion | None = None, config: ViewerConfig | None = None):
         import viser
 
         self.cfg = cfg = config or ViewerConfig()
@@ -90,7 +91,7 @@ class AvatarViewer:
         center = g0.means[0].mean(0).cpu().double().numpy()
         self.server.scene.set_up_direction(tuple(float(v) for v in up))
         K = np.asarray(tracked.K if np.ndim(tracked.K) == 2 else tracked.K[0], np.float64)
-        fov = 2 * np.arctan(0.5 * tracked.image_size[0] / K[1, 1])
+        fov = 2 * np.arctan(0.5 * int(np.asarray(tracked.image_size).reshape(-1)[0]) / K[1, 1])
         cam = self.server.initial_camera
         cam.position, cam.look_at, cam.up, cam.fov = tuple(eye * s), tuple(center * s), tuple(up), float(fov)
         self.splats = self.server.scene.add_gaussian_splats(

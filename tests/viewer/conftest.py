@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def toy_avatar(tmp_path_factory):
-    """(model, surface, tracked MotionFrames) of an avatar trained 8 steps on 8 toy frames."""
+    """(model, surface, tracked Motion) of an avatar trained 8 steps on 8 toy frames."""
     import torch
 
     from stages.dataset.layout import DatasetLayout

@@ -10,7 +10,8 @@ import torch
 
 pytest.importorskip("viser", reason="viser is in the viewer extra (pip install -e '.[viewer]')")
 
-from stages.export.motion import MotionFrames, motion_condition  # noqa: E402
+from stages.export.motion import motion_condition  # noqa: E402
+from stages.motion.format import Motion  # noqa: E402
 from stages.export.pose import pose_gaussians  # noqa: E402
 from stages.gauss.surface import neutral_condition  # noqa: E402
 from stages.viewer.server import JAW, AvatarViewer, ViewerConfig, jaw_with_offset  # noqa: E402
@@ -26,10 +27,10 @@ def _port() -> int:
 def test_gui_state_poses_the_avatar_and_sends_it(toy_avatar):
     model, surface, tracked = toy_avatar
     T = 3
-    motion = MotionFrames(exp=np.linspace(-1, 1, T * 100, dtype=np.float32).reshape(T, 100),
-                          jaw=np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (T, 1)),
-                          eyes=np.tile(np.array([1, 0, 0, 0, 1, 0] * 2, np.float32), (T, 1)),
-                          eyelids=np.zeros((T, 2), np.float32))
+    motion = Motion(exp=np.linspace(-1, 1, T * 100, dtype=np.float32).reshape(T, 100),
+                    jaw=np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (T, 1)),
+                    eyes=np.tile(np.array([1, 0, 0, 0, 1, 0] * 2, np.float32), (T, 1)),
+                    eyelids=np.zeros((T, 2), np.float32))
     v = AvatarViewer(model, surface, tracked, motion, ViewerConfig(port=_port(), scale=10.0))
     try:
         assert v.server.get_host() == "127.0.0.1" and v.url.startswith("http://127.0.0.1:")
