@@ -73,6 +73,9 @@ def stage_command(decl: StageDecl, settings: WorkflowSettings, entry_ref: str = 
     return ["sh", "-c"], [script, "avatar-" + decl.name, entry_ref, settings.s3.store_uri]
 
 
+POD_LOCK_WAIT_S = "150"  # > 2 x the default lease (60 s): a stale lease expires within it
+
+
 def _env(settings: WorkflowSettings, decl: StageDecl) -> list[m.EnvVar]:
     """The pod's environment: the S3 connection (keys from the Secret), scratch, code version."""
     s3 = settings.s3
@@ -88,6 +91,9 @@ def _env(settings: WorkflowSettings, decl: StageDecl) -> list[m.EnvVar]:
         m.EnvVar(name="AVATAR_SCRATCH", value=SCRATCH),
         m.EnvVar(name="AVATAR_CODE_VERSION", value=settings.images[decl.image].tag),
         m.EnvVar(name="PYTHONUNBUFFERED", value="1"),
+        # A retried pod of one that was killed finds the dead pod's lease on the actor still held: it waits
+        # for the lease to expire (stages.runner.lock, 60 s) instead of exiting 75 and using up a retry.
+        m.EnvVar(name="AVATAR_LOCK_WAIT", value=POD_LOCK_WAIT_S),
     ]
 
 

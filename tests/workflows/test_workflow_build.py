@@ -93,6 +93,10 @@ def test_pod_placement_resources_and_retries_follow_settings():
         env = {e["name"]: e for e in t["container"]["env"]}
         assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "avatar-pipeline-s3", "key": "accessKey"}
         assert env["AVATAR_S3_ENDPOINT"]["value"] == ""
+        # a retry of a killed pod outwaits the dead pod's lease (2 leases and more) rather than exiting 75
+        from stages.runner.lock import lease_seconds
+
+        assert float(env["AVATAR_LOCK_WAIT"]["value"]) > 2 * lease_seconds()
         assert s.s3.store_uri == "s3://avatars/team/a" and s.s3.store_uri in t["container"]["args"]
     gpu = [d for d in STAGES if s.node_classes[d.node_class].gpus]
     assert gpu and all(_templates(doc)[d.name]["tolerations"][0]["key"] == "nvidia.com/gpu" for d in gpu)
