@@ -53,7 +53,7 @@ def store(request, tmp_path):
     return open_store(f"s3://{env['bucket']}/prefix")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def wojtek() -> Path:
     """The real talking-head clip from the shared data folder (skips where it is absent)."""
     if not WOJTEK.is_file():
