@@ -55,8 +55,9 @@ def run_command(
     flame_texture: Path = typer.Option(None, "--flame-texture", help="FLAME_texture.npz: fit appearance in FLAME's "
                                                                      "texture space (.frame tex); default: per-vertex "
                                                                      "albedo."),
-    matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting ONNX export for the alpha matte "
-                                                         "(default: MediaPipe selfie segmentation, built in)."),
+    matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting for the alpha matte: its "
+                                                         "rvm_mobilenetv3.pth (exported to ONNX once) or an ONNX "
+                                                         "export (default: MediaPipe selfie segmentation, built in)."),
     parsing: Path = typer.Option(None, "--parsing", help="19-class BiSeNet face parsing for the neckhead/mouth "
                                                          "masks: face-parsing.PyTorch's 79999_iter.pth (exported to "
                                                          "ONNX once) or an ONNX model (default: from the landmarks)."),
