@@ -16,6 +16,7 @@ from stages.masks.onnx_models import validate_rvm
 from stages.nets.bisenet import BiSeNet
 from stages.nets.rvm import STATE_CHANNELS, MattingNetwork, export_onnx, load_rvm
 from stages.store.local import LocalStore
+from factories.rvm_checkpoint import save_standin
 
 
 @pytest.fixture(autouse=True)
@@ -23,34 +24,10 @@ def _one_thread(one_thread):
     """Single-threaded torch (the shared CPU machine; see tests/conftest.py)."""
 
 
-def _randomise(net: MattingNetwork, seed: int) -> dict[str, torch.Tensor]:
-    """Random weights with BN statistics away from 0/1 and non-saturating outputs: the state dict."""
-    g = torch.Generator().manual_seed(seed)
-    state = net.state_dict()
-    for k, v in state.items():
-        if k.endswith("running_mean"):
-            v.copy_(torch.randn(v.shape, generator=g) * 0.1)
-        elif k.endswith("running_var"):
-            v.copy_(torch.rand(v.shape, generator=g) + 0.5)
-    # pha's projection scaled so that pha is about 0.5 +- 0.25 on random frames: the clamp hides little
-    net.load_state_dict(state)
-    net.eval()
-    with torch.no_grad():
-        hid = net._coarse(torch.rand(1, 3, 64, 64, generator=g), [torch.zeros(1, 1, 1, 1)] * 4)[2]
-        conv = net.project_mat.conv
-        conv.weight[3] *= 0.25 / conv(hid)[:, 3].std()
-        conv.bias[3] += 0.5 - conv(hid)[:, 3].mean()
-    return net.state_dict()
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A stand-in rvm_mobilenetv3.pth: the full-size network's state dict, random weights."""
-    torch.manual_seed(0)
-    net = MattingNetwork("mobilenetv3")
-    path = tmp_path_factory.mktemp("ckpt") / "rvm_mobilenetv3.pth"
-    torch.save(_randomise(net, 0), path)
-    return path
+    return save_standin(tmp_path_factory.mktemp("ckpt") / "rvm_mobilenetv3.pth", "mobilenetv3", 0)
 
 
 @pytest.fixture(scope="module")
@@ -223,10 +200,7 @@ def test_run_options_choose_the_exported_matting_model(checkpoint, tmp_path):
 
 def test_resnet50_variant_loads_and_exports(tmp_path):
     """The larger variant (26.9 M parameters): strict load by its keys, ONNX equal to torch."""
-    torch.manual_seed(4)
-    path = tmp_path / "rvm_resnet50.pth"
-    torch.save(_randomise(MattingNetwork("resnet50"), 4), path)
-    net = load_rvm(path)
+    net = load_rvm(save_standin(tmp_path / "rvm_resnet50.pth", "resnet50", 4))
     assert net.variant == "resnet50"
     onnx_path = export_onnx(net, tmp_path / "rvm50.onnx", size=(48, 48))
     src = torch.rand(1, 3, 48, 64)
