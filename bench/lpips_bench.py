@@ -4,7 +4,8 @@
                                 [--store DIR] [--preset full] [--device cuda]
 
 Runs the whole pipeline twice on the same video with the same budget (preset), as two actors of one
-store: ``lpips-off`` (train ``lpips_weight`` 0) and ``lpips-on`` (FlashAvatar's 0.05 from 10 % of the
+store (default ``./.cache/lpips-bench-store/<video>-<weights>-<preset>``; a rerun of a command cut off by a time limit resumes
+there, finished arms and stages are not redone): ``lpips-off`` (train ``lpips_weight`` 0) and ``lpips-on`` (FlashAvatar's 0.05 from 10 % of the
 steps). Both actors have the same ``vgg16`` and ``lpips`` assets, so both reports carry held-out LPIPS
 from the same network. Per arm: held-out PSNR, SSIM, LPIPS, train seconds, the report's notes; then
 the differences (on - off) and a verdict.
@@ -180,10 +181,16 @@ def main() -> None:
     from stages.cli.run_cmd import prepare_actor, run_pipeline
     from stages.store.uri import open_store
 
-    store = open_store(args.store or str(tmp / "store"))
+    tag = f"{Path(args.video).stem}-{weights.get('vgg16_sha256', 'standin')[:12]}-{args.preset}"
+    store = open_store(args.store or str(repo / ".cache" / "lpips-bench-store" / tag))
     out = {"video": args.video, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "preset": args.preset, **weights, "arms": {}}
     for arm, weight in (("lpips-off", 0.0), ("lpips-on", None)):
+        done = f"bench/lpips/{arm}.json"
+        if store.exists(done):  # an earlier run of this command (cut off by a time limit) finished this arm
+            out["arms"][arm] = {**store.get_json(done), "reused": True}
+            print(json.dumps({arm: out["arms"][arm]}), file=sys.stderr, flush=True)
+            continue
         overrides = {"train": {"lpips_weight": weight}} if weight is not None else None
         pipeline = prepare_actor(store, arm, Path(args.video), None, args.preset, overrides=overrides,
                                  assets={"vgg16": vgg, "lpips": lin})
@@ -196,6 +203,7 @@ def main() -> None:
             "lpips_note": report.get("lpips_note"), "train_note": train_report.get("lpips"),
             "train_seconds": next((r.seconds for r in results if r.stage == "train"), None),
             "wall_seconds": round(time.monotonic() - t0, 1)}
+        store.put_json(done, out["arms"][arm])
         print(json.dumps({arm: out["arms"][arm]}), file=sys.stderr, flush=True)
     out["delta_on_minus_off"], out["verdict"] = verdict(out["arms"]["lpips-off"], out["arms"]["lpips-on"])
     if args.standin:
