@@ -195,13 +195,15 @@ def main() -> None:
         pipeline = prepare_actor(store, arm, Path(args.video), None, args.preset, overrides=overrides,
                                  assets={"vgg16": vgg, "lpips": lin})
         t0 = time.monotonic()
-        results = run_pipeline(store, arm, pipeline, device=args.device, jobs=16)
+        run_pipeline(store, arm, pipeline, device=args.device, jobs=16)
         report = store.get_json(f"actors/{arm}/avatar/report.json")
         train_report = store.get_json(f"actors/{arm}/avatar/train_report.json")
         out["arms"][arm] = {
             "psnr": report.get("psnr_mean"), "ssim": report.get("ssim_mean"), "lpips": report.get("lpips"),
             "lpips_note": report.get("lpips_note"), "train_note": train_report.get("lpips"),
-            "train_seconds": next((r.seconds for r in results if r.stage == "train"), None),
+            "train_seconds": train_report.get("seconds"), "train_images_per_s": train_report.get("images_per_s"),
+            "train_budget": train_report.get("budget", {}).get("rule"),
+            "train_resumed_from_step": train_report.get("resumed_from"),
             "wall_seconds": round(time.monotonic() - t0, 1)}
         store.put_json(done, out["arms"][arm])
         print(json.dumps({arm: out["arms"][arm]}), file=sys.stderr, flush=True)
