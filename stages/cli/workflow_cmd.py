@@ -87,7 +87,7 @@ def submit(actor: str = typer.Option(..., "--actor", help="Actor name (lower-cas
                                                     help="mediapipe_landmark_embedding.npz (metrical-tracker's file)."),
            flame_masks: Path = typer.Option(None, "--flame-masks", help="FLAME_masks.pkl (optional)."),
            flame_texture: Path = typer.Option(None, "--flame-texture", help="FLAME_texture.npz (optional)."),
-           matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting ONNX export (optional)."),
+           matting: Path = typer.Option(None, "--matting", help="RobustVideoMatting .pth or ONNX export (optional)."),
            parsing: Path = typer.Option(None, "--parsing", help="BiSeNet face-parsing ONNX model (optional)."),
            preset: str = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)}."),
            identity: Path = typer.Option(None, "--identity", help="MICA's identity.npy (300 FLAME shape "

@@ -31,7 +31,8 @@ FLOAT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 
 _RVM_EXPECTED = ("expected a RobustVideoMatting ONNX export with inputs src [B,3,H,W] float, r1i..r4i "
                  "[B,C,H,W], downsample_ratio [1] float32 and outputs fgr, pha, r1o..r4o")
-_RVM_FIX = "use the official rvm_mobilenetv3_fp32.onnx (or fp16) or RobustVideoMatting's export_onnx.py output"
+_RVM_FIX = ("use the official rvm_mobilenetv3_fp32.onnx (or fp16), RobustVideoMatting's export_onnx.py output "
+            "or its checkpoint rvm_mobilenetv3.pth")
 _BISENET_EXPECTED = ("expected a 19-class face-parsing ONNX model with one input [B,3,512,512] float "
                      "(H,W 512 or dynamic) and logits [B,19,H,W] as first output")
 _BISENET_FIX = "export zllrunning/face-parsing.PyTorch's BiSeNet (79999_iter.pth) with torch.onnx.export at 512x512"

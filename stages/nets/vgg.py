@@ -83,12 +83,14 @@ class LPIPS(nn.Module):
         return total
 
 
-def load_vgg16_into(model: LPIPS, path: str | Path) -> None:
+def load_vgg16_into(model: LPIPS, path: str | Path) -> bool:
     """torchvision's ``vgg16-397923af.pth`` into ``model.features`` strictly (the classifier
-    entries must be there with their shapes; they are not kept)."""
+    entries must be there with their shapes; they are not kept). A features-only file (the same
+    ``features.*`` keys and no ``classifier.*`` at all, e.g. :mod:`stages.nets.vgg_convert`'s) is
+    accepted too. Returns whether the file had the classifier."""
     state = state_dict_of(read_checkpoint(path, VGG_FIX), path, VGG_FIX)
     cls = {k: v for k, v in state.items() if k.startswith("classifier.")}
-    wrong = [k for k, s in CLASSIFIER.items() if k not in cls or tuple(cls[k].shape) != s] + \
+    wrong = [k for k, s in CLASSIFIER.items() if cls and (k not in cls or tuple(cls[k].shape) != s)] + \
             [k for k in cls if k not in CLASSIFIER]
     if wrong:
         raise bad_input(path, f"not torchvision's VGG-16 checkpoint: classifier entries {', '.join(wrong[:3])} "
@@ -98,6 +100,7 @@ def load_vgg16_into(model: LPIPS, path: str | Path) -> None:
     if other:
         raise bad_input(path, f"not torchvision's VGG-16 checkpoint: unexpected {', '.join(other[:3])}", VGG_FIX)
     load_strict(model.features, feats, path, VGG_FIX, "torchvision's VGG-16 checkpoint (features)")
+    return bool(cls)
 
 
 def load_lpips_linear_into(model: LPIPS, path: str | Path) -> None:
@@ -140,8 +143,8 @@ def load_lpips(vgg16: str | Path, linear: str | Path | None = None) -> LPIPS:
 
 def validate_vgg16(path: Path) -> dict[str, Any]:
     """The ``vgg16`` asset's check (strict load of the features, classifier shapes)."""
-    load_vgg16_into(LPIPS(), path)
-    return {"model": "vgg16", "conv_layers": 13}
+    classifier = load_vgg16_into(LPIPS(), path)
+    return {"model": "vgg16", "conv_layers": 13, "classifier": classifier}
 
 
 def validate_lpips_linear(path: Path) -> dict[str, Any]:

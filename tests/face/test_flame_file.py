@@ -201,3 +201,28 @@ def test_texture(tmp_path):
     p.write_bytes(b"not a zip")
     with pytest.raises(BadInput, match="not a readable .npz"):
         ff.validate_flame_texture(p)
+
+
+def test_embeddings_with_the_upstream_files_dtypes(tmp_path):
+    """The dtypes and shapes of the published files (checked on metrical-tracker's
+    flame/mediapipe/mediapipe_landmark_embedding.npz and MICA's data/FLAME2020/landmark_embedding.npy):
+    uint32 face indices, float64 barycentrics and int64 MediaPipe indices (105 points); a pickled dict
+    with int64/float64 ``static_*`` [51], torch ``dynamic_*`` [79,17](,3) and ``full_*`` [1,68] int64 /
+    [1,68,3] float32."""
+    rng = np.random.default_rng(5)
+    mp = tmp_path / "mediapipe_landmark_embedding.npz"
+    np.savez(mp, lmk_face_idx=rng.integers(0, 9976, 105).astype(np.uint32),
+             lmk_b_coords=rng.dirichlet([1, 1, 1], 105), landmark_indices=rng.choice(468, 105, replace=False))
+    emb = ff.read_mediapipe_embedding(mp)
+    assert emb["face_idx"].dtype == np.int64 and emb["bary"].dtype == np.float64 and emb["mp_index"].shape == (105,)
+    lmk = tmp_path / "landmark_embedding.npy"
+    np.save(lmk, np.array({
+        "static_lmk_faces_idx": rng.integers(0, 9976, 51), "static_lmk_bary_coords": rng.dirichlet([1, 1, 1], 51),
+        "dynamic_lmk_faces_idx": torch.randint(0, 9976, (79, 17)),
+        "dynamic_lmk_bary_coords": torch.as_tensor(rng.dirichlet([1, 1, 1], (79, 17)), dtype=torch.float32),
+        "full_lmk_faces_idx": rng.integers(0, 9976, (1, 68)),
+        "full_lmk_bary_coords": rng.dirichlet([1, 1, 1], (1, 68)).astype(np.float32)}, dtype=object), allow_pickle=True)
+    got = ff.read_landmark_embedding(lmk)
+    assert got["face_idx"].shape == (68,) and got["bary"].shape == (68, 3)
+    assert got["dynamic_face_idx"].shape == (79, 17) and got["dynamic_bary"].shape == (79, 17, 3)
+    assert ff.validate_landmark_embedding(lmk)["dynamic_contour"] == [79, 17]

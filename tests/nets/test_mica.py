@@ -131,3 +131,22 @@ def test_run_refuses_mica_without_flame(tmp_path, capsys):
                  "--store", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
     assert "built-in stand-in face model" in err and len(err.splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def test_flame_buffers_are_what_mica_builds_from_its_files():
+    """MICA's FLAME decoder registers, from FLAME 2020 (5023 vertices, 9976 faces, 400 directions,
+    5 joints) and its data/FLAME2020/landmark_embedding.npy (static 51, dynamic 79x17, full 1x68):
+    the faces, template, bases, the static set as lmk_*, the dynamic contour and full_* as they are,
+    eye/neck pose parameters and the neck chain [1, 0]. Our stand-in's entries have those shapes."""
+    facts = {"faces_tensor": (9976, 3), "v_template": (5023, 3), "shapedirs": (5023, 3, 300 + 100),
+             "posedirs": (4 * 9, 5023 * 3), "J_regressor": (5, 5023), "parents": (5,), "lbs_weights": (5023, 5),
+             "eye_pose": (1, 6), "neck_pose": (1, 3), "lmk_faces_idx": (51,), "lmk_bary_coords": (51, 3),
+             "dynamic_lmk_faces_idx": (79, 17), "dynamic_lmk_bary_coords": (79, 17, 3),
+             "full_lmk_faces_idx": (1, 68), "full_lmk_bary_coords": (1, 68, 3), "neck_kin_chain": (2,)}
+    with torch.device("meta"):
+        fm = MICA((1, 1, 1, 1)).flameModel.state_dict()
+    got = {k.split(".", 1)[1]: tuple(v.shape) for k, v in fm.items() if k.startswith("generator.")}
+    assert got == facts
+    ints = {k for k, v in fm.items() if v.dtype == torch.int64}
+    assert ints == {f"generator.{k}" for k in ("faces_tensor", "parents", "lmk_faces_idx", "dynamic_lmk_faces_idx",
+                                               "full_lmk_faces_idx", "neck_kin_chain")}
