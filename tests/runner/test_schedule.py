@@ -43,9 +43,9 @@ def _store(tmp_path):
     return st
 
 
-def _pipeline(log: Path, sleep_s: float = 0.03, **side) -> PipelineConfig:
+def _pipeline(log: Path, sleep_s: float = 0.03, frames: int = 20, **side) -> PipelineConfig:
     toy = {"sleep_s": sleep_s, "log": str(log)}
-    return PipelineConfig(preset="tiny", stages={"ingest": {"frames": 20, "shard_size": 5}, "fan": dict(toy),
+    return PipelineConfig(preset="tiny", stages={"ingest": {"frames": frames, "shard_size": 5}, "fan": dict(toy),
                                                  "side": {**toy, **side}, "join": {"log": str(log)}})
 
 
@@ -131,30 +131,30 @@ def test_one_at_a_time_does_not_overlap(diamond, tmp_path):
 def test_a_failing_stage_stops_the_other_and_a_rerun_resumes(diamond, tmp_path, kind, exc):
     log = tmp_path / "times.log"
     st = _store(tmp_path)
-    # fan: 4 shards of 5 frames at 0.1 s in 2 worker processes (4 jobs, two lanes); side fails at 0.5 s
-    slow = _pipeline(log, sleep_s=0.1, fail_at=5, fail=kind)
-    t0 = time.monotonic()
+    # fan: 8 shards of 5 frames at 0.1 s in 2 worker processes (4 jobs, two lanes): 2 s of work;
+    # side fails at its 10th frame (1 s)
+    slow = _pipeline(log, sleep_s=0.1, frames=40, fail_at=10, fail=kind)
     with pytest.raises(exc, match="told to fail"):
         run_graph(st, "a", slow, list(diamond.DECLS), device="cpu", jobs=4)
-    stopped_after = time.monotonic() - t0
-    assert stopped_after < 2.5, "fan (2 s of work left) was not stopped"
+    ev = _events(log)
+    failed_at = next(t for s, what, t in ev if s == "side" and what == "fail")
+    assert [what for s, what, t in ev if s == "fan" and t > failed_at + 0.5] == [], "fan went on after the failure"
+    assert any(s == "fan" for s, _, _ in ev), "fan never ran beside side"
     assert st.exists("actors/a/ingest/manifest.json"), "the finished stage stays finished"
     assert not st.exists("actors/a/fan/manifest.json") and not st.exists("actors/a/side/manifest.json")
-    assert not st.exists("actors/a/join/manifest.json")
-    assert "join" not in {s for s, _, _ in _events(log)}
-    kept = {k for k in st.list("actors/a/fan/shards/") if k.endswith(".manifest.json")}
+    assert not st.exists("actors/a/join/manifest.json") and "join" not in {s for s, _, _ in ev}
+    kept = {int(Path(k).name.split(".")[0]) for k in st.list("actors/a/fan/shards/") if k.endswith(".manifest.json")}
+    assert len(kept) < 8
     ingest_before = st.get_json("actors/a/ingest/manifest.json")
 
-    log2 = tmp_path / "rerun.log"
-    cfg = _pipeline(log, sleep_s=0.1)
-    cfg.stages["side"] = {"sleep_s": 0.001, "log": str(log2)}  # side fixed; fan's config as before
+    cfg = _pipeline(log, sleep_s=0.1, frames=40)
+    cfg.stages["side"] = {"sleep_s": 0.001}  # side fixed; fan's config as before, so its kept shards match
     results = {r.stage: r for r in run_graph(st, "a", cfg, list(diamond.DECLS), device="cpu", jobs=4)}
     assert results["ingest"].status == "skipped" and results["fan"].status == "ran"
     assert results["side"].status == "ran" and results["join"].status == "ran"
-    kept_idx = {int(Path(k).name.split(".")[0]) for k in kept}
-    assert set(results["fan"].shards_run) == set(range(4)) - kept_idx, "kept shards are not redone"
+    assert set(results["fan"].shards_run) == set(range(8)) - kept, "kept shards are not redone"
     assert st.get_json("actors/a/ingest/manifest.json") == ingest_before
-    assert st.get_json("actors/a/join/join.json")["total"] == sum(range(1, 21))
+    assert st.get_json("actors/a/join/join.json")["total"] == sum(range(1, 41))
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ from stages.runner import interrupt
 from stages.runner.schedule import run_graph
 from stages.store.uri import open_store
 st = open_store(sys.argv[1])
-toy = {{"sleep_s": 0.1, "log": sys.argv[2]}}
+toy = {{"sleep_s": 0.05, "log": sys.argv[2]}}
 cfg = PipelineConfig(preset="tiny", stages={{"ingest": {{"frames": 40, "shard_size": 5}}, "fan": toy, "side": toy,
                                              "join": {{"log": sys.argv[2]}}}})
 interrupt.note(st, "a")
@@ -219,10 +219,50 @@ def test_ctrl_c_stops_every_stage_and_a_rerun_resumes(diamond, tmp_path):
     kept = {int(Path(k).name.split(".")[0]) for k in st.list("actors/a/fan/shards/") if k.endswith(".manifest.json")}
     assert kept
 
-    toy = {"sleep_s": 0.1, "log": str(log)}  # the interrupted run's config: its kept shards match
+    toy = {"sleep_s": 0.05, "log": str(log)}  # the interrupted run's config: its kept shards match
     cfg = PipelineConfig(preset="tiny", stages={"ingest": {"frames": 40, "shard_size": 5}, "fan": toy, "side": toy,
                                                 "join": {"log": str(log)}})
     results = {r.stage: r for r in run_graph(st, "a", cfg, list(diamond.DECLS), device="cpu", jobs=4)}
     assert results["ingest"].status == "skipped"
     assert set(results["fan"].shards_run) == set(range(8)) - kept
     assert results["join"].status == "ran"
+
+
+# -- the real pipeline ----------------------------------------------------------------------------
+
+def _manifest_span(store, actor: str, stage: str) -> tuple[float, float]:
+    """(start, end) of a stage in epoch seconds, from its manifests alone: each is written when its
+    work ended, ``stats.seconds`` after that work started (a fan-out stage: its shards' manifests)."""
+    base = f"actors/{actor}/{stage}/"
+    shards = [k for k in store.list(base + "shards/") if k.endswith(".manifest.json")]
+    starts = [store.local_path(k).stat().st_mtime - float(store.get_json(k)["stats"]["seconds"])
+              for k in (shards or [base + "manifest.json"])]
+    return min(starts), store.local_path(base + "manifest.json").stat().st_mtime
+
+
+def test_masks_runs_beside_calibrate_on_a_tiny_synthetic_clip(tmp_path):
+    """The real stages on a generated clip (tiny preset, calibrate shortened): masks (CPU) and
+    calibrate both start when landmarks finishes, and their manifests show them running together."""
+    from stages.face.model import load_face_model
+    from stages.face.synth import SynthSpec, generate_params, render_video
+    from stages.runner.pipeline import prepare_actor, run_pipeline
+    from stages.store.local import LocalStore
+
+    clip = tmp_path / "talking.mp4"
+    model = load_face_model(None)
+    spec = SynthSpec(n_frames=30, size=192, seed=3)
+    render_video(model, generate_params(model, spec), clip, spec=spec, batch=16)
+    st = LocalStore(tmp_path / "store")
+    short = {"calibrate": {"rigid_steps": 20, "identity_steps": 40, "refine_iterations": 20}}
+    pipeline = prepare_actor(st, "s", clip, None, "tiny", short)
+    results = run_pipeline(st, "s", pipeline, device="cpu", jobs=2, until="calibrate")
+    assert [r.stage for r in results] == ["ingest", "landmarks", "masks", "calibrate"]
+    by = {r.stage: r for r in results}
+    masks, calibrate, landmarks = (_manifest_span(st, "s", n) for n in ("masks", "calibrate", "landmarks"))
+    assert masks[0] < calibrate[1] and calibrate[0] < masks[1], (masks, calibrate)
+    assert min(masks[0], calibrate[0]) >= landmarks[1] - 0.05, "a stage started before what it needs finished"
+    assert by["masks"].started >= by["landmarks"].ended and by["calibrate"].started >= by["landmarks"].ended
+    assert abs(by["masks"].started - by["calibrate"].started) < 1.0
+    assert sum(r.seconds for r in results) > by["calibrate"].ended  # the sum of stages exceeds the wall clock
+    # a rerun skips everything
+    assert {r.status for r in run_pipeline(st, "s", pipeline, device="cpu", jobs=2, until="calibrate")} == {"skipped"}
