@@ -68,7 +68,8 @@ class Progress:
         self._argo = os.environ.get("ARGO_PROGRESS_FILE")
         self._bar = None
         self._last_logged_pct = -10
-        if enabled and not self._argo and sys.stderr.isatty():
+        # while a bar shows, rich has replaced sys.stderr by a proxy that says it is no terminal
+        if enabled and not self._argo and getattr(sys.stderr, "rich_proxied_file", sys.stderr).isatty():
             self._bar, self._task = _BARS.add(label, self.total)
 
     def set_total(self, total: int) -> None:

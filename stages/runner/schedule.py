@@ -47,6 +47,7 @@ from stages.runner.run import StageResult, resolve_device, run_stage
 from stages.store.base import Store
 
 log = logging.getLogger("avatar.schedule")
+run_log = logging.getLogger("avatar.run")  # "stage NAME: summary" as before (tools and tests read it)
 
 STOP_GRACE_S = 30.0
 """How long a failure or Ctrl-C waits for the other running stages to stop before raising anyway
@@ -159,6 +160,12 @@ class _Run:
     results: dict[str, StageResult] = field(default_factory=dict)
     failure: BaseException | None = None
     stopped: list[str] = field(default_factory=list)
+    stop_at: float | None = None
+
+    def request_stop(self) -> None:
+        if not self.stop.is_set():
+            self.stop_at = time.monotonic()
+            self.stop.set()
 
 
 def run_graph(store: Store, actor: str, pipeline: PipelineConfig, decls: list[StageDecl], *, device: str = "auto",
@@ -222,7 +229,7 @@ def _start_ready(run: _Run, decls: list[StageDecl], demands: dict[str, Demand], 
         share = cpu_shares(jobs, unfinished)[d.name]
         if len(unfinished) > 1 and share != jobs:
             log.info("%s: %d of %d CPU workers (the rest for the stages that may run beside it)", d.name, share, jobs)
-        log.info("stage %s: %s", d.name, d.summary)
+        run_log.info("stage %s: %s", d.name, d.summary)
         thread = threading.Thread(target=_stage_thread, name=f"stage {d.name}", daemon=True,
                                   args=(run, d.name, store, actor, pipeline, device, share))
         run.running[d.name] = thread
@@ -256,18 +263,19 @@ def _collect(run: _Run, timeout: float | None = None) -> bool:
     run.running.pop(name, None)
     if result is not None:
         run.results[name] = result
-    elif isinstance(error, cancel.Cancelled):
+    elif isinstance(error, cancel.Cancelled) or run.failure is not None:  # stopped, or failed while stopping
         run.stopped.append(name)
-    elif run.failure is None:
+        log.info("%s stopped %.1f s after it was asked to", name, time.monotonic() - (run.stop_at or 0.0))
+    else:
         run.failure = error
         log.error("stage %s failed: %s; stopping the stages running beside it", name, error)
-        run.stop.set()
+        run.request_stop()
     return True
 
 
 def _stop_all(run: _Run) -> None:
     """Ask every running stage to stop and wait for them (at most :data:`STOP_GRACE_S`)."""
-    run.stop.set()
+    run.request_stop()
     deadline = time.monotonic() + STOP_GRACE_S
     while run.running:
         if not _collect(run, timeout=max(0.0, deadline - time.monotonic())):

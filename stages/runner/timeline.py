@@ -43,8 +43,8 @@ class Timeline:
 
     def bar(self, r: StageResult, width: int = BAR_WIDTH) -> str:
         """``r``'s span on a ``width``-character axis from 0 to the wall clock (``#``; ``|`` for a
-        stage shorter than one character, empty when unknown)."""
-        if r.started is None or r.ended is None or self.wall_s <= 0:
+        stage shorter than one character; empty when unknown or skipped)."""
+        if r.started is None or r.ended is None or self.wall_s <= 0 or r.status == "skipped":
             return ""
         a = min(width - 1, int(r.started / self.wall_s * width))
         b = min(width, max(a + 1, round(r.ended / self.wall_s * width)))
