@@ -42,7 +42,7 @@ from typing import Iterable
 
 from stages.config import PipelineConfig
 from stages.graph import StageDecl
-from stages.runner import cancel, lock
+from stages.runner import cancel, lifeline, lock
 from stages.runner.run import StageResult, resolve_device, run_stage
 from stages.store.base import Store
 
@@ -149,6 +149,17 @@ def stage_demand(decl: StageDecl, pipeline: PipelineConfig, device: str, jobs: i
     return Demand(decl.name, decl.needs, max(1, min(max(1, jobs), per_gpu * max(1, len(visible_gpus())))))
 
 
+def worker_preload(decls: list[StageDecl]) -> list[str]:
+    """What the run's forkserver imports once for every worker: the runner and each stage's
+    ``WORKER_PRELOAD`` (e.g. MediaPipe), in order, without repeats."""
+    out = ["stages.runner.run"]
+    for d in decls:
+        for m in getattr(d.load(), "WORKER_PRELOAD", ()):
+            if m not in out:
+                out.append(m)
+    return out
+
+
 @dataclass
 class _Run:
     """The state of one scheduled run (the main thread's; stage threads only post to ``events``)."""
@@ -193,6 +204,8 @@ def run_graph(store: Store, actor: str, pipeline: PipelineConfig, decls: list[St
     demands = {d.name: stage_demand(d, pipeline, device, jobs) for d in decls}
     limit = max(1, max_parallel) if max_parallel is not None else len(decls) or 1
     run = _Run(time.monotonic())
+    if jobs > 1:  # shard pools fork from a forkserver, which must outlive every stage thread
+        lifeline.start_forkserver(worker_preload(decls))
     with lock.hold(store, actor):
         try:
             while True:

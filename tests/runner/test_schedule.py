@@ -266,3 +266,37 @@ def test_masks_runs_beside_calibrate_on_a_tiny_synthetic_clip(tmp_path):
     assert sum(r.seconds for r in results) > by["calibrate"].ended  # the sum of stages exceeds the wall clock
     # a rerun skips everything
     assert {r.status for r in run_pipeline(st, "s", pipeline, device="cpu", jobs=2, until="calibrate")} == {"skipped"}
+
+
+_CHAIN_OF_POOLS = """
+import sys, toy_overlap
+from stages.graph import StageDecl
+decls = [toy_overlap.DECLS[0], toy_overlap.DECLS[1],
+         StageDecl("fan2", ("fan",), "tracker", "cpu", True, "toy_overlap_fan", False, "a second fan-out")]
+import stages.graph as graph
+graph.BY_NAME.clear(); graph.BY_NAME.update({d.name: d for d in decls})
+from stages.config import PipelineConfig
+from stages.runner.schedule import run_graph
+from stages.store.uri import open_store
+toy = {"sleep_s": 0.001}
+cfg = PipelineConfig(preset="tiny", stages={"ingest": {"frames": 20, "shard_size": 5}, "fan": toy, "fan2": toy})
+print([r.status for r in run_graph(open_store(sys.argv[1]), "a", cfg, decls, device="cpu", jobs=2)])
+import os, time
+from multiprocessing import forkserver
+time.sleep(0.5)  # every stage thread has ended: a forkserver tied to one of them is gone by now
+pid = forkserver._forkserver._forkserver_pid
+print("forkserver", "alive" if pid and os.waitpid(pid, os.WNOHANG) == (0, 0) else "gone")
+"""
+
+
+def test_a_pool_after_the_thread_that_started_the_first_pool_has_ended(tmp_path):
+    """Two fan-out stages one after the other, each with worker processes, in a fresh process: the
+    forkserver is the run's (started from its main thread), not the first stage thread's, which the
+    kernel's parent-death signal would take down with that thread."""
+    st = _store(tmp_path)
+    env = subprocess_env({"PYTHONPATH": f"{HERE}:{subprocess_env()['PYTHONPATH']}"})
+    proc = subprocess.run([sys.executable, "-c", _CHAIN_OF_POOLS, st.uri], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-2:] == ["['ran', 'ran', 'ran']", "forkserver alive"], proc.stdout
+    assert len([k for k in st.list("actors/a/fan2/shards/") if k.endswith(".manifest.json")]) == 4
