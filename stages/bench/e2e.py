@@ -50,7 +50,7 @@ class BenchResult:
             rows.append(f"{r.stage:10s} {r.frames:7d} {r.seconds:9.2f} {r.fps:10.1f}  {','.join(self.gpus.get(r.stage, [])) or '-'}")
         rows.append(f"{'total':10s} {self.frames:7d} {self.seconds:9.2f} {self.frames / self.seconds:10.1f}")
         rows.append(f"sum of stages: {self.stage_seconds:.2f} s, wall clock: {self.seconds:.2f} s "
-                    f"(overlap saved {self.stage_seconds - self.seconds:.2f} s); "
+                    f"(overlap {self.stage_seconds - self.seconds:.2f} s); "
                     f"GPUs used: {len(self.gpus_used)}" + (f" ({', '.join(self.gpus_used)})" if self.gpus_used else ""))
         for k, v in self.extra.items():
             rows.append(f"{k}: {v:.2f}")

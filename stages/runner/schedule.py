@@ -219,9 +219,9 @@ def run_graph(store: Store, actor: str, pipeline: PipelineConfig, decls: list[St
             _stop_all(run)
         if run.failure is not None:
             _stop_all(run)
-            done = [n for n in names if n in run.results]
-            log.info("run stopped: finished %s%s", ", ".join(done) or "nothing",
-                     f"; stopped {', '.join(run.stopped)}" if run.stopped else "")
+            if run.stopped:
+                done = [n for n in names if n in run.results]
+                log.info("run stopped: finished %s; stopped %s", ", ".join(done) or "nothing", ", ".join(run.stopped))
             raise run.failure
     results = [run.results[n] for n in names if n in run.results]
     _log_overlap(results, time.monotonic() - run.t0)
@@ -239,7 +239,7 @@ def _start_ready(run: _Run, decls: list[StageDecl], demands: dict[str, Demand], 
         if not all(up in run.results for up in d.needs if up in names):
             continue
         unfinished = [demands[n] for n in demands if n not in run.results]
-        share = cpu_shares(jobs, unfinished)[d.name]
+        share = cpu_shares(jobs, unfinished)[d.name] if limit > 1 else jobs
         if len(unfinished) > 1 and share != jobs:
             log.info("%s: %d of %d CPU workers (the rest for the stages that may run beside it)", d.name, share, jobs)
         run_log.info("stage %s: %s", d.name, d.summary)
@@ -281,7 +281,8 @@ def _collect(run: _Run, timeout: float | None = None) -> bool:
         log.info("%s stopped %.1f s after it was asked to", name, time.monotonic() - (run.stop_at or 0.0))
     else:
         run.failure = error
-        log.error("stage %s failed: %s; stopping the stages running beside it", name, error)
+        if run.running:
+            log.info("stage %s failed; stopping %s", name, ", ".join(run.running))
         run.request_stop()
     return True
 
@@ -300,4 +301,4 @@ def _log_overlap(results: list[StageResult], wall: float) -> None:
     ran = [r for r in results if r.status != "skipped"]
     if len(ran) > 1:
         total = sum(r.seconds for r in results)
-        log.info("run: %.1f s wall clock, %.1f s in stages; overlap saved %.1f s", wall, total, total - wall)
+        log.info("run: %.1f s wall clock, %.1f s in stages (%.1f s ran beside other stages)", wall, total, total - wall)

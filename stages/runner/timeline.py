@@ -1,5 +1,5 @@
 """A run's timeline: when each stage ran, the run's wall clock against the sum of the stages (the
-time the overlap of :mod:`stages.runner.schedule` saved), as a table with a bar per stage and as JSON."""
+stage time that ran beside other stages, :mod:`stages.runner.schedule`), as a table with a bar per stage and as JSON."""
 
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ class Timeline:
 
     @property
     def overlap_s(self) -> float:
-        """Seconds the overlap saved: sum of the stages less the run's wall clock (about 0 when the
-        stages ran one after another; the runner's own time between stages makes it slightly negative)."""
+        """Stage time that ran beside other stages: the sum of the stages less the run's wall clock
+        (about 0 when they ran one after another). The time saved against a sequential run is at
+        most this: stages that share the CPU cores run slower together (compare runs, as
+        ``bench/overlap_bench.py`` does, for the gain itself)."""
         return self.stage_sum_s - self.wall_s
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,5 +65,5 @@ class Timeline:
                         f"{r.fps:9.1f}  {self.bar(r)}")
         rows.append(f"{'total':10s} {'':8s} {'':7s} {'':7s} {self.wall_s:7.1f} {self.wall_s:8.1f}")
         rows.append(f"wall clock {self.wall_s:.1f} s, sum of stages {self.stage_sum_s:.1f} s: "
-                    f"the overlap saved {self.overlap_s:.1f} s")
+                    f"{self.overlap_s:.1f} s of stage time ran beside other stages")
         return "\n".join(rows)

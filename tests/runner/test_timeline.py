@@ -31,7 +31,7 @@ def test_table_bars_show_which_stages_ran_together():
     assert bar["masks"] == " " * 10 + "#" * 20 + " " * 10
     assert bar["calibrate"] == " " * 10 + "#" * 15 + " " * 15
     assert bar["track"] == " " * 25 + "#" * 15
-    assert text.splitlines()[-1] == "wall clock 8.0 s, sum of stages 12.0 s: the overlap saved 4.0 s"
+    assert text.splitlines()[-1] == "wall clock 8.0 s, sum of stages 12.0 s: 4.0 s of stage time ran beside other stages"
 
 
 def test_unknown_times_leave_the_bar_empty():
