@@ -300,3 +300,27 @@ def test_a_pool_after_the_thread_that_started_the_first_pool_has_ended(tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-2:] == ["['ran', 'ran', 'ran']", "forkserver alive"], proc.stdout
     assert len([k for k in st.list("actors/a/fan2/shards/") if k.endswith(".manifest.json")]) == 4
+
+
+@pytest.mark.gpu
+def test_on_the_gpu_masks_runs_beside_calibrate_and_track_keeps_its_processes(wojtek, tmp_path):
+    """On a GPU machine with the real clip (tiny preset): calibrate and track run on cuda, masks
+    (CPU-bound with the default backends) runs beside them on the cores track's processes leave."""
+    from stages.graph import BY_NAME
+    from stages.runner.devices import visible_gpus
+    from stages.runner.pipeline import prepare_actor, run_pipeline
+    from stages.runner.schedule import stage_demand
+    from stages.store.local import LocalStore
+
+    jobs = os.cpu_count() or 1
+    st = LocalStore(tmp_path / "store")
+    pipeline = prepare_actor(st, "w", wojtek, None, "tiny")
+    track = stage_demand(BY_NAME["track"], pipeline, "cuda", jobs)
+    assert track.gpu_workers == min(jobs, 4 * len(visible_gpus()))
+    assert stage_demand(BY_NAME["masks"], pipeline, "cuda", jobs).gpu_workers == 0
+    results = {r.stage: r for r in run_pipeline(st, "w", pipeline, device="cuda", jobs=jobs, until="track")}
+    assert all(r.status == "ran" for r in results.values())
+    masks, calibrate, track_span = (_manifest_span(st, "w", n) for n in ("masks", "calibrate", "track"))
+    assert masks[0] < calibrate[1] and calibrate[0] < masks[1], (masks, calibrate)
+    assert track_span[0] >= calibrate[1] - 0.05
+    assert st.get_json("actors/w/track/manifest.json")["stats"].get("gpus"), "track ran on no GPU"
