@@ -84,6 +84,23 @@ def test_cpu_split_on_the_cpu_is_two_lanes_and_masks_gets_all_once_alone():
     assert cpu_shares(1, _real_demands(gpu=False, jobs=1))["masks"] == 1
 
 
+def test_demands_of_the_real_stages_follow_the_device_and_the_gpus(monkeypatch):
+    from stages.graph import BY_NAME
+    from stages.runner.schedule import stage_demand
+
+    cfg = PipelineConfig(preset="tiny")
+    assert {n: stage_demand(BY_NAME[n], cfg, "cpu", 16).gpu_workers for n in ("masks", "calibrate", "track")} == \
+        {"masks": 0, "calibrate": 0, "track": 0}
+    monkeypatch.setenv("AVATAR_SIMULATED_GPUS", "2")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    on_gpus = {n: stage_demand(BY_NAME[n], cfg, "cuda", 16).gpu_workers
+               for n in ("ingest", "landmarks", "masks", "calibrate", "track")}
+    assert on_gpus == {"ingest": 0, "landmarks": 0, "masks": 0, "calibrate": 1, "track": 8}  # 4 per GPU
+    assert stage_demand(BY_NAME["track"], cfg, "cuda", 6).gpu_workers == 6  # never above --jobs
+    demands = [stage_demand(d, cfg, "cuda", 16) for d in STAGES]
+    assert cpu_shares(16, demands)["masks"] == 8  # 16 cores less track's 8 processes
+
+
 def test_cpu_split_of_a_chain_is_everything():
     chain = [Demand("a", ()), Demand("b", ("a",), 3), Demand("c", ("b",))]
     assert cpu_shares(6, chain) == {"a": 6, "b": 6, "c": 6}
