@@ -107,7 +107,8 @@ def run_benchmark(frames: int, workdir: Path, *, preset: str = "full", device: s
         "overlap_seconds": round(result.stage_seconds - seconds, 3),
         "gpus_used": result.gpus_used, "gpus": result.gpus, "extra": extra, "preset": preset,
         "stages": [{"stage": r.stage, "status": r.status, "frames": r.frames, "seconds": round(r.seconds, 3),
-                    "fps": round(r.fps, 2), "started": r.started, "ended": r.ended} for r in results],
+                    "fps": round(r.fps, 2), "started": None if r.started is None else round(r.started, 3),
+                    "ended": None if r.ended is None else round(r.ended, 3)} for r in results],
         "manifest_stats": manifest_stats,
     }, indent=1, default=str))
     return result

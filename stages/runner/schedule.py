@@ -200,10 +200,10 @@ def run_graph(store: Store, actor: str, pipeline: PipelineConfig, decls: list[St
         Whatever the first failing stage raised (``BadInput``, ``Transient``, ...), once the other
         running stages have stopped; ``KeyboardInterrupt`` likewise.
     """
+    run = _Run(time.monotonic())  # the timeline includes the set-up below (importing every stage's module)
     names = [d.name for d in decls]
     demands = {d.name: stage_demand(d, pipeline, device, jobs) for d in decls}
     limit = max(1, max_parallel) if max_parallel is not None else len(decls) or 1
-    run = _Run(time.monotonic())
     if jobs > 1:  # shard pools fork from a forkserver, which must outlive every stage thread
         lifeline.start_forkserver(worker_preload(decls))
     with lock.hold(store, actor):
