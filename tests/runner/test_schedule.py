@@ -196,7 +196,7 @@ from stages.runner import interrupt
 from stages.runner.schedule import run_graph
 from stages.store.uri import open_store
 st = open_store(sys.argv[1])
-toy = {{"sleep_s": 0.05, "log": sys.argv[2]}}
+toy = {{"sleep_s": 0.15, "log": sys.argv[2]}}  # fan: 3 s of work in 2 processes; side: 6 s
 cfg = PipelineConfig(preset="tiny", stages={{"ingest": {{"frames": 40, "shard_size": 5}}, "fan": toy, "side": toy,
                                              "join": {{"log": sys.argv[2]}}}})
 interrupt.note(st, "a")
@@ -226,7 +226,7 @@ def test_ctrl_c_stops_every_stage_and_a_rerun_resumes(diamond, tmp_path):
     t0 = time.monotonic()
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert time.monotonic() - t0 < 5, "the stages were not stopped promptly"
+    assert time.monotonic() - t0 < 3, "the stages were not stopped promptly (side had 4 s of work left)"
     assert "finished: ingest" in out and "fan:" in out and "shard(s) kept" in out, out
     assert _group_gone(proc.pid), "a worker process outlived the run"
     lines = log.read_text().count("\n")
@@ -234,10 +234,11 @@ def test_ctrl_c_stops_every_stage_and_a_rerun_resumes(diamond, tmp_path):
     assert log.read_text().count("\n") == lines, "a stage kept working after the run ended"
     assert not st.exists("actors/a/side/manifest.json") and not st.exists("actors/a/fan/manifest.json")
     kept = {int(Path(k).name.split(".")[0]) for k in st.list("actors/a/fan/shards/") if k.endswith(".manifest.json")}
-    assert kept
+    assert kept and len(kept) < 8
 
-    toy = {"sleep_s": 0.05, "log": str(log)}  # the interrupted run's config: its kept shards match
-    cfg = PipelineConfig(preset="tiny", stages={"ingest": {"frames": 40, "shard_size": 5}, "fan": toy, "side": toy,
+    toy = {"sleep_s": 0.15, "log": str(log)}  # the interrupted run's config: its kept shards match
+    cfg = PipelineConfig(preset="tiny", stages={"ingest": {"frames": 40, "shard_size": 5}, "fan": toy,
+                                                "side": {"sleep_s": 0.001},
                                                 "join": {"log": str(log)}})
     results = {r.stage: r for r in run_graph(st, "a", cfg, list(diamond.DECLS), device="cpu", jobs=4)}
     assert results["ingest"].status == "skipped"
