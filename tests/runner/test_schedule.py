@@ -131,6 +131,25 @@ def test_independent_stages_run_at_the_same_time_and_needs_are_respected(diamond
     assert st.get_json("actors/a/join/join.json") == {"total": sum(range(1, 21)), "side_frames": 20}
 
 
+def test_overlap_failure_and_resume_on_both_stores(diamond, store, tmp_path):
+    """The same on a local folder and on the real S3 server (its lease lock renewed by a thread,
+    re-entered by the stage threads): side fails while fan runs, exit class kept, the rerun resumes."""
+    log = tmp_path / "times.log"
+    store.put_bytes("actors/a/input/video.mp4", b"the toy ingest only copies it")
+    with pytest.raises(BadInput, match="told to fail"):
+        run_graph(store, "a", _pipeline(log, sleep_s=0.05, fail_at=8), list(diamond.DECLS), device="cpu", jobs=1)
+    ev = _events(log)
+    assert {s for s, _, _ in ev} == {"fan", "side"}
+    fan, side = _span(ev, "fan"), _span(ev, "side")
+    assert fan[0] < side[1] and side[0] < fan[1], "fan and side did not run at the same time"
+    assert store.exists("actors/a/ingest/manifest.json") and not store.exists("actors/a/fan/manifest.json")
+    assert not store.list(".locks/"), "the run's lock outlived it"
+    cfg = _pipeline(log, sleep_s=0.05)
+    results = {r.stage: r for r in run_graph(store, "a", cfg, list(diamond.DECLS), device="cpu", jobs=1)}
+    assert [results[n].status for n in ("ingest", "fan", "side", "join")] == ["skipped", "ran", "ran", "ran"]
+    assert store.get_json("actors/a/join/join.json") == {"total": sum(range(1, 21)), "side_frames": 20}
+
+
 def test_one_at_a_time_does_not_overlap(diamond, tmp_path):
     log = tmp_path / "times.log"
     results = run_graph(_store(tmp_path), "a", _pipeline(log, sleep_s=0.01), list(diamond.DECLS), device="cpu",
