@@ -86,6 +86,7 @@ class Config:
 
 
 PRESETS = {"tiny": {"shard_size": 100, "detect_samples": 16, "min_face_frames": 25}}
+WORKER_PRELOAD = ("stages.video.render", "av", "cv2", "mediapipe")  # imported once by the local run's forkserver
 
 
 def _label_errors(fn, local: Path, label: str, *args):
@@ -146,7 +147,7 @@ class Workers:
         if self.jobs > 1:
             from stages.runner import lifeline  # workers die with this process
 
-            ctx = lifeline.forkserver_context(["stages.video.render", "av", "cv2", "mediapipe"])
+            ctx = lifeline.forkserver_context(list(WORKER_PRELOAD))
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx,
                                              initializer=lifeline.worker_init)
 

@@ -49,7 +49,8 @@ class BenchResult:
         for r in self.results:
             rows.append(f"{r.stage:10s} {r.frames:7d} {r.seconds:9.2f} {r.fps:10.1f}  {','.join(self.gpus.get(r.stage, [])) or '-'}")
         rows.append(f"{'total':10s} {self.frames:7d} {self.seconds:9.2f} {self.frames / self.seconds:10.1f}")
-        rows.append(f"sum of stages: {self.stage_seconds:.2f} s, wall clock: {self.seconds:.2f} s; "
+        rows.append(f"sum of stages: {self.stage_seconds:.2f} s, wall clock: {self.seconds:.2f} s "
+                    f"(overlap {self.stage_seconds - self.seconds:.2f} s); "
                     f"GPUs used: {len(self.gpus_used)}" + (f" ({', '.join(self.gpus_used)})" if self.gpus_used else ""))
         for k, v in self.extra.items():
             rows.append(f"{k}: {v:.2f}")
@@ -103,9 +104,11 @@ def run_benchmark(frames: int, workdir: Path, *, preset: str = "full", device: s
     result = BenchResult(n, results, seconds, extra, {k: v for k, v in gpus.items() if v})
     (workdir / "bench.json").write_text(json.dumps({
         "frames": n, "seconds": seconds, "stage_seconds": round(result.stage_seconds, 3),
+        "overlap_seconds": round(result.stage_seconds - seconds, 3),
         "gpus_used": result.gpus_used, "gpus": result.gpus, "extra": extra, "preset": preset,
         "stages": [{"stage": r.stage, "status": r.status, "frames": r.frames, "seconds": round(r.seconds, 3),
-                    "fps": round(r.fps, 2)} for r in results],
+                    "fps": round(r.fps, 2), "started": None if r.started is None else round(r.started, 3),
+                    "ended": None if r.ended is None else round(r.ended, 3)} for r in results],
         "manifest_stats": manifest_stats,
     }, indent=1, default=str))
     return result

@@ -103,10 +103,9 @@ def run_command(
     except BadInput as e:
         raise rename_user_paths(e, setup.user_paths) from None
     total = time.monotonic() - t0
-    typer.echo(f"\n{'stage':10s} {'status':8s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s}")
-    for r in results:
-        typer.echo(f"{r.stage:10s} {r.status:8s} {r.frames:7d} {r.seconds:8.1f} {r.fps:9.1f}")
-    typer.echo(f"{'total':10s} {'':8s} {'':7s} {total:8.1f}")
+    from stages.runner.timeline import Timeline  # each stage's start/end, the sum of stages, the overlap
+
+    typer.echo("\n" + Timeline(results, total).table())
     avatar = actor_key(actor, "avatar")
     typer.echo(f"\noutputs under {st.uri}/{actor_key(actor)}/ ; avatar, preview and report under {st.uri}/{avatar}/")
 

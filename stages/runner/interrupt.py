@@ -29,21 +29,20 @@ def summary(argv: list[str]) -> str:
     if store is None:
         return f"interrupted; resume with: {resume}"
     try:
-        from stages.graph import topological_order
+        from stages.graph import BY_NAME
         from stages.runner.context import actor_key
         from stages.runner.manifest import MANIFEST
 
         done, partial = [], ""
-        for decl in topological_order():
+        for decl in BY_NAME.values():  # stages overlap (stages.runner.schedule): look at every one
             if store.exists(actor_key(actor, decl.name, MANIFEST)):
                 done.append(decl.name)
                 continue
-            if decl.fan_out and not partial:
+            if decl.fan_out:
                 kept = [k for k in store.list(actor_key(actor, decl.name, "shards") + "/")
                         if k.endswith(".manifest.json")]
                 if kept:
-                    partial = f"; {decl.name}: {len(kept)} shard(s) kept"
-            break
+                    partial += f"; {decl.name}: {len(kept)} shard(s) kept"
     except Exception:  # noqa: BLE001 - the store may be what failed; say what we can
         return f"interrupted; resume with: {resume}"
     return (f"interrupted; actor {actor!r} finished: {', '.join(done) or 'nothing yet'}{partial}; "

@@ -74,6 +74,21 @@ def forkserver_context(preload: list[str] | tuple[str, ...] = ()):  # noqa: ANN2
     return ctx
 
 
+def start_forkserver(preload: list[str] | tuple[str, ...] = ()) -> bool:
+    """Start the forkserver now, from the calling thread, with ``preload`` (plus this module);
+    False where there is none. The kernel's parent-death signal follows the *thread* that started
+    a process, so a run whose stages live in threads (:mod:`stages.runner.schedule`) starts it from
+    its main thread: a forkserver started by a stage's thread would be killed when that stage ends,
+    and the next stage's pool would find it gone. Once running, later preload lists are ignored."""
+    ctx = forkserver_context(preload)
+    if ctx.get_start_method() != "forkserver":
+        return False
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+    return True
+
+
 def kill_pool(pool: Any) -> None:
     """Stop a ``ProcessPoolExecutor`` now: cancel what has not started, SIGKILL its workers (a
     shard half-done leaves no manifest, so nothing half-written is trusted)."""

@@ -11,7 +11,7 @@ from stages.config import CONFIG_FILE, PipelineConfig
 from stages.errors import BadInput
 from stages.graph import topological_order
 from stages.runner.context import actor_key
-from stages.runner.run import StageResult, load_pipeline_config, run_stage
+from stages.runner.run import StageResult, load_pipeline_config, run_stage  # noqa: F401 - re-exported
 from stages.store.base import Store
 
 log = logging.getLogger("avatar.run")
@@ -40,12 +40,16 @@ def check_face_assets(pipeline: PipelineConfig, flame: Path | None) -> None:
 
 
 def run_pipeline(store: Store, actor: str, pipeline: PipelineConfig, *, device: str = "auto", jobs: int = 1,
-                 until: str | None = None) -> list[StageResult]:
-    """Run every stage in dependency order (all shards of fan-out stages), skipping finished ones."""
-    results = []
+                 until: str | None = None, max_parallel: int | None = None) -> list[StageResult]:
+    """Run every stage (all shards of fan-out stages), skipping finished ones; ``until``: the stages
+    of the dependency order up to that one. Each stage starts once those it needs have finished,
+    so independent ones overlap (:mod:`stages.runner.schedule`; ``max_parallel=1``: one at a time).
+    The results carry each stage's ``started``/``ended`` (seconds since the start)."""
+    from stages.runner.schedule import run_graph
+
+    decls = []
     for decl in topological_order():
-        log.info("stage %s: %s", decl.name, decl.summary)
-        results.append(run_stage(decl.name, actor, store, pipeline=pipeline, device=device, jobs=jobs))
+        decls.append(decl)
         if decl.name == until:
             break
-    return results
+    return run_graph(store, actor, pipeline, decls, device=device, jobs=jobs, max_parallel=max_parallel)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ def graph_decls() -> list[StageDecl]:
     """The stage graph as this process sees it."""
     return list(BY_NAME.values())
 from stages.names import check_entry
-from stages.runner import interrupt, lifeline, lock, scratch as scratch_dirs
+from stages.runner import cancel, interrupt, lifeline, lock, scratch as scratch_dirs
 from stages.runner.context import StageContext, actor_key
 from stages.runner.manifest import MANIFEST, Manifest
 from stages.runner.progress import Progress
@@ -40,6 +40,9 @@ class StageResult:
         frames: frames processed by this invocation.
         seconds: wall-clock seconds of this invocation.
         shards_run: indices of the shards this invocation ran.
+        started: when it started, seconds since the start of the run (set by
+            :mod:`stages.runner.schedule`; ``None`` outside a scheduled run).
+        ended: when it ended, seconds since the start of the run (likewise).
     """
 
     stage: str
@@ -47,6 +50,8 @@ class StageResult:
     frames: int = 0
     seconds: float = 0.0
     shards_run: tuple[int, ...] = ()
+    started: float | None = None
+    ended: float | None = None
 
     @property
     def fps(self) -> float:
@@ -322,15 +327,19 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
                     futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(),
                                            plan.device, str(scratch / f"w{s.index}"), s.index,
                                            tuple(graph_decls()), workers): s for s in todo}
-                    for fut in as_completed(futures):
-                        n = fut.result()
-                        frames += n
-                        progress.advance(len(futures[fut]))
+                    pending = set(futures)
+                    while pending:  # polled, so that the scheduler can stop this stage (stages.runner.cancel)
+                        finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                        cancel.check()
+                        for fut in finished:
+                            frames += fut.result()
+                            progress.advance(len(futures[fut]))
                 except BaseException:  # Ctrl-C, a failed shard: stop the others now, not after their shards
                     lifeline.kill_pool(pool)
                     raise
         else:
             for s in todo:
+                cancel.check()
                 frames += _run_shard(plan, s)
 
         # Finish the stage once every shard has a matching manifest (whoever gets here last).

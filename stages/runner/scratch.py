@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 log = logging.getLogger("avatar.scratch")
@@ -21,6 +22,7 @@ log = logging.getLogger("avatar.scratch")
 PREFIX = "avatar-"
 OWNER = ".owner"
 _held: dict[Path, int] = {}  # folder -> fd of its locked .owner
+_mutex = threading.Lock()  # stages run in threads of one process: a sweep never sees a folder half-made
 
 
 def scratch_root() -> Path:
@@ -32,11 +34,12 @@ def make_scratch(label: str) -> Path:
     """A new ``avatar-<label>-<pid>-XXXX`` folder owned (locked) by this process."""
     root = scratch_root()
     root.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{label}-{os.getpid()}-", dir=root))
-    fd = os.open(path / OWNER, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    _held[path] = fd
+    with _mutex:
+        path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{label}-{os.getpid()}-", dir=root))
+        fd = os.open(path / OWNER, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _held[path] = fd
     return path
 
 
@@ -50,7 +53,11 @@ def remove_scratch(path: Path) -> None:
 
 def sweep(root: Path | None = None) -> list[Path]:
     """Remove ``avatar-*`` folders under ``root`` whose owner process has ended; return them."""
-    root = root or scratch_root()
+    with _mutex:
+        return _sweep(root or scratch_root())
+
+
+def _sweep(root: Path) -> list[Path]:
     removed = []
     try:
         candidates = [p for p in root.iterdir() if p.name.startswith(PREFIX) and p.is_dir()]
