@@ -69,6 +69,8 @@ TARGETS: dict[str, Target] = {
                               "about 130 s (last week)", "< 30 s on one H100", False, 30),
     "e2e_750_seconds": Target("default preset, 30-second 1080p clip (750 frames), video to avatar + report", "-",
                               "< 60 s on one H100", False, 60),
+    "wojtek_default_psnr_db": Target("held-out PSNR on ../shared/data/wojtek.mp4, default preset, stand-in face model",
+                                     "24.3 dB (last week)", ">= 29 dB", True, 29),
     "drive_render_fps": Target("drive: render 512x512 (encode excluded)", "-", ">= 1,000 frames/s on one H100",
                                True, 1000),
     "drive_fps": Target("drive: motion file to drive.mp4 with audio (render + encode)", "-", "-"),
