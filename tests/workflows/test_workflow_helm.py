@@ -92,3 +92,18 @@ def test_custom_settings_really_differ():
     assert "synchronization" not in tb["ingest"]
     assert tb["render"]["outputs"]["artifacts"][0]["s3"]["endpoint"] == "s3.amazonaws.com"
     assert tb["render"]["outputs"]["artifacts"][0]["s3"]["key"].startswith("team/x/actors/")
+
+
+def test_cli_writes_the_chart_files(tmp_path, monkeypatch):
+    """`avatar workflow render --for-helm [--pipeline drive]` (what `make chart` runs) writes exactly these texts."""
+    from stages.cli import main
+
+    for var in ("AVATAR_WORKFLOW_SETTINGS", "AVATAR_IMAGE_REGISTRY", "AVATAR_IMAGE_TAG", "ARGO_NAMESPACE",
+                "AVATAR_WORKFLOW_S3_ENDPOINT", "AVATAR_WORKFLOW_S3_BUCKET"):
+        monkeypatch.delenv(var, raising=False)
+    for pipeline in PIPELINES:
+        out = tmp_path / f"{pipeline}.yaml"
+        assert main(["workflow", "render", "--for-helm", "--pipeline", pipeline, "--out", str(out)]) == 0
+        assert out.read_text() == render_yaml(WorkflowSettings(), for_helm=True, pipeline=pipeline)
+    assert main(["workflow", "render", "--pipeline", "train", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert not (tmp_path / "x.yaml").exists()
