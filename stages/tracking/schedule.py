@@ -8,7 +8,7 @@ the number of frames.
 
 Track (per shard, default, about 550 steps for the whole shard)::
 
-    rigid       80 steps   rot, t, eyelids                     landmarks (+ eyelid opening)
+    rigid       80 steps   rot, t                              landmarks
     landmarks  390 steps   rot, t, exp, jaw, eyes, eyelids     landmarks + temporal + priors
     photo       80 steps   rot, t, exp, jaw, eyes, eyelids     + photometric (when images are given)
 
@@ -17,13 +17,6 @@ Calibrate (keyframes, no temporal term)::
     rigid      150 steps   rot, t                              landmarks
     identity   500 steps   + shape, focal, pp, exp, jaw, eyes, eyelids
     appearance 150 steps   albedo, SH only (photometric, when images are given)
-
-Blinks go into ``eyelids``: the lids are freed with the head in the rigid level, before any expression
-coefficient can move, and move as fast as the expression (learning rate 0.1, a prior weaker than the
-expression's). Expression can also shut the eyes (FLAME's expression space does it in part; the stand-in
-model's expression 2 is exactly both eyelid blendshapes): with the lids held back until the landmarks level,
-a slower learning rate and a 10x stronger prior, a blink went into the expression instead and the tracked
-eyelids hardly moved (wojtek.mp4: 0.03-0.18 at blinks where expression 2 took 0.35-0.63).
 
 followed (between identity and appearance) by up to 1000 float64 L-BFGS iterations on shape and
 the per-keyframe parameters (:mod:`stages.tracking.refine`; kept only where it fits clearly better;
@@ -86,12 +79,12 @@ class LossWeights:
     exp: float = 1e-7
     jaw: float = 1e-5
     eyes: float = 1e-5
-    eyelids: float = 1e-8
+    eyelids: float = 1e-6
     shape: float = 1e-9
     focal: float = 1e-4
 
 
-DEFAULT_LR = {"rot": 1e-2, "t": 2e-3, "exp": 1e-1, "jaw": 1e-2, "eyes": 1e-2, "eyelids": 1e-1,
+DEFAULT_LR = {"rot": 1e-2, "t": 2e-3, "exp": 1e-1, "jaw": 1e-2, "eyes": 1e-2, "eyelids": 2e-2,
               "shape": 3e-2, "focal": 1e-2, "pp": 2e-3, "albedo": 2e-2, "sh": 1e-2}
 """Adam learning rates per parameter (rotations 6D; t as (x/z, y/z, log z); focal as log; pp in image sizes)."""
 
@@ -127,7 +120,7 @@ class Schedule:
 
 def track_schedule(rigid: int = 80, landmarks: int = 390, photometric: int = 80) -> Schedule:
     """The track schedule (see the module docstring); a level with 0 steps is left out."""
-    levels = [Level("rigid", rigid, ("rot", "t", "eyelids")), Level("landmarks", landmarks, PER_FRAME),
+    levels = [Level("rigid", rigid, ("rot", "t")), Level("landmarks", landmarks, PER_FRAME),
               Level("photometric", photometric, PER_FRAME, photometric=True)]
     return Schedule([lv for lv in levels if lv.steps > 0])
 
