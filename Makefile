@@ -56,10 +56,13 @@ images: ## build and push the three images: make images REGISTRY=ghcr.io/me/avat
 lock: ## regenerate images/*/requirements*.lock from pyproject.toml (needs uv: pip install uv)
 	$(BIN)/python images/lock.py
 
-chart: ## regenerate the chart's WorkflowTemplate file and lint the chart with Helm's library
+chart: ## regenerate the chart's WorkflowTemplate files (main and drive) and lint the chart with Helm's library
 	env -u AVATAR_WORKFLOW_SETTINGS -u AVATAR_IMAGE_REGISTRY -u AVATAR_IMAGE_TAG -u ARGO_NAMESPACE \
 	  -u AVATAR_WORKFLOW_S3_ENDPOINT -u AVATAR_WORKFLOW_S3_BUCKET \
 	  $(BIN)/avatar workflow render --for-helm --out $(CHART_DIR)/files/workflowtemplate.yaml
+	env -u AVATAR_WORKFLOW_SETTINGS -u AVATAR_IMAGE_REGISTRY -u AVATAR_IMAGE_TAG -u ARGO_NAMESPACE \
+	  -u AVATAR_WORKFLOW_S3_ENDPOINT -u AVATAR_WORKFLOW_S3_BUCKET \
+	  $(BIN)/avatar workflow render --for-helm --pipeline drive --out $(CHART_DIR)/files/drive-workflowtemplate.yaml
 	$(BIN)/python -c "import helm_python as h, json, sys; r = h.lint('$(CHART_DIR)', None, strict=True); print(json.dumps(r, indent=1)); sys.exit(1 if r['errors'] or any(m['severity'] >= 2 for m in r['messages']) else 0)"
 
 test-images: ## smoke-build every image with buildah (CPU torch, local Debian base) and check inside; slow

@@ -276,10 +276,11 @@ def build_dict(settings: WorkflowSettings, pipeline: str = "avatar") -> dict[str
     return doc
 
 
-def render_yaml(settings: WorkflowSettings, for_helm: bool = False) -> str:
-    """The WorkflowTemplate as YAML; with ``for_helm`` the cluster-specific fields are Helm value
-    references (see :mod:`workflows.helm`) and Argo's own ``{{...}}`` are escaped for Helm."""
-    doc = build_dict(settings)
+def render_yaml(settings: WorkflowSettings, for_helm: bool = False, pipeline: str = "avatar") -> str:
+    """The WorkflowTemplate (``pipeline="drive"``: the drive template) as YAML; with ``for_helm`` the
+    cluster-specific fields are Helm value references (see :mod:`workflows.helm`) and Argo's own
+    ``{{...}}`` are escaped for Helm."""
+    doc = build_dict(settings, pipeline)
     if for_helm:
         return helm_yaml(doc, settings)
     return dump_yaml(doc)

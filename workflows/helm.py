@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from stages.graph import BY_NAME
+from stages.graph import BY_NAME, DRIVE_STEP
 from workflows.conventions import ACTOR_REF, FINAL_ARTIFACTS, dump_yaml, label
 from workflows.settings import WorkflowSettings
 
@@ -64,16 +64,26 @@ def _escape_argo(text: str) -> str:
     return _ARGO_EXPR.sub(lambda m: "{{`{{" + m.group(1) + "}}`}}", text)
 
 
+DRIVE_COMPONENT = "drive-template"
+"""``app.kubernetes.io/component`` of the drive WorkflowTemplate (named ``<name>-drive``)."""
+
+
+def _is_drive(doc: dict[str, Any]) -> bool:
+    return doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == DRIVE_COMPONENT
+
+
 def _tokenize(doc: dict[str, Any], settings: WorkflowSettings, tok: _Tokens) -> dict[str, Any]:
     doc = copy.deepcopy(doc)
     prefix = label(settings, "")
+    # the drive template is named after the main one: <name>-drive (workflows.build.drive_template_name)
+    name_expr = 'printf "%s-drive" .Values.workflowTemplate.name' if _is_drive(doc) else ".Values.workflowTemplate.name"
 
     def relabel(d: dict[str, Any]) -> dict[str, Any]:
         return {(tok("raw", "{{ .Values.workflowTemplate.labelPrefix }}/" + k[len(prefix):])
                  if k.startswith(prefix) else k): v for k, v in d.items()}
 
     md = doc["metadata"]
-    md["name"] = tok("quote", ".Values.workflowTemplate.name")
+    md["name"] = tok("quote", name_expr)
     md["namespace"] = tok("quote", ".Release.Namespace")
     spec = doc["spec"]
     spec["serviceAccountName"] = tok("quote", 'include "avatar-pipeline.serviceAccountName" .')
@@ -83,13 +93,13 @@ def _tokenize(doc: dict[str, Any], settings: WorkflowSettings, tok: _Tokens) -> 
     spec["ttlStrategy"] = {"secondsAfterFailure": tok("raw", "{{ .Values.workflowTemplate.ttlAfterFailure | int64 }}"),
                            "secondsAfterSuccess": tok("raw", "{{ .Values.workflowTemplate.ttlAfterSuccess | int64 }}")}
     wm = spec["workflowMetadata"]
-    wm["labels"] = relabel({k: tok("quote", ".Values.workflowTemplate.name") for k in wm["labels"]})
+    wm["labels"] = relabel({k: tok("quote", name_expr) for k in wm["labels"]})
     wm["labelsFrom"] = relabel(wm["labelsFrom"])
 
     store = settings.s3.store_uri
     secret_name = 'include "avatar-pipeline.s3SecretName" .'
     for i, t in enumerate(spec["templates"]):
-        decl = BY_NAME.get(t["name"])
+        decl = BY_NAME.get(t["name"]) or (DRIVE_STEP if t["name"] == DRIVE_STEP.name else None)
         if decl is None:
             continue
         nc = f'(index .Values.nodeClasses "{decl.node_class}")'
@@ -195,7 +205,8 @@ def helm_yaml(doc: dict[str, Any], settings: WorkflowSettings) -> str:
         sub = tok.subs[m.group(0)]
         return "{{ " + sub.expr + " | quote }}" if sub.kind == "quote" else sub.expr
 
-    header = ("# The avatar-pipeline WorkflowTemplate, written by `avatar workflow render --for-helm` (make chart).\n"
+    what, flag = ("drive WorkflowTemplate", " --pipeline drive") if _is_drive(doc) else ("WorkflowTemplate", "")
+    header = (f"# The avatar-pipeline {what}, written by `avatar workflow render --for-helm{flag}` (make chart).\n"
               "# Do not edit: change workflows/ and regenerate. Rendered by the chart with tpl.\n")
     return header + token_re.sub(expand, text)
 

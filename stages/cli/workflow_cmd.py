@@ -36,16 +36,13 @@ def render(out: Path = typer.Option(None, "--out", help="Write to this file inst
            registry: str = typer.Option(None, "--registry", help="Image registry for all images."),
            tag: str = typer.Option(None, "--tag", help="Image tag for all images."),
            pipeline: str = typer.Option("avatar", "--pipeline", help="avatar (video to avatar) or drive (the drive "
-                                                                      "template; plain form only).")) -> None:
+                                                                      "template).")) -> None:
     from stages.errors import BadInput
-    from workflows.build import build_dict, dump_yaml, render_yaml
+    from workflows.build import render_yaml
 
-    if pipeline not in ("avatar", "drive") or (pipeline == "drive" and for_helm):
-        raise BadInput(f"--pipeline {pipeline}: use avatar, or drive without --for-helm")
-    if pipeline == "drive":
-        text = dump_yaml(build_dict(_settings(settings, registry, tag), "drive"))
-    else:
-        text = render_yaml(_settings(settings, registry, tag), for_helm=for_helm)
+    if pipeline not in ("avatar", "drive"):
+        raise BadInput(f"--pipeline {pipeline}: use avatar or drive")
+    text = render_yaml(_settings(settings, registry, tag), for_helm=for_helm, pipeline=pipeline)
     if out is None:
         typer.echo(text, nl=False)
     else:

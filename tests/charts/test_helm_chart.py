@@ -2,8 +2,9 @@
 
 Every rendered Kubernetes object is validated with kubernetes-validate --strict for a recent
 Kubernetes; every Argo object (the WorkflowTemplate, the artifact repository in its ConfigMap)
-against Argo v4.1.2's schema. The WorkflowTemplate inside the chart must be exactly what
-``render_yaml(settings, for_helm=True)`` writes (``make chart`` regenerates it).
+against Argo v4.1.2's schema. The WorkflowTemplates inside the chart (the main one and the drive
+one) must be exactly what ``render_yaml(settings, for_helm=True[, pipeline="drive"])`` writes
+(``make chart`` regenerates them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import kubernetes_validate  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "avatar-pipeline"
 WT_FILE = CHART / "files" / "workflowtemplate.yaml"
+DRIVE_WT_FILE = CHART / "files" / "drive-workflowtemplate.yaml"
+WT_FILES = {"avatar": WT_FILE, "drive": DRIVE_WT_FILE}
 KUBE_VERSION = "1.33.0"
 NAMESPACE = "avatar"
 
@@ -50,8 +53,9 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 
 def _needs_wt_file() -> None:
-    if not WT_FILE.is_file():
-        pytest.fail(f"{WT_FILE.relative_to(ROOT)} is missing; run `make chart`")
+    for path in WT_FILES.values():
+        if not path.is_file():
+            pytest.fail(f"{path.relative_to(ROOT)} is missing; run `make chart`")
 
 
 def render(values: dict | None = None, with_wt: bool = True) -> list[dict]:
@@ -75,6 +79,16 @@ def render(values: dict | None = None, with_wt: bool = True) -> list[dict]:
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
+
+
+def templates(docs: list[dict]) -> dict[str, dict]:
+    """The WorkflowTemplates by pipeline: ``{"avatar": main, "drive": drive}``."""
+    out = {}
+    for d in by_kind(docs, "WorkflowTemplate"):
+        component = d["metadata"]["labels"]["app.kubernetes.io/component"]
+        out["drive" if component == "drive-template" else "avatar"] = d
+    assert len(out) == len(by_kind(docs, "WorkflowTemplate")), "two WorkflowTemplates of one kind"
+    return out
 
 
 def _validate_all(docs: list[dict], argo_validate, kube_version: str = KUBE_VERSION) -> None:
@@ -123,7 +137,10 @@ def test_default_objects_are_valid(argo_validate):
     docs = render()
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "ConfigMap", "PriorityClass",
-                            "PriorityClass", "WorkflowTemplate"])
+                            "PriorityClass", "WorkflowTemplate", "WorkflowTemplate"])
+    wts = templates(docs)
+    assert (wts["avatar"]["metadata"]["name"], wts["drive"]["metadata"]["name"]) == \
+           ("avatar-pipeline", "avatar-pipeline-drive")
     for version in ("1.27.0", KUBE_VERSION, kubernetes_validate.latest_version()):  # Chart.yaml: >= 1.27
         _validate_all(docs, argo_validate, version)
 
@@ -256,27 +273,49 @@ def test_values_defaults_match_workflow_settings():
 # -- the WorkflowTemplate ----------------------------------------------------------------------------
 
 
-def _render_for_helm() -> str:
+def _render_for_helm(pipeline: str = "avatar") -> str:
     import workflows.build as build
     import workflows.settings as settings
 
-    return build.render_yaml(settings.WorkflowSettings(), for_helm=True)
+    return build.render_yaml(settings.WorkflowSettings(), for_helm=True, pipeline=pipeline)
 
 
-def test_workflowtemplate_file_is_what_render_for_helm_writes():
-    expected = _render_for_helm()
-    assert WT_FILE.is_file(), f"{WT_FILE.relative_to(ROOT)} is missing; run `make chart`"
-    assert WT_FILE.read_text() == expected, f"{WT_FILE.relative_to(ROOT)} is stale; run `make chart`"
+@pytest.mark.parametrize("pipeline", sorted(WT_FILES))
+def test_workflowtemplate_file_is_what_render_for_helm_writes(pipeline):
+    expected = _render_for_helm(pipeline)
+    path = WT_FILES[pipeline]
+    assert path.is_file(), f"{path.relative_to(ROOT)} is missing; run `make chart`"
+    assert path.read_text() == expected, f"{path.relative_to(ROOT)} is stale; run `make chart`"
 
 
-def test_workflowtemplate_takes_images_and_node_classes_from_values():
-    _render_for_helm()
-    (wt,) = by_kind(render(CUSTOM), "WorkflowTemplate")
+def test_drive_workflowtemplate_is_the_drive_pipeline_named_after_the_main_one():
+    """The chart's drive template is what `avatar workflow render --pipeline drive` builds for the same settings,
+    and it follows a renamed main template (`avatar submit-drive` looks for <name>-drive)."""
+    import workflows.build as build
+    import workflows.settings as settings
+
+    drive = templates(render())["drive"]
+    built = build.build_dict(settings.WorkflowSettings(), "drive")
+    assert [t["name"] for t in drive["spec"]["templates"]] == [t["name"] for t in built["spec"]["templates"]]
+    assert [t.get("dag") for t in drive["spec"]["templates"]] == [t.get("dag") for t in built["spec"]["templates"]]
+    assert drive["spec"]["arguments"] == built["spec"]["arguments"]
+    renamed = templates(render({"workflowTemplate": {"name": "avatars-v2"}}))
+    assert renamed["drive"]["metadata"]["name"] == "avatars-v2-drive"
+    assert renamed["drive"]["spec"]["workflowMetadata"]["labels"] == {"avatar-pipeline/pipeline": "avatars-v2-drive"}
+    drive_args = {t["name"]: t["container"]["args"] for t in renamed["drive"]["spec"]["templates"] if "container" in t}
+    assert "drivers/{{workflow.parameters.driver}}" in drive_args["track"]
+    assert not by_kind(render({"workflowTemplate": {"enabled": False}}), "WorkflowTemplate")
+
+
+@pytest.mark.parametrize("pipeline", sorted(WT_FILES))
+def test_workflowtemplate_takes_images_and_node_classes_from_values(pipeline):
+    wt = templates(render(CUSTOM))[pipeline]
     images = {t["container"]["image"] for t in wt["spec"]["templates"] if "container" in t}
     assert "registry.example.com/ml/avatar/tracker:v1.2.3" in images
-    assert "registry.example.com/ml/avatar/train:v1.2.4-sm80" in images
+    assert "registry.example.com/ml/avatar/train:v1.2.4-sm80" in images  # the drive step runs in the train image
     selectors = [t.get("nodeSelector") for t in wt["spec"]["templates"] if "container" in t]
-    assert {"node.kubernetes.io/instance-type": "a2-highgpu-1g"} in selectors
+    if pipeline == "avatar":  # the drive template has no a100 stage
+        assert {"node.kubernetes.io/instance-type": "a2-highgpu-1g"} in selectors
     # Helm merges maps: the default label stays unless set to null
     assert {"cloud.google.com/gke-accelerator": "nvidia-l4", "avatar-pipeline/node-class": "cheap-gpu"} in selectors
     tolerations = [t.get("tolerations") for t in wt["spec"]["templates"] if "container" in t]
@@ -290,7 +329,7 @@ def test_the_validators_catch_mistakes(argo_validate):
     role["rules"][0]["verb"] = ["get"]  # typo of `verbs`
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(role, KUBE_VERSION, strict=True)
-    (wt,) = by_kind(docs, "WorkflowTemplate")
+    wt = templates(docs)["drive"]
     container = next(t for t in wt["spec"]["templates"] if "container" in t)["container"]
     container["imagee"] = container.pop("image")
     assert any("imagee" in e for e in argo_validate(wt, "WorkflowTemplate"))

@@ -1,7 +1,8 @@
 """Ground truth for ``avatar drive --video``: two synthetic actors with known parameters (the project's
-synthetic-video generator). B is trained (tiny preset), then driven with A's video. The landmarks stage
-run on the frames of ``drive.mp4`` shows B's mouth opening and eye closure following A's ground truth,
-and the identity calibrated from ``drive.mp4`` is B's, not A's. Slow: a whole tiny training on a CPU."""
+synthetic-video generator). B is trained (tiny preset, its avatar at 128 px, see ``TRAIN_B``), then driven
+with A's video. The landmarks stage run on the frames of ``drive.mp4`` shows B's mouth opening following
+A's ground truth, B's mesh posed with the drive's motion blinks with A, and the identity calibrated from
+``drive.mp4`` is B's, not A's. Slow: a whole tiny training on a CPU."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ pytestmark = pytest.mark.slow
 FRAMES = 48
 RES = 512
 A_SEED, B_SEED = 2, 1  # A (the driver) blinks in its first 48 frames
+# B's avatar: the tiny preset with the demo preset's avatar size (images at 128 px instead of 96, UV texels
+# at 64x64 instead of 40x40: about 2,600 Gaussians instead of 1,000), tiny's 200 steps. At 96 px B's mouth is
+# a few pixels tall and MediaPipe reads the lips of the 512-px drive render poorly (mouth r 0.86-0.89 over
+# runs, the jaw ramp's mouth closing again at its top); at 128 px r is 0.94 and the ramp opens monotonically.
+TRAIN_B = {"train": {"resolution": 128, "uv_resolution": 64}}
 
 
 def _clip(path: Path, seed: int) -> Path:
@@ -41,6 +47,10 @@ def driven(tmp_path_factory):
     b = d / "b.mp4" if (d / "b.mp4").is_file() else _clip(d / "b.mp4", B_SEED)
     store = d / "store"
     jobs = ["--device", "cpu", "--jobs", "2"]
+    from stages.runner.pipeline import prepare_actor
+    from stages.store.local import LocalStore
+
+    prepare_actor(LocalStore(store), "b", b, None, "tiny", overrides=TRAIN_B)  # then `avatar run` keeps them
     assert main(["run", "--actor", "b", "--video", str(b), "--store", str(store), "--preset", "tiny", *jobs]) == 0
     assert main(["drive", "--actor", "b", "--video", str(a), "--store", str(store), "--resolution", str(RES),
                  *jobs]) == 0
@@ -105,11 +115,62 @@ def test_driven_b_mouth_follows_a(check):
     assert r_mouth >= 0.9, r_mouth
 
 
-@pytest.mark.xfail(strict=True, reason="the driver's tracking (tiny preset) misses blinks: its eyelids peak at 0.07 "
-                                       "where A's ground truth reaches 0.86, so B cannot blink with A")
+@pytest.mark.xfail(strict=True, reason="the blink reaches B's mesh (test_blinks_and_mouth_reach_the_driven_mesh) but "
+                                       "not MediaPipe's reading of drive.mp4: a tiny avatar's eye is a few large "
+                                       "Gaussians on the eye-opening triangles, which keep their size when the lid "
+                                       "closes those triangles, so the iris stays visible; and on this 2-D measure "
+                                       "B's exact mesh under the relative head pose reaches only r 0.45 (A's head "
+                                       "yaw of up to 25 degrees moves it more than A's one 2-frame blink)")
 def test_driven_b_eyes_follow_a(check):
     _, r_eyes = _correlations(check)
     assert r_eyes >= 0.9, r_eyes
+
+
+def _driven_mesh_landmarks(store: Path, fixed_camera: bool = False) -> np.ndarray:
+    """[N, 478, 2] MediaPipe-order landmarks of B's face model (the avatar's identity) posed with the drive's
+    transferred parameters (``motion.npz``) and seen through its cameras (or, ``fixed_camera``, through their
+    median): what the avatar's mesh does."""
+    import torch
+
+    from stages.face.flame import FLAME
+    from stages.face.model import load_face_model
+    from stages.gauss.trainer import load_avatar
+    from stages.motion.transfer import median_rotation
+    from stages.tracking.params import project
+
+    m = np.load(store / "actors" / "b" / "drive" / "a" / "motion.npz")
+    _, meta = load_avatar(store / "actors" / "b" / "avatar" / "avatar.pt")
+    data = load_face_model(None)
+    n = len(m["exp"])
+    R, t = m["R"], m["t"]
+    if fixed_camera:
+        R, t = np.tile(median_rotation(R), (n, 1, 1)), np.tile(np.median(t, 0), (n, 1)).astype(np.float32)
+    with torch.no_grad():
+        out = FLAME(data)(meta["shape"].float().expand(n, -1), torch.as_tensor(m["exp"]), torch.as_tensor(m["jaw"]),
+                          torch.as_tensor(m["eyes"]), eyelids=torch.as_tensor(m["eyelids"]))
+        K = torch.as_tensor(m["K"]).reshape(3, 3)
+        pix, _ = project(out.landmarks_mp, torch.as_tensor(R), torch.as_tensor(t), K[[0, 1], [0, 1]], K[:2, 2])
+    pts = np.full((n, 478, 2), np.nan)
+    pts[:, np.asarray(data.mp_index)] = pix.numpy()
+    return pts
+
+
+def test_blinks_and_mouth_reach_the_driven_mesh(driven):
+    """The driver's tracking and the transfer (relative to the two neutrals) carry A's blink and mouth to B's
+    face model: B's mesh posed with the drive's motion shuts its eyes at A's blink, and seen through a fixed
+    camera (no head motion in the 2-D measures) its eye opening follows A's eyelids and its mouth opening A's."""
+    store, d = driven
+    gt = np.load(d / "a.npz")
+    lids = gt["eyelids"].mean(1)
+    blink = int(np.argmax(lids))
+    _, eyes = _mouth_and_eyes(_driven_mesh_landmarks(store))
+    mouth_f, eyes_f = _mouth_and_eyes(_driven_mesh_landmarks(store, fixed_camera=True))
+    mouth_gt, _ = _mouth_and_eyes(gt["landmarks478"])
+    r_mouth, r_eyes = np.corrcoef(mouth_f, mouth_gt)[0, 1], np.corrcoef(-eyes_f, lids)[0, 1]
+    print(f"B's driven mesh: eye opening at A's blink (frame {blink}) {eyes[blink]:.3f}, median {np.median(eyes):.3f}; "
+          f"fixed camera: eye opening r {r_eyes:.3f} with A's eyelids, mouth r {r_mouth:.3f} with A's")
+    assert eyes[blink] < 0.5 * np.median(eyes), (eyes[blink], np.median(eyes))  # the lids really shut
+    assert r_eyes >= 0.8 and r_mouth >= 0.95, (r_eyes, r_mouth)
 
 
 # Rigid MediaPipe points: face oval, nose, eye corners (not lips or lids, which the motion moves).
@@ -153,11 +214,18 @@ def test_driven_b_keeps_b_identity(check):
 
 
 def test_jaw_ramp_opens_the_mouth_monotonically(driven, tmp_path):
+    """A jaw-open ramp on top of B's neutral, up to the widest jaw B was trained on (B's own tracking: an avatar
+    has no mouth beyond the range it saw), renders a mouth that opens monotonically, about as fast as the
+    ramp (0.1 of the eye-corner distance per 0.1 rad)."""
     from stages.video.facemesh import FaceMeshTracker
 
     store, _ = driven
-    n = 12  # on top of B's neutral jaw, within the range B was trained on (a tiny avatar has no mouth beyond it)
-    ramp = np.stack([np.linspace(0.0, 0.1, n), np.zeros(n), np.zeros(n)], 1).astype(np.float32)
+    tracked = np.load(store / "actors" / "b" / "dataset" / "tracking.npz")
+    jaw = np.arctan2(-tracked["jaw"][:, 5], tracked["jaw"][:, 4])  # x-rotation: the 6D's second row (0, cos, -sin)
+    top = float(jaw.max() - np.median(jaw))
+    assert top > 0.05, f"B's tracked jaw hardly opens ({np.round(np.percentile(jaw, [0, 50, 100]), 3)})"
+    n = 12
+    ramp = np.stack([np.linspace(0.0, top, n), np.zeros(n), np.zeros(n)], 1).astype(np.float32)
     np.savez(tmp_path / "ramp.npz", jaw_pose=ramp)
     assert main(["drive", "--actor", "b", "--motion", str(tmp_path / "ramp.npz"), "--store", str(store),
                  "--device", "cpu", "--resolution", str(RES), "--pose", "fixed"]) == 0
@@ -170,8 +238,8 @@ def test_jaw_ramp_opens_the_mouth_monotonically(driven, tmp_path):
         found = [fm.process(f) for f in frames]
     assert all(r.ok for r in found)
     mouth, _ = _mouth_and_eyes(np.stack([r.points[:, :2] for r in found]))
-    print("mouth opening (inner lips / eye corners):", mouth.round(3).tolist())
-    assert np.all(np.diff(mouth) > -0.01) and mouth[-1] > mouth[0] + 0.1, mouth  # 0.01: landmark noise
+    print(f"jaw ramp 0..{top:.3f} rad; mouth opening (inner lips / eye corners):", mouth.round(3).tolist())
+    assert np.all(np.diff(mouth) > -0.01) and mouth[-1] > mouth[0] + top, mouth  # 0.01: landmark noise
 
 
 def test_driver_without_a_face_is_one_line_exit_2_and_nothing_done(driven, tmp_path, capsys):
@@ -193,3 +261,44 @@ def test_driver_without_a_face_is_one_line_exit_2_and_nothing_done(driven, tmp_p
     assert len(err) == 1 and "face" in err[0].lower(), err
     assert not (store / "drivers" / "wall" / "ingest" / "manifest.json").exists()
     assert not (store / "actors" / "b" / "drive" / "wall").exists()
+
+
+@pytest.mark.gpu
+def test_full_preset_avatar_blinks_and_talks_with_the_driver(tmp_path):
+    """On the GPU, the same ground truth at full quality: B (full preset, 150 frames, 512 px) driven by A's video
+    with the head held still (``--pose fixed``: the 2-D measures then move with the face only). MediaPipe on
+    drive.mp4: B's eye opening follows A's eyelids (A blinks about three times) and B's mouth A's."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (the full preset trains there)")
+    import av
+
+    from stages.face.model import load_face_model
+    from stages.face.synth import SynthSpec, generate_params, render_video
+    from stages.video.facemesh import FaceMeshTracker
+
+    model = load_face_model(None)
+    for name, seed in (("a", A_SEED), ("b", B_SEED)):
+        spec = SynthSpec(n_frames=150, size=512, seed=seed)
+        render_video(model, generate_params(model, spec), tmp_path / f"{name}.mp4", spec=spec, batch=32, device="cuda")
+    store = tmp_path / "store"
+    assert main(["run", "--actor", "b", "--video", str(tmp_path / "b.mp4"), "--store", str(store),
+                 "--device", "cuda"]) == 0
+    assert main(["drive", "--actor", "b", "--video", str(tmp_path / "a.mp4"), "--store", str(store),
+                 "--device", "cuda", "--pose", "fixed"]) == 0
+    with av.open(str(store / "actors" / "b" / "drive" / "a" / "drive.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with FaceMeshTracker() as fm:
+        found = [fm.process(f) for f in frames]
+    pts = np.stack([r.points[:, :2] if r.ok else np.full((478, 2), np.nan) for r in found])
+    ok = np.isfinite(pts).all(axis=(1, 2))
+    assert ok.mean() > 0.9, ok.mean()
+    gt = np.load(tmp_path / "a.npz")
+    mouth, eyes = (x[ok] for x in _mouth_and_eyes(pts))
+    mouth_gt, _ = (x[ok] for x in _mouth_and_eyes(gt["landmarks478"]))
+    lids = gt["eyelids"].mean(1)[ok]
+    r_mouth, r_eyes = np.corrcoef(mouth, mouth_gt)[0, 1], np.corrcoef(-eyes, lids)[0, 1]
+    print(f"full preset, pose fixed, {ok.sum()} frames: mouth r {r_mouth:.3f} with A's, eye opening r {r_eyes:.3f} "
+          f"with A's eyelids (A's blinks at frames {np.flatnonzero(gt['eyelids'].mean(1) > 0.5).tolist()})")
+    assert r_mouth >= 0.9 and r_eyes >= 0.8, (r_mouth, r_eyes)

@@ -49,26 +49,38 @@ def chart(tmp_path_factory):
     (d / "Chart.yaml").write_text("apiVersion: v2\nname: avatar-pipeline\nversion: 0.1.0\nappVersion: dev\n")
     (d / "values.yaml").write_text("{}\n")
     shutil.copy(HELPERS, d / "templates" / "_helpers.tpl")
-    (d / "templates" / "wt.yaml").write_text('{{ tpl (.Files.Get "files/workflowtemplate.yaml") . }}\n')
-    (d / "files" / "workflowtemplate.yaml").write_text(render_yaml(WorkflowSettings(), for_helm=True))
+    for pipeline in PIPELINES:
+        (d / "templates" / f"{pipeline}.yaml").write_text(f'{{{{ tpl (.Files.Get "files/{pipeline}.yaml") . }}}}\n')
+        (d / "files" / f"{pipeline}.yaml").write_text(render_yaml(WorkflowSettings(), for_helm=True, pipeline=pipeline))
     return d
 
 
+PIPELINES = ("avatar", "drive")
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
 @pytest.mark.parametrize("settings", [WorkflowSettings(), _custom()], ids=["defaults", "custom"])
-def test_helm_render_equals_build(chart, settings, argo_validate):
+def test_helm_render_equals_build(chart, settings, pipeline, argo_validate):
     import helm_python as helm
 
     out = helm.Chart.load(chart).render(helm_values(settings), name="r", namespace=settings.namespace)
-    doc = yaml.safe_load(out["avatar-pipeline/templates/wt.yaml"])
-    assert doc == build_dict(settings)
+    doc = yaml.safe_load(out[f"avatar-pipeline/templates/{pipeline}.yaml"])
+    assert doc == build_dict(settings, pipeline)
     assert argo_validate(doc) == []
 
 
-def test_for_helm_text_does_not_depend_on_the_settings():
-    text = render_yaml(WorkflowSettings(), for_helm=True)
-    assert text == render_yaml(_custom(), for_helm=True)
-    assert "{{`{{workflow.parameters.actor}}`}}" in text and "{{ .Values.s3.bucket | quote }}" in text
-    assert "avatar-pipeline/tracker:dev" not in text and "minio" not in text
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_for_helm_text_does_not_depend_on_the_settings(pipeline):
+    text = render_yaml(WorkflowSettings(), for_helm=True, pipeline=pipeline)
+    assert text == render_yaml(_custom(), for_helm=True, pipeline=pipeline)
+    assert "{{`{{workflow.parameters.actor}}`}}" in text and '{{ include "avatar-pipeline.storeUri" . | quote }}' in text
+    assert "avatar-pipeline/tracker:dev" not in text and "minio" not in text and "s3://" not in text
+
+
+def test_drive_for_helm_is_named_after_the_main_template():
+    text = render_yaml(WorkflowSettings(), for_helm=True, pipeline="drive")
+    assert 'name: {{ printf "%s-drive" .Values.workflowTemplate.name | quote }}' in text
+    assert "{{`{{workflow.parameters.driver}}`}}" in text and "avatar-pipeline/train:dev" not in text
 
 
 def test_custom_settings_really_differ():
@@ -80,3 +92,18 @@ def test_custom_settings_really_differ():
     assert "synchronization" not in tb["ingest"]
     assert tb["render"]["outputs"]["artifacts"][0]["s3"]["endpoint"] == "s3.amazonaws.com"
     assert tb["render"]["outputs"]["artifacts"][0]["s3"]["key"].startswith("team/x/actors/")
+
+
+def test_cli_writes_the_chart_files(tmp_path, monkeypatch):
+    """`avatar workflow render --for-helm [--pipeline drive]` (what `make chart` runs) writes exactly these texts."""
+    from stages.cli import main
+
+    for var in ("AVATAR_WORKFLOW_SETTINGS", "AVATAR_IMAGE_REGISTRY", "AVATAR_IMAGE_TAG", "ARGO_NAMESPACE",
+                "AVATAR_WORKFLOW_S3_ENDPOINT", "AVATAR_WORKFLOW_S3_BUCKET"):
+        monkeypatch.delenv(var, raising=False)
+    for pipeline in PIPELINES:
+        out = tmp_path / f"{pipeline}.yaml"
+        assert main(["workflow", "render", "--for-helm", "--pipeline", pipeline, "--out", str(out)]) == 0
+        assert out.read_text() == render_yaml(WorkflowSettings(), for_helm=True, pipeline=pipeline)
+    assert main(["workflow", "render", "--pipeline", "train", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert not (tmp_path / "x.yaml").exists()
