@@ -3,9 +3,10 @@
 A fan-out stage runs ``jobs`` worker processes on the local machine. Each one's torch would
 otherwise start one intra-op thread per core, so ``jobs`` workers run ``jobs x cores`` threads on
 ``cores`` cores. Small tensor ops (the tracker's per-step fits over a few hundred frames) then spend
-their time in OpenMP barriers waiting for descheduled threads: on the 2-core dev machine, two track
-workers of two threads each took about 10x the CPU time of two workers of one thread each (measured
-2026-12-06, ``bench/demo_threads.py``).
+their time in OpenMP barriers waiting for descheduled threads. On the 2-core dev machine (2026-12-06,
+other users' load about 8): a demo-preset track shard of 100 frames took 174 s with 2 workers of 2
+threads, 19 s with 2 workers of 1 thread; 70 tracking steps of one shard alone cost 5.7 CPU-s with
+one thread and were still running after 300 s (36 CPU-s) with two.
 """
 
 from __future__ import annotations
