@@ -129,6 +129,10 @@ def demo_command(
 
     gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     preset = "full" if gpu else "demo"
+    if not gpu and not os.environ.get("OMP_NUM_THREADS"):
+        # one thread in this process (shard workers take their share): on a busy 2-core machine two threads
+        # took calibrate from 4 s to 25 s and trained no faster (docs/performance.md)
+        torch.set_num_threads(1)
     if DEMO_CLIP.is_file():
         video, actor = DEMO_CLIP, f"demo-wojtek-{preset}"
     else:

@@ -79,6 +79,8 @@ class TrainConfig:
         frame_cache: ``auto`` (default: decode every training frame once into a memory-mapped
             cache under ``<workdir>/frame-cache`` when the disk has room, else decode per item),
             ``on`` or ``off`` (:mod:`stages.gauss.frame_cache`). The same bytes reach the model either way.
+        init_color_frames: read the Gaussians' starting colours from this many training frames,
+            evenly spaced (:mod:`stages.gauss.color_init`); 0: grey (upstream). For short runs.
         prefetch: batches kept ready on the device ahead of the step (a background thread).
         amp: bfloat16 autocast for the MLP on CUDA.
         log_every: steps between log lines.
@@ -116,6 +118,7 @@ class TrainConfig:
     workers: int = 8
     frame_cache: str = "auto"
     prefetch: int = 3
+    init_color_frames: int = 0
     amp: bool = True
     log_every: int = 100
 
@@ -356,6 +359,10 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
             log.warning("%s was written with another config (or is past step %d); starting afresh", src, cfg.steps)
 
     frames = AvatarFrames(layout, seq, train_idx, cfg.resolution, background_rgb(cfg.background))
+    if cfg.init_color_frames > 0 and start == 0:
+        seen = init_colors_from_frames(model, surface, frames, cfg.init_color_frames)
+        log.info("starting colours from %d training frames (%d of %d Gaussians seen)", cfg.init_color_frames, seen,
+                 model.num_gaussians)
     sampler = StepBatchSampler(len(frames), cfg.batch_size, cfg.seed, start, cfg.steps)
     batches, pipeline = training_batches(frames, sampler, device, frame_cache=cfg.frame_cache,
                                          cache_dir=workdir / "frame-cache", workers=cfg.workers, prefetch=cfg.prefetch)
@@ -406,6 +413,25 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     return TrainResult(model=model, steps=step, steps_run=step - start, images=run_images, seconds=seconds,
                        images_per_s=run_images / max(seconds, 1e-9), last_loss=last, resumed_from=start, losses=losses,
                        pipeline=pipeline, plan=plan, stop_reason=stop)
+
+
+@torch.no_grad()
+def init_colors_from_frames(model: GaussianAvatar, surface: FaceSurface, frames: AvatarFrames, count: int) -> int:
+    """Set the model's colours (SH DC; higher bands stay 0) from ``count`` evenly spaced frames of
+    ``frames`` (:func:`stages.gauss.color_init.initial_colors`); return how many Gaussians were seen."""
+    from stages.gauss.color_init import initial_colors
+    from stages.gauss.sh import rgb_to_sh0
+
+    n = len(frames)
+    picks = sorted({round(i * (n - 1) / max(1, count - 1)) for i in range(min(count, n))})
+    b = torch.utils.data.default_collate([frames[j] for j in picks])
+    dev = model.sh_dc.device
+    b = {k: v.to(dev) for k, v in b.items()}
+    points = model.base_points(surface.vertices(b["cond"]), surface.faces)
+    inside = (b["alpha"].float() / 255.0) * (b["neckhead"].float() / 255.0)
+    rgb, seen = initial_colors(points, b["R"], b["t"], b["K"], b["img"].float() / 255.0, inside)
+    model.sh_dc.copy_(rgb_to_sh0(rgb).unsqueeze(1))
+    return int(seen.sum())
 
 
 def config_from_dict(d: dict) -> TrainConfig:

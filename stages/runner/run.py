@@ -216,12 +216,14 @@ def _shard_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any
     run one shard. ``ctx.jobs`` is the pool size there, so a stage sizes its threads to its share
     of the cores."""
     from stages import graph
+    from stages.runner.threads import limit_worker_threads
 
     graph.BY_NAME.clear()
     graph.BY_NAME.update({d.name: d for d in decls})
     Path(scratch).mkdir(parents=True, exist_ok=True)
     plan = _Plan(name, actor, open_store(store_uri), PipelineConfig.from_dict(pipeline), device, pool_size,
                  Path(scratch))
+    limit_worker_threads(pool_size)  # its share of the cores: pool_size workers of all-core torch thrash
     shard = next(s for s in plan.context(Progress("", enabled=False)).shards() if s.index == index)
     return _run_shard(plan, shard, show_progress=False)
 
