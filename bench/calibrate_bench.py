@@ -13,7 +13,7 @@ level (albedo and SH, which do not touch the identity) is timed by the track ben
 
 Configurations are ``keyframes/rigid/identity/refine`` (keyframes, Adam steps of the rigid and
 identity levels, most L-BFGS iterations) or ``lm:keyframes/iterations`` (the Levenberg-Marquardt
-solve of :mod:`stages.tracking.lm`); ``default`` is the calibrate stage's defaults (``lm:32/12``),
+solve of :mod:`stages.tracking.lm`); ``default`` is the calibrate stage's defaults (``lm:32/40``),
 ``adam`` the previous defaults (32/150/500/1000), ``short`` a cheaper Adam schedule (16/60/200/150)
 that measurably raises the identity error. ``--frames`` takes a list (e.g. ``250,10000``: a short
 clip and the 10k-frame benchmark's length; only keyframe choice depends on it, and is timed too).

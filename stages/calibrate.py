@@ -34,7 +34,7 @@ ASSETS = FACE_ASSETS + ("identity", "mica")
 IMAGE_SIZE = 512
 
 PRESETS = {"tiny": {"keyframes": 4, "rigid_steps": 40, "identity_steps": 120, "appearance_steps": 0,
-                    "refine_iterations": 100, "lm_iterations": 8},
+                    "refine_iterations": 100, "solver": "adam"},
            "demo": {"keyframes": 8}}  # + tiny's (config.PRESET_BASE)
 
 
@@ -48,7 +48,9 @@ class Config:
             the initial poses: seconds, and a lower objective and identity error than the Adam
             schedule on synthetic clips (bench/calibrate_bench.py); ``adam``: the Adam levels
             (``rigid_steps``, ``identity_steps``) then the L-BFGS refinement (``refine_iterations``).
-            A given identity (``identity`` or ``mica`` asset) always takes the ``adam`` route.
+            A given identity (``identity`` or ``mica`` asset) always takes the ``adam`` route, and
+            so do the tiny and demo presets: with 4-8 keyframes the converged objective fits the
+            landmarks' noise (8 keyframes, synthetic: LM 0.60 mm, Adam 0.41 mm identity error).
         rigid_steps, identity_steps, appearance_steps: Adam steps of the three levels (see
             :func:`stages.tracking.schedule.calibrate_schedule`); 0 leaves a level out. With
             ``solver="lm"`` only ``appearance_steps`` is used.
@@ -69,7 +71,7 @@ class Config:
 
     keyframes: int = 32
     solver: str = "lm"
-    lm_iterations: int = 12
+    lm_iterations: int = 40
     rigid_steps: int = 150
     identity_steps: int = 500
     appearance_steps: int = 150
