@@ -112,8 +112,9 @@ def main() -> None:
     mp_index = model.mp_index.cpu().numpy()
     device = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     if dev.type == "cuda":  # CUDA context and kernels warmed up first, as in a run (ingest, landmarks came before)
-        calibrate(model, CalibrationInputs(torch.zeros(2, len(mp_index), 2, device=dev) + 256, pw, np.arange(2)),
-                  schedule=calibrate_schedule(2, 2, 0), refine_iterations=0, lm_iterations=1)
+        warm, _ = clip(model, 8, 0, args.noise)
+        calibrate(model, CalibrationInputs(torch.as_tensor(warm, device=dev), pw, np.arange(1, 9)),
+                  schedule=calibrate_schedule(2, 2, 0), refine_iterations=2, lm_iterations=2)
         torch.cuda.synchronize()
     for frames in (int(f) for f in args.frames.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
