@@ -130,3 +130,4 @@ def test_lm_identity_error_no_worse_than_adam(model):
     assert lm.lm["loss_after"] < lm.lm["loss_before"] and 1 <= lm.lm["iterations"] <= 12
     assert np.median(lm.error_px) < 1.0  # 0.5 px noise per coordinate
     assert abs(lm.focal[0] / 2304.0 - 1) < 0.05
+
