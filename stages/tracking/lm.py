@@ -18,7 +18,8 @@ Gauss-Newton step crosses them at once. Per iteration:
    step is solved again from the same Jacobians.
 
 It stops when two accepted steps in a row lower the objective by less than ``tolerance`` of its
-value, or after ``iterations`` Jacobians (synthetic clips: 5-10; wojtek.mp4: about 30). Float64 throughout (the normal equations square the conditioning).
+value, or after ``iterations`` Jacobians (synthetic clips: 5-10; wojtek.mp4: about 30). Float64
+throughout (the normal equations square the conditioning).
 
 The objective is exactly calibrate's Adam objective (:func:`objective`, the same weights as
 :func:`stages.tracking.fit.fit` with ``frame_w = 1`` and no temporal term: the landmark term,
@@ -271,7 +272,8 @@ def solve_lm(model: nn.Module, shape: Tensor, params: FrameParams, focal: Tensor
                 # the head rotation has no prior: back to the 6D of its matrix (same R, same cost),
                 # so that its scale does not drift along the 6D form's free directions
                 rs = lay.slices["rot"]
-                x = torch.cat([x[:, : rs.start], matrix_to_rotation_6d(rotation_6d_to_matrix(x[:, rs])), x[:, rs.stop:]], 1)
+                rot = matrix_to_rotation_6d(rotation_6d_to_matrix(x[:, rs]))
+                x = torch.cat([x[:, : rs.start], rot, x[:, rs.stop:]], 1)
                 gain = current - c_new
                 current = c_new
                 rho = gain / predicted if predicted > 0 else 0.0
