@@ -1,7 +1,7 @@
 """Benchmark of the assemble stage alone, on a synthetic store of N frames (CPU is enough).
 
     python bench/assemble_bench.py [--frames 2000] [--shard-size 500] [--workdir DIR] [--jobs N]
-                                   [--overlay-every 0] [--profile] [--keep]
+                                   [--overlay-every 0] [--device cpu|cuda] [--profile] [--keep]
 
 Writes what ingest, landmarks, masks, calibrate and track would have written for an N-frame clip
 (512x512 JPEG frames with texture, so their size is like real frames; 0/255 PNG masks; a plain
@@ -146,6 +146,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="where the store goes (default: a temp dir)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (ctx.jobs)")
     ap.add_argument("--overlay-every", type=int, default=None, help="assemble's overlay_every (default: the stage's)")
+    ap.add_argument("--device", default="cpu", help="the stage's device (cuda: the steadiness fit runs on the GPU)")
     ap.add_argument("--profile", action="store_true", help="cProfile the stage (main process only)")
     ap.add_argument("--keep", action="store_true", help="keep the store")
     args = ap.parse_args()
@@ -174,7 +175,7 @@ def main() -> None:
                    for f in ("ru_utime", "ru_stime"))
 
     cpu0, t0 = cpu(), time.monotonic()
-    result = run_stage("assemble", actor, store, pipeline=pipeline, device="cpu", jobs=args.jobs)
+    result = run_stage("assemble", actor, store, pipeline=pipeline, device=args.device, jobs=args.jobs)
     seconds, cpu_s = time.monotonic() - t0, cpu() - cpu0
     if prof is not None:
         import pstats

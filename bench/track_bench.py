@@ -137,7 +137,9 @@ def main() -> None:
     cal_cfg = CalibrateConfig()
     n_key = args.keyframes or cal_cfg.keyframes
     region = torch.as_tensor(face_region(data), device=dev)
-    cal_sched = calibrate_schedule(*(10, 20, 10) if quick else (150, 500, 150))
+    use_lm = cal_cfg.solver == "lm" and not quick  # the calibrate stage's route (quick: a short Adam one)
+    cal_sched = calibrate_schedule(*(10, 20, 10) if quick else ((0, 0, 150) if use_lm else (150, 500, 150)))
+    cal_refine = 30 if quick else (0 if use_lm else cal_cfg.refine_iterations)
 
     def calibrate_on(points: np.ndarray):
         full = np.repeat(points.mean(1, keepdims=True), 478, axis=1)
@@ -147,14 +149,14 @@ def main() -> None:
         t0 = time.perf_counter()
         calib = calibrate(flame, CalibrationInputs(torch.as_tensor(points[picks], device=dev), pw, picks + 1,
                                                    torch.as_tensor(images[picks], device=dev), region),
-                          schedule=cal_sched, model_name=data.name,
-                          refine_iterations=30 if quick else cal_cfg.refine_iterations)
+                          schedule=cal_sched, model_name=data.name, refine_iterations=cal_refine,
+                          lm_iterations=cal_cfg.lm_iterations if use_lm else 0)
         sync()
         return calib, picks, time.perf_counter() - t0
 
     calib, picks, cal_s = calibrate_on(lmk.astype(np.float32))
     out["calibrate"] = {"seconds": round(cal_s, 2), "keyframes": len(picks),
-                        "steps": cal_sched.total_steps, "refine_iterations": 30 if quick else cal_cfg.refine_iterations,
+                        "steps": cal_sched.total_steps, "refine_iterations": cal_refine, "lm": calib.lm,
                         "focal_px": float(calib.focal[0]),
                         "focal_true_px": float(params["K"][0, 0, 0]),
                         "landmark_error_px_median": float(np.median(calib.error_px)),

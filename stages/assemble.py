@@ -198,6 +198,25 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     tars = {s.name: (f, m) for s, f, m in zip(shards, frames_tars, masks_tars)}
     phases["fetch_tars"] = round(time.monotonic() - t1, 3)
 
+    # the steadiness figures (a frame-by-frame fit of cfg.jitter_frames frames: hundreds of small
+    # optimiser steps, seconds on a GPU) are computed in a thread while the dataset is written
+    from stages.tracking.jitter import steadiness, window
+    from stages.tracking.stage_io import fetch_all_landmarks
+
+    win = window(n, cfg.jitter_frames)
+    near = [s for s in shards if s.start <= win.stop and s.stop > win.start + 1] if win.stop - win.start >= 3 else []
+    steady_in = {"landmarks": fetch_all_landmarks(ctx, near) if near else None,
+                 "track_config": (ctx.manifest_of("track").config or {}) if near else {}}
+
+    def steady_job() -> dict:
+        t2 = time.monotonic()
+        out = steadiness(ctx, track.R, track.params["t"], calib.shape, calib.focal, calib.pp, data, cfg.jitter_frames,
+                         **steady_in)
+        phases["steadiness"] = round(time.monotonic() - t2, 3)
+        return out
+
+    steady_pool = ThreadPoolExecutor(1)
+    steady_future = steady_pool.submit(steady_job)
     with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
         overlay_frames = [0]
         video = Path(tmp) / "overlay.mp4"
@@ -242,11 +261,12 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     if ctx.progress.done < n:
         ctx.progress.advance(n - ctx.progress.done)
     err = track.error_px[np.isfinite(track.error_px)]
-    from stages.tracking.jitter import steadiness
-
     t1 = time.monotonic()
-    steady = steadiness(ctx, track.R, track.params["t"], calib.shape, calib.focal, calib.pp, data, cfg.jitter_frames)
-    phases["steadiness"] = round(time.monotonic() - t1, 3)
+    try:
+        steady = steady_future.result()
+    finally:
+        steady_pool.shutdown()
+    phases["steadiness_wait"] = round(time.monotonic() - t1, 3)
     report = {
         "frames": n, "checkpoints": n, "frame_delta": FRAME_DELTA, "filled_frames": int(track.filled.sum()),
         "filled": np.flatnonzero(track.filled).astype(int).tolist(),

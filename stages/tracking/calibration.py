@@ -60,6 +60,8 @@ class Calibration:
     """Wall-clock seconds of each part of the fit (``geometry``, ``refine``, ``appearance``); not saved."""
     refine: dict[str, float] = field(default_factory=dict)
     """The L-BFGS refinement's ``iterations``, ``kept`` (1/0), ``loss_before``, ``loss_after``; not saved."""
+    lm: dict[str, float] = field(default_factory=dict)
+    """The Levenberg-Marquardt solve's ``iterations``, ``loss_before``, ``loss_after`` (empty: none); not saved."""
 
     @property
     def appearance_mode(self) -> str | None:
@@ -131,7 +133,7 @@ against FLAME's own file here."""
 def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 512, initial_focal: float = 2304.0,
               schedule: Schedule | None = None, weights: LossWeights | None = None, model_name: str = "",
               refine_iterations: int = 1000, texture: nn.Module | None = None, tex_prior: float = 1e-4,
-              on_step=None) -> Calibration:
+              lm_iterations: int = 0, on_step=None) -> Calibration:
     """Fit identity, focal, principal point (and per-keyframe pose and expression) to the keyframes'
     landmarks (Adam, then :func:`stages.tracking.refine.refine_identity`), then appearance and SH
     lighting to their images (when given): texture coefficients when ``texture`` (a
@@ -145,6 +147,10 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
         schedule: default :func:`stages.tracking.schedule.calibrate_schedule`.
         refine_iterations: L-BFGS iterations of the float64 identity refinement after the Adam
             levels (0: none); focal and principal point stay at Adam's values.
+        lm_iterations: most Levenberg-Marquardt iterations (:func:`stages.tracking.lm.solve_lm`) of
+            identity, focal length and every keyframe's parameters, after the schedule's geometric
+            Adam levels (0: none). A few iterations reach a lower objective than hundreds of Adam
+            steps (the calibrate stage's default: LM straight from the initial poses, no Adam level).
         texture: FLAME texture space on the model's device (texture mode), or None.
         tex_prior: weight of ``sum(tex**2)`` relative to the photometric L1 (texture mode).
     """
@@ -163,6 +169,17 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
     geometry = Schedule([lv for lv in schedule.levels if not lv.photometric], schedule.lr, schedule.final_lr_fraction)
     res = fitting.fit(model, problem, init, shared, geometry, weights, on_step=on_step)
     clock.lap("geometry")
+    lm_info: dict[str, float] = {}
+    if lm_iterations > 0:
+        from stages.tracking.lm import solve_lm
+
+        sol = solve_lm(model, res.shared.shape, res.params, res.shared.focal, res.shared.pp, inputs.targets,
+                       inputs.point_w, image_size=image_size, focal0=float(initial_focal), iterations=lm_iterations,
+                       weights=weights, on_step=on_step)
+        res = fitting.FitResult(params=sol.params, error_px=sol.error_px, history=res.history,
+                                shared=fitting.Shared(sol.shape, sol.focal, sol.pp))
+        clock.lap("lm")
+        lm_info = {"iterations": sol.iterations, "loss_before": sol.loss_before, "loss_after": sol.loss_after}
     if refine_iterations > 0:
         ref = refine_identity(model, res.shared.shape, res.params, res.shared.focal, res.shared.pp, inputs.targets,
                               inputs.point_w, image_size=image_size, iterations=refine_iterations, weights=weights)
@@ -211,7 +228,7 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
                        pp=res.shared.pp.cpu().numpy(), image_size=(image_size, image_size),
                        keyframes=np.asarray(inputs.frames, np.int64), keyframe_params=res.params.to_numpy(),
                        error_px=res.error_px.cpu().numpy(), albedo=albedo, sh=sh, model_name=model_name,
-                       seconds=clock.seconds, refine=refine_info, **tex_fields)
+                       seconds=clock.seconds, refine=refine_info, lm=lm_info, **tex_fields)
 
 
 class _Clock:

@@ -127,7 +127,8 @@ def window(n: int, length: int) -> slice:
 
 
 def steadiness(ctx, R: np.ndarray, t: np.ndarray, shape: np.ndarray, focal: np.ndarray, pp: np.ndarray,
-               data, sample: int, image_size: int = 512) -> dict:  # noqa: ANN001 - StageContext, FaceModelData
+               data, sample: int, image_size: int = 512, landmarks=None,  # noqa: ANN001 - Landmarks
+               track_config: dict | None = None) -> dict:  # noqa: ANN001 - StageContext, FaceModelData
     """The ``steadiness`` block of assemble's report: our track's jitter over the whole clip and
     over a window of ``sample`` middle frames, and a frame-by-frame fit's over that window.
 
@@ -138,6 +139,10 @@ def steadiness(ctx, R: np.ndarray, t: np.ndarray, shape: np.ndarray, focal: np.n
         shape, focal, pp: the calibration's identity and intrinsics.
         data: the face model's data (:class:`stages.face.model.FaceModelData`).
         sample: frames of the window (0: no frame-by-frame fit, only our figures).
+        landmarks, track_config: the clip's landmarks (:class:`stages.tracking.stage_io.Landmarks`,
+            at least the window's frames) and the track stage's config, when the caller has read
+            them already (then ``ctx`` is not used: the figures can be computed in a thread while
+            the caller goes on with the store).
 
     Returns:
         ``{"ours": {...}, "window": [first, last], "ours_window": {...}, "per_frame_fit": {...},
@@ -159,17 +164,18 @@ def steadiness(ctx, R: np.ndarray, t: np.ndarray, shape: np.ndarray, focal: np.n
     if win.stop - win.start < 3:
         return out
     first, last = win.start + 1, win.stop  # frame numbers (1-based)
-    lm = Landmarks.cat([fetch_landmarks(ctx, s) for s in ctx.shards() if s.start <= last and s.stop > first])
+    lm = landmarks if landmarks is not None else Landmarks.cat(
+        [fetch_landmarks(ctx, s) for s in ctx.shards() if s.start <= last and s.stop > first])
     keep = (lm.frames >= first) & (lm.frames <= last)
     lm = lm.select(keep)
     t0 = time.monotonic()
     device = torch.device(ctx.device if str(ctx.device).startswith("cuda") and torch.cuda.is_available() else "cpu")
+    track_cfg = track_config if track_config is not None else (ctx.manifest_of("track").config or {})
     base = build_model(data, device)
     model = personalised(base, torch.as_tensor(shape, device=device))
     shared = fitting.Shared(shape=torch.zeros(0, device=device), focal=torch.as_tensor(focal, device=device).float(),
                             pp=torch.as_tensor(pp, device=device).float())
     mp_index = base.mp_index.cpu().numpy()
-    track_cfg = ctx.manifest_of("track").config or {}
     schedule = track_schedule(int(track_cfg.get("rigid_steps", 80)), int(track_cfg.get("landmark_steps", 390)), 0)
     params = per_frame_fit(model, shared, lm.points[:, mp_index, :2], lm.ok,
                            LandmarkWeights().per_point()[mp_index].to(device), schedule, image_size)

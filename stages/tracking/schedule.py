@@ -18,7 +18,9 @@ Calibrate (keyframes, no temporal term)::
     identity   500 steps   + shape, focal, pp, exp, jaw, eyes, eyelids
     appearance 150 steps   albedo, SH only (photometric, when images are given)
 
-followed (between identity and appearance) by up to 1000 float64 L-BFGS iterations on shape and
+(the ``adam`` route; the calibrate stage's default route replaces the rigid and identity levels by
+a Levenberg-Marquardt solve, :mod:`stages.tracking.lm`), followed (between identity and
+appearance) by up to 1000 float64 L-BFGS iterations on shape and
 the per-keyframe parameters (:mod:`stages.tracking.refine`; kept only where it fits clearly better;
 it stops early once converged, or after 100 iterations when the landmark term is not falling).
 """
