@@ -9,5 +9,5 @@ xz -dc .lp/G.tar.xz | tar x -C /tmp/siteG
 xz -dc .lp/dataset.tar.xz | tar x -C /tmp/ds
 export PYTHONPATH=/tmp/siteG:$PWD TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch_extensions PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader
-timeout 350 python3 bench/lpips_dataset_bench.py --dataset /tmp/ds/dataset --vgg .lp/vgg16_features.pt \
+timeout 190 python3 bench/lpips_dataset_bench.py --dataset /tmp/ds/dataset --vgg .lp/vgg16_features.pt \
   --lin .lp/lpips_lin.pt --device cuda --out $OUT/lpips_wojtek_default.json 2>&1 | grep -v "avatar.gauss: step" | tail -25

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from factories.subprocess_env import subprocess_env
+from factories.subprocess_env import sigint_as_at_a_terminal, subprocess_env
 from processes import kill_session, wait_until_gone
 from stages.cli import main
 from stages.graph import STAGES
@@ -69,7 +69,8 @@ class Run:
 
     def __init__(self, argv: list[str], env: dict[str, str]):
         self.proc = subprocess.Popen([sys.executable, "-m", "stages", *argv], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                                     stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                                     preexec_fn=sigint_as_at_a_terminal)
         self.lines: list[str] = []
         self.stage: str | None = None
         self._started: dict[str, float] = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from factories.subprocess_env import subprocess_env
+from factories.subprocess_env import sigint_as_at_a_terminal, subprocess_env
 from stages.config import PipelineConfig
 from stages.errors import BadInput, Transient
 from stages.graph import STAGES
@@ -232,7 +232,8 @@ def test_ctrl_c_stops_every_stage_and_a_rerun_resumes(diamond, tmp_path):
     st = _store(tmp_path)
     env = subprocess_env({"PYTHONPATH": f"{HERE}:{subprocess_env()['PYTHONPATH']}"})
     proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED.format(jobs=4), st.uri, str(log)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=sigint_as_at_a_terminal)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until a shard of fan is kept and side is under way
         if log.exists() and "end-shard" in log.read_text() and "side start" in log.read_text():
