@@ -185,13 +185,15 @@ def main() -> None:
     store = open_store(args.store or str(repo / ".cache" / "lpips-bench-store" / tag))
     out = {"video": args.video, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "preset": args.preset, **weights, "arms": {}}
-    for arm, weight in (("lpips-off", 0.0), ("lpips-on", None)):
+    from stages.gauss.trainer import FLASHAVATAR_LPIPS_WEIGHT
+
+    for arm, weight in (("lpips-off", 0.0), ("lpips-on", FLASHAVATAR_LPIPS_WEIGHT)):
         done = f"bench/lpips/{arm}.json"
         if store.exists(done):  # an earlier run of this command (cut off by a time limit) finished this arm
             out["arms"][arm] = {**store.get_json(done), "reused": True}
             print(json.dumps({arm: out["arms"][arm]}), file=sys.stderr, flush=True)
             continue
-        overrides = {"train": {"lpips_weight": weight}} if weight is not None else None
+        overrides = {"train": {"lpips_weight": weight}}
         pipeline = prepare_actor(store, arm, Path(args.video), None, args.preset, overrides=overrides,
                                  assets={"vgg16": vgg, "lpips": lin})
         t0 = time.monotonic()

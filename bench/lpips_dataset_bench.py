@@ -111,7 +111,10 @@ def main() -> int:
     out = {"dataset": str(args.dataset), "frames": len(seq), "device": args.device, "preset": args.preset,
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "lpips_weight": cfg.lpips_weight, "lpips_start": cfg.lpips_start}
-    for name, weight in (("lpips-off", 0.0), ("lpips-on", cfg.lpips_weight)):
+    from stages.gauss.trainer import FLASHAVATAR_LPIPS_WEIGHT
+
+    out["lpips_weight"] = FLASHAVATAR_LPIPS_WEIGHT
+    for name, weight in (("lpips-off", 0.0), ("lpips-on", FLASHAVATAR_LPIPS_WEIGHT)):
         out[name] = run_arm(name, dataclasses.replace(cfg, lpips_weight=weight), surface, layout, seq, args.device,
                             args.work, lp if weight > 0 else None, lp, rcfg)
         print(json.dumps({name: out[name]}), flush=True)

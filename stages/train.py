@@ -87,7 +87,8 @@ def run(ctx: StageContext) -> None:
 
     from stages.gauss.perceptual import load_stage_lpips
 
-    perceptual, lpips_note = load_stage_lpips(ctx, ctx.device) if cfg.lpips_weight > 0 else (None, "lpips_weight 0")
+    perceptual, lpips_note = (load_stage_lpips(ctx, ctx.device) if cfg.lpips_weight > 0
+                            else (None, "train.lpips_weight 0, the default; avatar run --lpips-term turns it on"))
     result = train(cfg, surface, layout, work, ctx.device, on_step=on_step, on_checkpoint=on_checkpoint,
                    perceptual=perceptual)
     ctx.count_frames(result.images)

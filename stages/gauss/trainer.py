@@ -42,6 +42,9 @@ from stages.gauss.surface import FaceSurface
 log = logging.getLogger("avatar.gauss")
 
 
+FLASHAVATAR_LPIPS_WEIGHT = 0.05  # FlashAvatar's weight of its LPIPS (VGG) term
+
+
 @dataclass
 class TrainConfig:
     """Attributes:
@@ -67,7 +70,9 @@ class TrainConfig:
             a step, past where Adam stays stable. The tiny preset (batch 2, 200 steps) uses 4.0 too.
         huber_delta, mouth_weight: the loss (Huber 0.1, 40x inside the mouth).
         lpips_weight, lpips_start: LPIPS inside neck-and-head from this fraction of the steps on,
-            only where an LPIPS weights asset exists (none is supported yet: it is logged as off).
+            only where a ``vgg16`` asset exists. Default 0 (off): measured with real VGG-16 weights
+            on wojtek.mp4 (docs/identity.md), FlashAvatar's :data:`FLASHAVATAR_LPIPS_WEIGHT` lowered
+            held-out LPIPS but also PSNR (1.2-2.1 dB) and SSIM; ``avatar run --lpips-term`` sets it.
         background: ``green`` (upstream default), ``white`` or ``black``.
         test_frames, test_fraction, max_train_frames: the split (:func:`stages.gauss.data.choose_split`;
             both unset, the default: the last 10% of the clip, 5 to 500 frames).
@@ -106,7 +111,7 @@ class TrainConfig:
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
     mouth_weight: float = 40.0
-    lpips_weight: float = 0.05
+    lpips_weight: float = 0.0
     lpips_start: float = 0.1
     background: str = "green"
     test_frames: int | None = None

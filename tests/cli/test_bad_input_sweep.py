@@ -108,6 +108,8 @@ def _cases(f: dict[str, Path], s: Path) -> list[tuple[str, list[str], str]]:
         ("unknown preset", ["run", "--store", str(s), "--actor", "fresh", "--video", str(f["clip"]), "--preset",
                             "huge"], "--preset huge"),
         ("unknown --until", [*run, "--actor", "fresh", "--video", str(f["clip"]), "--until", "trian"], "--until trian"),
+        ("LPIPS term without VGG weights", [*run, "--actor", "fresh", "--video", str(f["clip"]), "--lpips-term"],
+         "--lpips-vgg"),
         ("unknown device", ["run", "--store", str(s), "--actor", "fresh", "--video", str(f["clip"]), "--device",
                             "gpu"], "--device gpu"),
         ("unknown store scheme", ["run", "--store", "ftp://host/x", "--actor", "fresh", "--video", str(f["clip"])],
