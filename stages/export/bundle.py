@@ -1,4 +1,5 @@
-"""The rigged avatar bundle, format ``avatar-bundle/1`` (docs/export-format.md).
+"""The rigged avatar bundle, format ``avatar-bundle/2`` (``/1`` for avatars without triangle
+scaling; docs/export-format.md).
 
 A folder that holds everything needed to animate the avatar outside this project, in plain NumPy
 files (no pickles, no torch): the Gaussians bound to the face-model mesh (face index + barycentric
@@ -25,11 +26,15 @@ from stages.export.motion import tracked_motion
 from stages.motion.format import motion_bytes
 from stages.export.ply import splat_cloud, write_ply
 from stages.export.pose import pose_gaussians
-from stages.gauss.model import AvatarConfig, GaussianAvatar
+from stages.gauss.model import GaussianAvatar, avatar_config_from_dict
 from stages.gauss.surface import neutral_condition
 
-BUNDLE_FORMAT = "avatar-bundle/1"
+BUNDLE_FORMAT = "avatar-bundle/2"
+"""Version 2: Gaussians scale with their triangle (``canonical_size`` in ``gaussians.npz``, step 5 of the
+posing in docs/export-format.md); an avatar trained without that is still written as version 1."""
+BUNDLE_FORMAT_V1 = "avatar-bundle/1"
 GAUSSIAN_KEYS = ("face_idx", "bary", "canonical", "pe_center", "pe_halfsize", "opacity_logit", "log_scale", "quat")
+TRIANGLE_KEYS = ("canonical_size",)  # only where avatar_config.triangle_scale
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -48,7 +53,8 @@ def write_bundle(out: str | Path, a: ActorAvatar) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part"))
     try:
         sd = {k: v.detach().cpu() for k, v in a.model.state_dict().items()}
-        g = {k: sd[k].numpy() for k in GAUSSIAN_KEYS}
+        scaled = a.model.config.triangle_scale
+        g = {k: sd[k].numpy() for k in GAUSSIAN_KEYS + (TRIANGLE_KEYS if scaled else ())}
         g["sh"] = torch.cat([sd["sh_dc"], sd["sh_rest"]], 1).numpy()
         _savez(tmp / "gaussians.npz", g)
         _savez(tmp / "mlp.npz", {k[len("mlp."):]: v.numpy() for k, v in sd.items() if k.startswith("mlp.")})
@@ -60,7 +66,7 @@ def write_bundle(out: str | Path, a: ActorAvatar) -> Path:
             (tmp / "tracked.npz").write_bytes(motion_bytes(m))  # our motion.npz: avatar drive --motion reads it
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         doc = {
-            "format": BUNDLE_FORMAT, "actor": a.actor, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "format": BUNDLE_FORMAT if scaled else BUNDLE_FORMAT_V1, "actor": a.actor, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "avatar_sha256": a.avatar_sha256, "face_model": a.face_model,
             "num_vertices": int(a.meta["num_vertices"]), "num_faces": int(a.meta["num_faces"]),
             "num_gaussians": int(a.model.num_gaussians), "avatar_config": asdict(a.model.config),
@@ -84,8 +90,8 @@ def read_bundle(path: str | Path) -> tuple[GaussianAvatar, dict]:
 
     path = Path(path)
     doc = json.loads((path / "bundle.json").read_text())
-    if doc.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{path}: format {doc.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    if doc.get("format") not in (BUNDLE_FORMAT, BUNDLE_FORMAT_V1):
+        raise ValueError(f"{path}: format {doc.get('format')!r}, expected {BUNDLE_FORMAT!r} or {BUNDLE_FORMAT_V1!r}")
     for name, sha in doc["files"].items():
         if sha256_file(path / name) != sha:
             raise ValueError(f"{path / name}: sha256 differs from bundle.json; the bundle is corrupt")
@@ -93,8 +99,10 @@ def read_bundle(path: str | Path) -> tuple[GaussianAvatar, dict]:
         g = {k: torch.from_numpy(z[k]) for k in z.files}
     with np.load(path / "mlp.npz") as z:
         mlp = {f"mlp.{k}": torch.from_numpy(z[k]) for k in z.files}
-    model = GaussianAvatar(g["face_idx"], g["bary"], g["canonical"], AvatarConfig(**doc["avatar_config"]))
-    sd = {k: g[k] for k in GAUSSIAN_KEYS}
+    config = avatar_config_from_dict(doc["avatar_config"])
+    keys = GAUSSIAN_KEYS + (TRIANGLE_KEYS if config.triangle_scale else ())
+    model = GaussianAvatar(g["face_idx"], g["bary"], g["canonical"], config, canonical_size=g.get("canonical_size"))
+    sd = {k: g[k] for k in keys}
     sd["sh_dc"], sd["sh_rest"] = g["sh"][:, :1].contiguous(), g["sh"][:, 1:].contiguous()
     model.load_state_dict({**sd, **mlp})
     return model.eval(), doc

@@ -54,9 +54,7 @@ def pose_gaussians(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, au
     Returns:
         :class:`PosedGaussians`; the same numbers :func:`stages.gauss.trainer.render_frames` renders.
     """
-    verts = surface.vertices(cond)
-    pts = model.base_points(verts, surface.faces)
-    g = model(pts, cond, autocast=autocast)
+    g = model.pose(surface.vertices(cond), surface.faces, cond, autocast=autocast)
     quats = g.quats / g.quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     k = num_sh_bases(model.config.sh_degree)
     return PosedGaussians(means=g.means, quats=quats, scales=g.scales, opacities=g.opacities[0],

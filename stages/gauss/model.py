@@ -6,6 +6,13 @@ position and the frame's condition vector (expression[100], jaw[6], eyes[12], ey
 offsets of position (metres, model space), rotation (added to the quaternion) and log-scale. Colour
 is spherical harmonics per Gaussian, opacity a per-Gaussian logit. No densification.
 
+Gaussians follow their triangle's size (``AvatarConfig.triangle_scale``, as GaussianAvatars scales
+its Gaussians by their triangle's scale): a Gaussian's standard deviations are multiplied by
+``triangle_size(posed mesh) / triangle_size(neutral mesh)`` of its triangle (the square root of the
+area ratio, isotropic; :func:`stages.gauss.sampling.triangle_size`). On the neutral mesh the factor
+is 1; where the eyelid shuts and collapses the eye-opening triangles it goes to 0, so the Gaussians
+that drew the iris vanish instead of staying visible through a closed lid.
+
 Speed: the first MLP layer is split into a position part (computed once per step, [N, W]) and a
 condition part ([B, W]), summed by broadcasting, which is exactly the layer applied to
 ``cat(pe(x), cond)`` but costs one [N, W] matmul instead of B of them.
@@ -19,9 +26,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from stages.gauss.sampling import surface_points
+from stages.gauss.sampling import surface_points, triangle_size
 from stages.gauss.sh import eval_sh, num_sh_bases, rgb_to_sh0
 from stages.gauss.surface import COND_DIM
+
+
+MIN_TRIANGLE_SIZE = 1e-6
+"""metres: a neutral triangle smaller than this (sqrt of its area) is degenerate (a UV sphere's pole)."""
 
 
 @dataclass
@@ -35,6 +46,9 @@ class AvatarConfig:
         init_opacity: opacity at initialisation (0..1).
         init_scale: standard deviation at initialisation (metres); ``None``: from the sample spacing.
         offset_scale: multiplier of the MLP's position output (metres per unit).
+        triangle_scale: multiply each Gaussian's scale by its triangle's size on the posed mesh over
+            its size on the neutral mesh (see the module docstring). Avatar files written before this
+            setting existed had none (:func:`avatar_config_from_dict` reads them so).
     """
 
     sh_degree: int = 3
@@ -45,6 +59,13 @@ class AvatarConfig:
     init_opacity: float = 0.5
     init_scale: float | None = None
     offset_scale: float = 0.01
+    triangle_scale: bool = True
+
+
+def avatar_config_from_dict(d: dict) -> AvatarConfig:
+    """The :class:`AvatarConfig` stored in an avatar file or bundle; a file without ``triangle_scale``
+    predates it and was trained without it (``False``)."""
+    return AvatarConfig(**{"triangle_scale": False, **d})
 
 
 @dataclass
@@ -101,16 +122,23 @@ class GaussianAvatar(nn.Module):
         canonical: [N, 3] positions on the neutral mesh (metres), input of the positional encoding.
         config: :class:`AvatarConfig`.
         init_rgb: optional [N, 3] initial colours in 0..1 (grey when ``None``).
+        canonical_size: [N] each Gaussian's triangle size on the neutral mesh (metres,
+            :func:`stages.gauss.sampling.triangle_size`); needed when ``config.triangle_scale``
+            (a loader may pass ones and then load the stored values with the state dict).
     """
 
     def __init__(self, face_idx: Tensor, bary: Tensor, canonical: Tensor, config: AvatarConfig,
-                 init_rgb: Tensor | None = None):
+                 init_rgb: Tensor | None = None, canonical_size: Tensor | None = None):
         super().__init__()
         self.config = config
         n = face_idx.shape[0]
         self.register_buffer("face_idx", face_idx.long().clone())
         self.register_buffer("bary", bary.float().clone())
         self.register_buffer("canonical", canonical.float().clone())
+        if config.triangle_scale:
+            if canonical_size is None or canonical_size.shape != (n,):
+                raise ValueError(f"triangle_scale needs canonical_size [{n}] (the neutral mesh's triangle sizes)")
+            self.register_buffer("canonical_size", canonical_size.float().clone())
         lo, hi = canonical.min(0).values, canonical.max(0).values
         self.register_buffer("pe_center", ((lo + hi) / 2).float())
         self.register_buffer("pe_halfsize", ((hi - lo).max() / 2 * 1.1).clamp_min(1e-6).float().reshape(1))
@@ -144,17 +172,40 @@ class GaussianAvatar(nn.Module):
         """Surface positions on tracked meshes: vertices [B, V, 3], faces [F, 3] -> [B, N, 3]."""
         return surface_points(vertices, faces, self.face_idx, self.bary)
 
-    def forward(self, points: Tensor, cond: Tensor, autocast: bool = False) -> Gaussians:
+    def size_ratio(self, vertices: Tensor, faces: Tensor) -> Tensor | None:
+        """Each Gaussian's triangle size on the posed meshes over its neutral size: vertices [B, V, 3],
+        faces [F, 3] -> [B, N] (``None`` when ``config.triangle_scale`` is off). A triangle already
+        degenerate on the neutral mesh (size below :data:`MIN_TRIANGLE_SIZE`) has no ratio: 1."""
+        if not self.config.triangle_scale:
+            return None
+        posed = triangle_size(vertices, faces, self.face_idx)
+        size0 = self.canonical_size
+        ok = size0 > MIN_TRIANGLE_SIZE
+        return torch.where(ok, posed / torch.where(ok, size0, torch.ones_like(size0)), torch.ones_like(posed))
+
+    def pose(self, vertices: Tensor, faces: Tensor, cond: Tensor, autocast: bool = False) -> Gaussians:
+        """Per-frame Gaussians on posed meshes (base points, triangle sizes, MLP): vertices [B, V, 3]
+        from the face model for ``cond`` [B, cond_dim], faces [F, 3]."""
+        return self(self.base_points(vertices, faces), cond, autocast=autocast,
+                    size_ratio=self.size_ratio(vertices, faces))
+
+    def forward(self, points: Tensor, cond: Tensor, autocast: bool = False, size_ratio: Tensor | None = None,
+                ) -> Gaussians:
         """Per-frame Gaussians.
 
         Args:
             points: [B, N, 3] base positions (from :meth:`base_points`), metres.
             cond: [B, cond_dim] condition vectors.
             autocast: run the MLP in bfloat16 on CUDA (outputs cast back to float32).
+            size_ratio: [B, N] triangle size ratios (:meth:`size_ratio`); required when
+                ``config.triangle_scale`` (:meth:`pose` passes it).
 
         Returns:
             :class:`Gaussians` with [B, N, ...] tensors.
         """
+        if self.config.triangle_scale and size_ratio is None:
+            raise ValueError("this avatar scales its Gaussians with their triangles: pass size_ratio "
+                             "(GaussianAvatar.pose does)")
         pe = positional_encoding((self.canonical - self.pe_center) / self.pe_halfsize, self.config.pe_freqs)
         if autocast and pe.is_cuda:
             with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -167,10 +218,17 @@ class GaussianAvatar(nn.Module):
         return Gaussians(
             means=points + d_xyz * self.config.offset_scale,
             quats=self.quat.unsqueeze(0) + d_quat,
-            scales=torch.exp(self.log_scale.unsqueeze(0) + d_scale),
+            scales=self._scales(d_scale, size_ratio),
             opacities=torch.sigmoid(self.opacity_logit).unsqueeze(0).expand(B, -1),
             sh=torch.cat([self.sh_dc, self.sh_rest], dim=1),
         )
+
+    def _scales(self, d_scale: Tensor, size_ratio: Tensor | None) -> Tensor:
+        """[B, N, 3] standard deviations: ``exp(log_scale + d_scale)``, times the triangle size ratio."""
+        scales = torch.exp(self.log_scale.unsqueeze(0) + d_scale)
+        if size_ratio is None or not self.config.triangle_scale:
+            return scales
+        return scales * size_ratio.unsqueeze(-1).to(scales.dtype)
 
     def colors(self, g: Gaussians, cam_centers: Tensor) -> Tensor:
         """View-dependent RGB. cam_centers [B, 3] (world) -> [B, N, 3]."""

@@ -107,3 +107,40 @@ def surface_points(vertices: Tensor, faces: Tensor, face_idx: Tensor, bary: Tens
     tri = faces.long()[face_idx]  # [N, 3]
     corners = vertices[..., tri.reshape(-1), :].reshape(vertices.shape[:-2] + tri.shape + vertices.shape[-1:])  # [..., N, 3, D]
     return (corners * bary.to(vertices.dtype).unsqueeze(-1)).sum(-2)
+
+
+def triangle_size(vertices: Tensor, faces: Tensor, face_idx: Tensor) -> Tensor:
+    """Size of each sample's triangle: the square root of its area (metres for metre meshes).
+
+    A Gaussian that follows its triangle multiplies its extent by ``triangle_size(posed) /
+    triangle_size(canonical)`` (:class:`stages.gauss.model.GaussianAvatar`): 1 on the neutral mesh,
+    0 where a triangle collapses (a shut eyelid's opening), above 1 where it stretches.
+
+    Args:
+        vertices: [..., V, 3].
+        faces: [F, 3] int.
+        face_idx: [N] int64.
+
+    Returns:
+        [..., N], ``sqrt(|(b - a) x (c - a)| / 2)``.
+    """
+    tri = faces.long()[face_idx]  # [N, 3]
+    a, b, c = (vertices[..., tri[:, k], :] for k in range(3))  # [..., N, 3] each
+    area2 = torch.linalg.cross(b - a, c - a, dim=-1).norm(dim=-1)
+    return (0.5 * area2).sqrt()
+
+
+def triangle_size_reference(vertices: Tensor, faces: Tensor, face_idx: Tensor) -> Tensor:
+    """:func:`triangle_size` by Heron's formula, one triangle at a time in float64 (the test oracle).
+
+    vertices [V, 3] (one mesh), faces [F, 3], face_idx [N] -> [N] float64."""
+    import math
+
+    v = vertices.double()
+    out = torch.empty(face_idx.shape[0], dtype=torch.float64)
+    for i, f in enumerate(face_idx.tolist()):
+        a, b, c = (v[int(j)] for j in faces[f])
+        la, lb, lc = float((b - c).norm()), float((c - a).norm()), float((a - b).norm())
+        s = (la + lb + lc) / 2
+        out[i] = math.sqrt(math.sqrt(max(s * (s - la) * (s - lb) * (s - lc), 0.0)))
+    return out

@@ -33,10 +33,10 @@ from stages.gauss import checkpoint as ckpt
 from stages.gauss.data import (AvatarFrames, PipelineInfo, Split, StepBatchSampler, TrackedSequence, background_rgb,
                                choose_split, training_batches)
 from stages.gauss.losses import avatar_loss
-from stages.gauss.model import AvatarConfig, GaussianAvatar
+from stages.gauss.model import AvatarConfig, GaussianAvatar, avatar_config_from_dict
 from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
 from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
-from stages.gauss.sampling import area_samples, surface_points, uv_texel_samples
+from stages.gauss.sampling import area_samples, surface_points, triangle_size, uv_texel_samples
 from stages.gauss.surface import FaceSurface
 
 log = logging.getLogger("avatar.gauss")
@@ -57,7 +57,9 @@ class TrainConfig:
             ``lr_decay_fraction`` of the steps to this fraction of its value (1.0: constant, upstream).
         batch_size: frames per step.
         resolution: training image size (square, px).
-        sh_degree, mlp_width, mlp_depth, pe_freqs, init_opacity, offset_scale: see :class:`AvatarConfig`.
+        sh_degree, mlp_width, mlp_depth, pe_freqs, init_opacity, offset_scale, triangle_scale: see
+            :class:`AvatarConfig` (``triangle_scale``: Gaussians grow and shrink with their triangle,
+            so a shut eyelid hides the eye).
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
@@ -105,6 +107,7 @@ class TrainConfig:
     pe_freqs: int = 8
     init_opacity: float = 0.5
     offset_scale: float = 0.01
+    triangle_scale: bool = True
     uv_resolution: int = 128
     area_samples: int = 14000
     lr_scale: float = 4.0
@@ -129,7 +132,8 @@ class TrainConfig:
 
     def avatar_config(self) -> AvatarConfig:
         return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
-                            pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale)
+                            pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale,
+                            triangle_scale=self.triangle_scale)
 
 
 def training_budget(cfg: TrainConfig, n_train: int) -> tuple[int, str]:
@@ -230,7 +234,8 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig) -> GaussianAvatar:
         face_idx, bary = area_samples(neutral, faces, cfg.area_samples, generator=g, face_mask=surface.face_mask)
     canonical = surface_points(neutral, faces, face_idx, bary)
     torch.manual_seed(cfg.seed)
-    return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config())
+    return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config(),
+                          canonical_size=triangle_size(neutral, faces, face_idx))
 
 
 def cameras(R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -250,9 +255,7 @@ def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: 
     Returns:
         image [B, H, W, 3], alpha [B, H, W].
     """
-    verts = surface.vertices(cond)
-    pts = model.base_points(verts, surface.faces)
-    g = model(pts, cond, autocast=amp)
+    g = model.pose(surface.vertices(cond), surface.faces, cond, autocast=amp)
     viewmats, centers = cameras(R, t)
     colors = model.colors(g, centers)
     render = render_gaussians_gsplat if renderer == "gsplat" else render_gaussians_reference
@@ -287,7 +290,8 @@ def load_avatar(path: str | Path) -> tuple[GaussianAvatar, dict]:
     """Rebuild a :class:`GaussianAvatar` from an avatar file; returns (model on CPU, the file's dict)."""
     d = ckpt.load(path, ckpt.AVATAR_FORMAT)
     sd = d["state_dict"]
-    model = GaussianAvatar(sd["face_idx"], sd["bary"], sd["canonical"], AvatarConfig(**d["avatar_config"]))
+    model = GaussianAvatar(sd["face_idx"], sd["bary"], sd["canonical"], avatar_config_from_dict(d["avatar_config"]),
+                           canonical_size=sd.get("canonical_size"))
     model.load_state_dict(sd)
     return model, d
 

@@ -110,7 +110,7 @@ def test_export_bundle_round_trips(trained_store, tmp_path, run_cli):
     assert r.returncode == 0, r.stderr
     model, doc = read_bundle(out)
     a = load_actor(trained_store, "toy", tmp_path / "cache", tracking=False)
-    assert doc["format"] == "avatar-bundle/1" and doc["face_model"]["kind"] == "standin"
+    assert doc["format"] == "avatar-bundle/2" and doc["face_model"]["kind"] == "standin"
     assert doc["avatar_sha256"] == a.avatar_sha256 and len(doc["face_model"]["sha256"]) == 64
     ref = a.model.state_dict()
     for k, v in model.state_dict().items():

@@ -44,3 +44,19 @@ def test_area_sampling_is_proportional_to_area():
     # points are uniform inside the triangle: mean = centroid
     pts = surface_points(verts, faces, face[face == 1], bary[face == 1])
     assert torch.allclose(pts.mean(0), torch.tensor([1.0, 1.0, 0.0]), atol=0.03)
+
+
+def test_triangle_size_equals_herons_formula_and_follows_the_mesh():
+    from stages.gauss.sampling import triangle_size, triangle_size_reference
+
+    g = torch.Generator().manual_seed(0)
+    verts = torch.randn(30, 3, generator=g) * 0.05
+    faces = torch.randint(0, 30, (40, 3), generator=g)
+    face_idx = torch.randint(0, 40, (25,), generator=g)
+    fast = triangle_size(verts, faces, face_idx)
+    assert fast.shape == (25,)
+    assert torch.allclose(fast.double(), triangle_size_reference(verts, faces, face_idx), rtol=1e-4, atol=1e-7)
+    batch = torch.stack([verts, 2.0 * verts, verts * torch.tensor([1.0, 0.0, 0.0])])  # scaled; flattened to a line
+    sizes = triangle_size(batch, faces, face_idx)
+    assert sizes.shape == (3, 25)
+    assert torch.allclose(sizes[1], 2.0 * sizes[0], rtol=1e-5) and sizes[2].abs().max() < 1e-6
