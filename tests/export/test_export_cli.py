@@ -116,6 +116,16 @@ def test_export_bundle_round_trips(trained_store, tmp_path, run_cli):
     for k, v in model.state_dict().items():
         assert torch.equal(v, ref[k]), k
     assert {"gaussians.npz", "mlp.npz", "identity.npy", "neutral.ply", "tracked.npz"} <= set(doc["files"])
+    # the Gaussians scale with their triangles (format 2): posed from the bundle as the avatar poses them, and
+    # neutral.ply holds the neutral pose's scales (triangle factor 1)
+    assert doc["avatar_config"]["triangle_scale"] and "canonical_size" in model.state_dict()
+    cond = neutral_condition(2)
+    cond[1, 0], cond[1, -2] = 1.0, 1.0  # an expression and a shut left eye
+    mine, theirs = pose_gaussians(model, a.surface, cond), pose_gaussians(a.model, a.surface, cond)
+    assert torch.equal(mine.scales, theirs.scales) and torch.equal(mine.means, theirs.means)
+    assert not torch.allclose(theirs.scales[1], theirs.scales[0])  # the shut lid changed some triangles' size
+    neutral = read_ply(out / "neutral.ply")
+    np.testing.assert_allclose(np.exp(neutral.log_scales), theirs.scales[0].numpy(), rtol=1e-5)
     # a corrupted file is detected
     (out / "mlp.npz").write_bytes(b"x" + (out / "mlp.npz").read_bytes()[1:])
     with pytest.raises(ValueError, match="sha256"):
