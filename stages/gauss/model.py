@@ -6,12 +6,13 @@ position and the frame's condition vector (expression[100], jaw[6], eyes[12], ey
 offsets of position (metres, model space), rotation (added to the quaternion) and log-scale. Colour
 is spherical harmonics per Gaussian, opacity a per-Gaussian logit. No densification.
 
-Gaussians follow their triangle's size (``AvatarConfig.triangle_scale``, as GaussianAvatars scales
-its Gaussians by their triangle's scale): a Gaussian's standard deviations are multiplied by
-``triangle_size(posed mesh) / triangle_size(neutral mesh)`` of its triangle (the square root of the
-area ratio, isotropic; :func:`stages.gauss.sampling.triangle_size`). On the neutral mesh the factor
-is 1; where the eyelid shuts and collapses the eye-opening triangles it goes to 0, so the Gaussians
-that drew the iris vanish instead of staying visible through a closed lid.
+Optionally (``AvatarConfig.triangle_scale``, off by default) Gaussians follow their triangle's size,
+as GaussianAvatars scales its Gaussians by their triangle's scale: a Gaussian's standard deviations
+are multiplied by ``triangle_size(posed mesh) / triangle_size(neutral mesh)`` of its triangle (the
+square root of the area ratio, isotropic; :func:`stages.gauss.sampling.triangle_size`). On the
+neutral mesh the factor is 1; where a shut eyelid collapses the eye-opening triangles it falls (to
+about 0.4 on the stand-in, whose opening triangles flatten to 16% of their area), so the Gaussians
+that drew the iris there shrink instead of staying their size behind the closed lid.
 
 Speed: the first MLP layer is split into a position part (computed once per step, [N, W]) and a
 condition part ([B, W]), summed by broadcasting, which is exactly the layer applied to
@@ -47,8 +48,9 @@ class AvatarConfig:
         init_scale: standard deviation at initialisation (metres); ``None``: from the sample spacing.
         offset_scale: multiplier of the MLP's position output (metres per unit).
         triangle_scale: multiply each Gaussian's scale by its triangle's size on the posed mesh over
-            its size on the neutral mesh (see the module docstring). Avatar files written before this
-            setting existed had none (:func:`avatar_config_from_dict` reads them so).
+            its size on the neutral mesh (see the module docstring). Off by default (measured: it
+            does not make a tiny avatar blink and costs held-out PSNR, see TrainConfig); avatar files
+            written before this setting existed had none (:func:`avatar_config_from_dict` reads them so).
     """
 
     sh_degree: int = 3
@@ -59,7 +61,7 @@ class AvatarConfig:
     init_opacity: float = 0.5
     init_scale: float | None = None
     offset_scale: float = 0.01
-    triangle_scale: bool = True
+    triangle_scale: bool = False
 
 
 def avatar_config_from_dict(d: dict) -> AvatarConfig:

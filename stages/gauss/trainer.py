@@ -107,7 +107,7 @@ class TrainConfig:
     pe_freqs: int = 8
     init_opacity: float = 0.5
     offset_scale: float = 0.01
-    triangle_scale: bool = True
+    triangle_scale: bool = False
     uv_resolution: int = 128
     area_samples: int = 14000
     lr_scale: float = 4.0

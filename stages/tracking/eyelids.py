@@ -16,6 +16,7 @@ corners 33 (outer) and 133 (inner) of the right eye; ``466 388 387 386 385 384 3
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,3 +100,34 @@ def eyelid_loss(pred: Tensor, target: Tensor, lids: LidIndex, frame_w: Tensor) -
     pixels), frames weighted by ``frame_w`` [B] (0 where the landmarks failed)."""
     d2 = (eye_opening(pred, lids) - eye_opening(target, lids)).pow(2).mean(-1)  # [B]
     return (d2 * frame_w).sum() / frame_w.numel()
+
+
+
+def eye_closure(opening: np.ndarray, half_window: int = 12, quantile: float = 0.75) -> np.ndarray:
+    """Per-eye closure over time: how much each eye is shut compared with itself around that moment.
+
+    ``1 - opening[t] / reference[t]`` per eye, the reference being the ``quantile`` of the opening
+    over frames ``t - half_window .. t + half_window``: 0 for an eye as open as usual, near 1 for a
+    shut one. The opening (:func:`eye_opening`: the lid gap over the same eye's width) already
+    cancels the face's size and most of the head's turn; dividing by its own running upper quantile
+    (a second at 25 fps: longer than a blink's 150 ms and than a wink held half a second, which then
+    still leaves the quantile on open frames; shorter than head turns and slow expression drift)
+    removes what is left of the head pose and of the eye's resting shape, so a blink or a wink
+    measures the same on any head in any pose.
+
+    Args:
+        opening: [N, E] per-frame, per-eye openings (NaN where the landmarks failed).
+        half_window: frames each side of the running reference.
+        quantile: which quantile of the window is the eye's usual opening.
+
+    Returns:
+        [N, E] closure (NaN where the opening or its whole window is NaN).
+    """
+    o = np.asarray(opening, np.float64)
+    out = np.full_like(o, np.nan)
+    for i in range(len(o)):
+        w = o[max(0, i - half_window): i + half_window + 1]
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: NaN, as documented
+            out[i] = 1.0 - o[i] / np.nanquantile(w, quantile, axis=0)
+    return out
