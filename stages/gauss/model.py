@@ -49,7 +49,7 @@ class AvatarConfig:
         offset_scale: multiplier of the MLP's position output (metres per unit).
         triangle_scale: multiply each Gaussian's scale by its triangle's size on the posed mesh over
             its size on the neutral mesh (see the module docstring). Off by default (measured: it
-            does not make a tiny avatar blink and costs held-out PSNR, see TrainConfig); avatar files
+            does not make the tiny test avatar blink, docs/motion-format.md); avatar files
             written before this setting existed had none (:func:`avatar_config_from_dict` reads them so).
     """
 
