@@ -81,7 +81,8 @@ def run_one(cfg: TrainConfig, layout: DatasetLayout, device: str, points: np.nda
     ev = evaluate(result.model, surface.to(device), frames, torch.tensor(bg), choose_renderer(cfg.renderer, device),
                   device, on_frames=on_frames)
     s = ev.summary()
-    return {"psnr_mean": round(s["psnr_mean"], 3), "psnr_min": round(s["psnr_min"], 3), "ssim_mean": round(s["ssim_mean"], 4),
+    return {"psnr_mean": round(s["psnr_mean"], 3), "psnr_min": round(s["psnr_min"], 3),
+            "ssim_mean": round(s["ssim_mean"], 4),
             "eye_region_psnr_mean": None if not np.isfinite(eyes).any() else round(float(np.nanmean(eyes)), 3),
             "train_seconds": round(seconds, 1), "held_out_frames": len(split.test)}
 

@@ -66,7 +66,8 @@ def write_bundle(out: str | Path, a: ActorAvatar) -> Path:
             (tmp / "tracked.npz").write_bytes(motion_bytes(m))  # our motion.npz: avatar drive --motion reads it
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         doc = {
-            "format": BUNDLE_FORMAT if scaled else BUNDLE_FORMAT_V1, "actor": a.actor, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "format": BUNDLE_FORMAT if scaled else BUNDLE_FORMAT_V1, "actor": a.actor,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "avatar_sha256": a.avatar_sha256, "face_model": a.face_model,
             "num_vertices": int(a.meta["num_vertices"]), "num_faces": int(a.meta["num_faces"]),
             "num_gaussians": int(a.model.num_gaussians), "avatar_config": asdict(a.model.config),

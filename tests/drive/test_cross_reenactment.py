@@ -374,7 +374,8 @@ def test_full_preset_avatar_blinks_and_talks_with_the_driver(tmp_path, triangle_
     lids = gt["eyelids"].mean(1)[ok]
     closure = _closure(pts)[ok].mean(1)
     r_mouth, r_eyes = np.corrcoef(mouth, mouth_gt)[0, 1], np.corrcoef(closure, lids)[0, 1]
-    print(f"full preset, triangle_scale {triangle_scale}, pose fixed, {ok.sum()} frames: mouth r {r_mouth:.3f} with A's, eye closure r {r_eyes:.3f} "
+    print(f"full preset, triangle_scale {triangle_scale}, pose fixed, {ok.sum()} frames: mouth r {r_mouth:.3f} "
+          f"with A's, eye closure r {r_eyes:.3f} "
           f"with A's eyelids (old 2-point opening {np.corrcoef(-eyes, lids)[0, 1]:.3f}; A's blinks at frames "
           f"{np.flatnonzero(gt['eyelids'].mean(1) > 0.5).tolist()})")
     assert r_mouth >= 0.9 and r_eyes >= 0.8, (r_mouth, r_eyes)
