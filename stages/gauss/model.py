@@ -48,8 +48,9 @@ class AvatarConfig:
         init_scale: standard deviation at initialisation (metres); ``None``: from the sample spacing.
         offset_scale: multiplier of the MLP's position output (metres per unit).
         triangle_scale: multiply each Gaussian's scale by its triangle's size on the posed mesh over
-            its size on the neutral mesh (see the module docstring). Off by default (measured: it
-            does not make the tiny test avatar blink, docs/motion-format.md); avatar files
+            its size on the neutral mesh (see the module docstring). Off by default (measured in
+            docs/motion-format.md: it lets a wink reach the render of an avatar trained on winks,
+            but lowered a drive test's mouth r in one run); avatar files
             written before this setting existed had none (:func:`avatar_config_from_dict` reads them so).
     """
 

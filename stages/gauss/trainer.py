@@ -59,8 +59,7 @@ class TrainConfig:
         resolution: training image size (square, px).
         sh_degree, mlp_width, mlp_depth, pe_freqs, init_opacity, offset_scale, triangle_scale: see
             :class:`AvatarConfig` (``triangle_scale``: Gaussians grow and shrink with their triangle;
-            off by default: on the tiny test avatar it did not make the render blink, and held-out
-            PSNR on wojtek.mp4 was the same within the seeds' spread, docs/motion-format.md).
+            off by default; docs/motion-format.md has what it does to winks, PSNR and mouth r).
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
