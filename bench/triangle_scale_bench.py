@@ -6,6 +6,8 @@ actor's landmarks are given). Prints one JSON object.
 
     python bench/triangle_scale_bench.py --dataset STORE/actors/A/dataset --landmarks STORE/actors/A/landmarks \
         --preset tiny --seeds 0,1 --device cpu --out result.json
+    python bench/triangle_scale_bench.py --video ../shared/data/wojtek.mp4 --store /tmp/ts --preset full \
+        --seeds 0,1 --device cuda --out result.json      # runs ingest..assemble first (actor "bench")
 
 ``--preset``: the train stage's preset values (tiny, demo) or ``full`` (the defaults).
 """
@@ -87,16 +89,32 @@ def run_one(cfg: TrainConfig, layout: DatasetLayout, device: str, points: np.nda
             "train_seconds": round(seconds, 1), "held_out_frames": len(split.test)}
 
 
+def assemble(video: Path, store: Path, preset: str, device: str) -> tuple[Path, Path]:
+    """Run ingest..assemble of ``video`` as actor ``bench`` in the local ``store`` (resumable); return its
+    dataset and landmarks folders."""
+    from stages.cli import main as cli
+
+    if cli(["run", "--actor", "bench", "--video", str(video), "--store", str(store), "--preset", preset,
+            "--device", device, "--until", "assemble"]) != 0:
+        raise SystemExit(f"{video}: the pipeline stopped before assemble")
+    return store / "actors" / "bench" / "dataset", store / "actors" / "bench" / "landmarks"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", required=True, type=Path, help="an assembled dataset folder (actors/A/dataset)")
+    ap.add_argument("--dataset", type=Path, help="an assembled dataset folder (actors/A/dataset)")
     ap.add_argument("--landmarks", type=Path, help="the actor's landmarks stage folder (eye-region PSNR)")
+    ap.add_argument("--video", type=Path, help="instead of --dataset: run ingest..assemble on this video first")
+    ap.add_argument("--store", type=Path, default=Path("bench-store"), help="the local store --video uses")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if a.video is not None:
+        a.dataset, a.landmarks = assemble(a.video, a.store, a.preset, a.device)
+    elif a.dataset is None:
+        ap.error("give --dataset or --video")
     layout = DatasetLayout(a.dataset)
     out: dict = {"dataset": str(a.dataset), "preset": a.preset, "device": a.device, "runs": []}
     for seed in [int(s) for s in a.seeds.split(",")]:
