@@ -138,6 +138,8 @@ class Feed:
     _published: dict[str, dict[str, str]] = field(default_factory=dict)
     _trusted: set[str] = field(default_factory=set)
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    waited_s: float = 0.0
+    """Seconds spent waiting for upstream objects so far (a shard's time less this is its work)."""
 
     def final(self, stage: str) -> Manifest | None:
         """The stage's manifest once it exists (cached), else ``None``."""
@@ -172,10 +174,14 @@ class Feed:
             Cancelled: the scheduler stopped this stage meanwhile.
             BadInput: ``stage`` has not finished and does not run (any more) in this run.
         """
+        since = None
         while True:
             got = self.current(stage, key)
             if got != PENDING:
+                if since is not None:
+                    self.waited_s += time.monotonic() - since
                 return got
+            since = since or time.monotonic()
             self.check_upstream(stage)
             cancel.check()
             time.sleep(POLL_S)
@@ -192,10 +198,14 @@ class Feed:
 
     def wait_final(self, stage: str) -> Manifest:
         """The stage's manifest, waiting (polled) until it is written; raises as :meth:`wait`."""
+        since = None
         while True:
             m = self.final(stage)
             if m is not None:
+                if since is not None:
+                    self.waited_s += time.monotonic() - since
                 return m
+            since = since or time.monotonic()
             self.check_upstream(stage)
             cancel.check()
             time.sleep(POLL_S)

@@ -251,15 +251,16 @@ def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True, recheck: b
     if recheck and _shard_done(plan, shard, wait=True):
         log.info("%s shard %s: already finished, skipped", plan.decl.name, shard.name)
         return None
-    t0 = time.monotonic()
+    t0, waited0 = time.monotonic(), plan.feed.waited_s
     with Progress(f"{plan.decl.name} shard {shard.name}", len(shard), enabled=show_progress) as progress:
         ctx = plan.context(progress)
         ctx.shards()  # the shard plan is an input of every shard: among its reads
         plan.module.run_shard(ctx, shard)
-    seconds = time.monotonic() - t0
+    waited = plan.feed.waited_s - waited0  # waiting for upstream shards is not this shard's work
+    seconds = time.monotonic() - t0 - waited
     frames = ctx.frames_done or len(shard)
-    m = plan.manifest(ctx.outputs, shard.index, _stats(frames, seconds, {**_gpu_stat(plan), **ctx.stats}),
-                      inputs={**plan.own, **ctx.reads})
+    extra = {**_gpu_stat(plan), **ctx.stats, **({"waited_s": round(waited, 3)} if waited else {})}
+    m = plan.manifest(ctx.outputs, shard.index, _stats(frames, seconds, extra), inputs={**plan.own, **ctx.reads})
     lock.check_held(plan.store, lock.lock_scope(plan.actor, plan.decl.name, shard.index))
     lock.check_held(plan.store, plan.actor)
     plan.store.put_json(_shard_manifest_key(plan.actor, plan.decl.name, shard), m.to_dict())
@@ -482,6 +483,9 @@ def _finish(plan: _Plan, store: Store, mkey: str, outputs: dict[str, str], shard
     seconds = time.monotonic() - t0
     total_frames = sum(int(st.get("frames", 0)) for st in shard_stats)
     shard_seconds = sum(float(st.get("seconds", 0.0)) for st in shard_stats)
+    waited = sum(float(st.get("waited_s", 0.0)) for st in shard_stats)
+    if waited:
+        extra = {**extra, "shard_waited_s": round(waited, 3)}
     stats = {"frames": total_frames, "shard_seconds": round(shard_seconds, 3),
              "frames_per_s_per_worker": round(total_frames / shard_seconds, 2) if shard_seconds else None,
              "shards": len(all_shards), **extra}

@@ -239,3 +239,17 @@ def test_a_feed_trusts_only_this_runs_ingest_records_and_fan_out_records_whose_r
     assert reads_match({read_name("ingest", tar): "4" * 64}, {}, lambda s, k: look((s, k)))
     assert not reads_match({read_name("ingest", tar): "4" * 64}, {"asset:flame": "x"}, lambda s, k: look((s, k)))
     assert not reads_match({"ingest": "stage digest"}, {}, lambda s, k: look((s, k)))
+
+
+def test_on_the_s3_store(clip, sequential, s3_env, monkeypatch):
+    """The same on the real S3 server: records listed and read there, the lease lock re-entered by
+    the stage threads and their worker processes' checks."""
+    from stages.store.uri import open_store
+
+    st = open_store(f"s3://{s3_env['bucket']}/prefix")
+    seen = _hold_publication(monkeypatch, st, {2: "actors/s/landmarks/shards/0000.manifest.json"})
+    results = _run(st, clip, shard_overlap=True, jobs=2)
+    assert seen == [2] and results["landmarks"].started < results["ingest"].ended
+    for stage in STAGES3:
+        assert _outputs(st, stage) == _outputs(sequential, stage), stage
+    assert not st.list(".locks/")
