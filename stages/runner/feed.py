@@ -50,7 +50,16 @@ PENDING = "pending"
 """What :meth:`Feed.current` returns for an object whose upstream shard is not published yet (no
 sha256 is spelled like this)."""
 
-POLL_S = 0.1
+POLL_S = 0.05
+POLL_MAX_S = 0.5
+"""Waiting polls the store every POLL_S seconds at first, backing off to POLL_MAX_S (a waiting
+shard worker lists the upstream's records each time: cheap locally, a request on S3): it adds at
+most a quarter of the time already waited."""
+
+
+def _poll_s(since: float) -> float:
+    """The next poll's delay: a quarter of the time waited so far, within POLL_S..POLL_MAX_S."""
+    return min(POLL_MAX_S, max(POLL_S, 0.25 * (time.monotonic() - since)))
 
 
 def read_name(stage: str, key: str) -> str:
@@ -184,7 +193,7 @@ class Feed:
             since = since or time.monotonic()
             self.check_upstream(stage)
             cancel.check()
-            time.sleep(POLL_S)
+            time.sleep(_poll_s(since))
 
     def check_upstream(self, stage: str) -> None:
         """BadInput when ``stage`` has no manifest and is neither pending nor still running."""
@@ -208,7 +217,7 @@ class Feed:
             since = since or time.monotonic()
             self.check_upstream(stage)
             cancel.check()
-            time.sleep(POLL_S)
+            time.sleep(_poll_s(since))
 
     # -- published shard records ------------------------------------------------------------------
 
