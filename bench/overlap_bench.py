@@ -17,6 +17,8 @@ is covered; the stages after it run one after another in every arm. Each arm
 runs in a fresh Python process (no warm imports, CUDA context or forkserver carried over) and a
 fresh store, removed afterwards. ``--repeat N`` alternates the arms N times and reports medians (on a
 busy machine one pair is noise: compare the stage seconds, not only the wall clocks).
+``same_outputs``: per stage, whether every run of every arm wrote the same outputs (digest of the
+stage manifest's output list; GPU stages such as track need not be bit-identical).
 
 Expected on one H100 at 10,000 frames (issue #17's log: masks 15.3 s, calibrate 24.0 s, track 71.4 s):
 ``gain_s`` about 10-15 s, as long as masks (12 of 16 cores) does not slow calibrate/track's CPU side.
@@ -42,6 +44,7 @@ from stages.runner.timeline import Timeline  # noqa: E402
 from stages.store.local import LocalStore  # noqa: E402
 
 
+ACTOR = "bench"  # the same in every arm (its own store each), so that their outputs can be compared
 ARMS = {"sequential": {"max_parallel": 1, "shard_overlap": False},
         "overlap": {"max_parallel": None, "shard_overlap": False},
         "shards": {"max_parallel": None, "shard_overlap": True}}
@@ -53,14 +56,15 @@ def arm(name: str, clip: Path, workdir: Path, args: argparse.Namespace) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"store-{name}-", dir=workdir))
     store = LocalStore(root)
     overrides = {"ingest": {"shard_size": args.shard_size}} if args.shard_size else None
-    pipeline = prepare_actor(store, name, clip, None, args.preset, overrides)
+    pipeline = prepare_actor(store, ACTOR, clip, None, args.preset, overrides)
     t0 = time.monotonic()
-    results = run_pipeline(store, name, pipeline, device=args.device, jobs=args.jobs, until=args.until,
+    results = run_pipeline(store, ACTOR, pipeline, device=args.device, jobs=args.jobs, until=args.until,
                            **ARMS[name])
     timeline = Timeline(results, time.monotonic() - t0)
     print(timeline.table(), file=sys.stderr, flush=True)
+    digests = {r.stage: store.get_json(f"actors/{ACTOR}/{r.stage}/manifest.json")["outputs_digest"] for r in results}
     shutil.rmtree(root, ignore_errors=True)
-    return timeline.to_dict()
+    return {**timeline.to_dict(), "outputs_digest": digests}
 
 
 def main() -> None:
@@ -102,6 +106,8 @@ def main() -> None:
         "shard_gain_s": round(wall["overlap"] - wall["shards"], 3) if {"overlap", "shards"} <= set(wall) else None,
         "stage_seconds": {name: {st["stage"]: statistics.median(r["stages"][i]["seconds"] for r in rs)
                                  for i, st in enumerate(rs[0]["stages"])} for name, rs in runs.items()},
+        "same_outputs": {st: len({r["outputs_digest"][st] for rs in runs.values() for r in rs}) == 1
+                         for st in next(iter(runs.values()))[0]["outputs_digest"]},
         "runs": runs,
     }, indent=1))
 
