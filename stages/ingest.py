@@ -87,6 +87,7 @@ class Config:
 
 PRESETS = {"tiny": {"shard_size": 100, "detect_samples": 16, "min_face_frames": 25}}
 WORKER_PRELOAD = ("stages.video.render", "av", "cv2", "mediapipe")  # imported once by the local run's forkserver
+PUBLISHES_SHARDS = True  # each shard's tar is published when written: landmarks and masks may start on it
 
 
 def _label_errors(fn, local: Path, label: str, *args):
@@ -274,6 +275,13 @@ def _ingest(ctx: StageContext, cfg: Config, workers: Workers, local: Path, label
         warnings.append(f"the crop is {crop.side} px, upscaled to {cfg.size}: frames will be soft")
 
     shards = plan_shards(n_out, cfg.shard_size)
+    # the shard plan and the crop first: a shard-overlapped run's landmarks and masks start on each
+    # shard's tar as soon as it is written (ctx.publish_shard), and read these two with it
+    ctx.put_json(SHARDS_FILE, shards_document(n_out, OUTPUT_FPS, shards))
+    record = CropRecord.of(crop, info.width, info.height, cfg.size, info.rotation)
+    ctx.put_json("crop.json", {**record.to_dict(), "pad": cfg.pad,
+                               "face_out_of_crop_fraction": round(out_frac, 4), "samples": len(obs)})
+    ctx.put_bytes("bbox.pt", bbox_pt_bytes(record))
     missing = _label_errors(_render_all, local, label, ctx, workers, cfg, info, index, selected, crop, shards)
     if missing:
         warnings.append(f"{len(missing)} source frames were never decoded; the previous frame was repeated there")
@@ -284,11 +292,6 @@ def _ingest(ctx: StageContext, cfg: Config, workers: Workers, local: Path, label
     log.info("%s: index %.1f s, face detection %.1f s (%d samples), frames %.1f s (%.1f frames/s)", label,
              t_index - t0, t_detect - t_index, len(obs), t_render - t_detect, n_out / max(t_render - t_detect, 1e-9))
 
-    ctx.put_json(SHARDS_FILE, shards_document(n_out, OUTPUT_FPS, shards))
-    record = CropRecord.of(crop, info.width, info.height, cfg.size, info.rotation)
-    ctx.put_json("crop.json", {**record.to_dict(), "pad": cfg.pad,
-                               "face_out_of_crop_fraction": round(out_frac, 4), "samples": len(obs)})
-    ctx.put_bytes("bbox.pt", bbox_pt_bytes(record))
     audio = _label_errors(_audio, local, label, ctx, info, index, n_out)
     if audio is None:
         log.info("%s: no audio track; no audio.wav", label)
@@ -363,6 +366,7 @@ def _render_all(ctx: StageContext, workers: Workers, cfg: Config, info: VideoInf
 
             write_shard_tar(path, members())
         ctx.put_file(f"frames/{s.name}.tar", path)
+        ctx.publish_shard(s.index, [f"frames/{s.name}.tar", SHARDS_FILE, "crop.json"])
         for r in results:
             Path(r.path).unlink(missing_ok=True)
         path.unlink(missing_ok=True)

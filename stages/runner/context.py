@@ -41,6 +41,13 @@ class StageContext:
         scratch: a local folder for this run's temporary files and downloaded inputs.
         progress: counts frames (or steps); shown as a bar / ``$ARGO_PROGRESS_FILE``.
         jobs: worker processes the stage may use for CPU work.
+        feed: a :class:`~stages.runner.feed.Feed` that gives the digests of upstream objects
+            (waiting for an upstream shard still being written in this run), or ``None``: only
+            finished stages' manifests.
+        publish: ``publish(shard_index, {key: sha256})`` declares a shard's outputs complete while
+            the stage still runs (:meth:`publish_shard`); ``None`` outside a shard-overlapped run.
+        reads: ``{"file:<stage>:<key>": sha256}`` of every upstream object fetched (a shard's
+            manifest records them: :mod:`stages.runner.feed`).
     """
 
     decl: StageDecl
@@ -52,10 +59,13 @@ class StageContext:
     scratch: Path
     progress: Progress
     jobs: int = 1
+    feed: Any = None
+    publish: Any = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("avatar.stage"))
     outputs: dict[str, str] = field(default_factory=dict)
     frames_done: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
+    reads: dict[str, str] = field(default_factory=dict)
     _manifests: dict[str, Manifest] = field(default_factory=dict)
 
     # -- keys -----------------------------------------------------------------------------------
@@ -97,6 +107,13 @@ class StageContext:
         return self.put_bytes(rel, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode(),
                               folder)
 
+    def publish_shard(self, index: int, rels: list[str], folder: str | None = None) -> None:
+        """Declare outputs ``rels`` (already written) to be shard ``index``'s, complete: a downstream
+        shard may read them before this stage finishes (no-op outside a shard-overlapped run)."""
+        if self.publish is not None:
+            keys = [self.key(rel, folder) for rel in rels]
+            self.publish(index, {k: self.outputs[k] for k in keys})
+
     def count_frames(self, n: int) -> None:
         """Record ``n`` more frames processed (for frames/s in the log and the manifest)."""
         self.frames_done += n
@@ -121,12 +138,20 @@ class StageContext:
         return sorted(k[len(base):] for k in self.manifest_of(stage).outputs if k.startswith(base + prefix))
 
     def fetch(self, rel: str, stage: str, folder: str | None = None) -> Path:
-        """Local path of an upstream output, verified against the digest in its manifest."""
+        """Local path of an upstream output, verified against the digest in its manifest (or, in a
+        shard-overlapped run, its published shard record: waits until it is published). Recorded
+        in :attr:`reads`."""
         key = actor_key(self.actor, folder or stage, rel)
-        expected = self.manifest_of(stage).outputs.get(key)
+        if self.feed is not None:
+            expected = self.feed.wait(stage, key)
+        else:
+            expected = self.manifest_of(stage).outputs.get(key)
         if expected is None:
             raise BadInput(f"{self.store.uri}/{key}: not among the outputs of stage {stage!r}; "
                            f"re-run {stage} (its manifest does not list this file)")
+        from stages.runner.feed import read_name
+
+        self.reads[read_name(stage, key)] = expected
         return self.store.fetch(key, self.scratch / "inputs", expected)
 
     def fetch_many(self, rels: list[str], stage: str, folder: str | None = None, threads: int = 16) -> list[Path]:

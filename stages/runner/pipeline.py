@@ -40,10 +40,12 @@ def check_face_assets(pipeline: PipelineConfig, flame: Path | None) -> None:
 
 
 def run_pipeline(store: Store, actor: str, pipeline: PipelineConfig, *, device: str = "auto", jobs: int = 1,
-                 until: str | None = None, max_parallel: int | None = None) -> list[StageResult]:
+                 until: str | None = None, max_parallel: int | None = None,
+                 shard_overlap: bool | None = None) -> list[StageResult]:
     """Run every stage (all shards of fan-out stages), skipping finished ones; ``until``: the stages
     of the dependency order up to that one. Each stage starts once those it needs have finished,
-    so independent ones overlap (:mod:`stages.runner.schedule`; ``max_parallel=1``: one at a time).
+    so independent ones overlap (:mod:`stages.runner.schedule`; ``max_parallel=1``: one at a time),
+    and landmarks and masks start on the shards ingest has written (``shard_overlap``).
     The results carry each stage's ``started``/``ended`` (seconds since the start)."""
     from stages.runner.schedule import run_graph
 
@@ -52,4 +54,5 @@ def run_pipeline(store: Store, actor: str, pipeline: PipelineConfig, *, device: 
         decls.append(decl)
         if decl.name == until:
             break
-    return run_graph(store, actor, pipeline, decls, device=device, jobs=jobs, max_parallel=max_parallel)
+    return run_graph(store, actor, pipeline, decls, device=device, jobs=jobs, max_parallel=max_parallel,
+                     shard_overlap=shard_overlap)

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stages.config import CONFIG_FILE, PipelineConfig, digest_of
 from stages.errors import BadInput
@@ -20,6 +20,7 @@ def graph_decls() -> list[StageDecl]:
 from stages.names import check_entry
 from stages.runner import cancel, interrupt, lifeline, lock, scratch as scratch_dirs
 from stages.runner.context import StageContext, actor_key
+from stages.runner.feed import Feed, Stream, own_inputs, publishes_shards, reads_match, record_key
 from stages.runner.manifest import MANIFEST, Manifest
 from stages.runner.progress import Progress
 from stages.runner.shards import Shard
@@ -91,8 +92,11 @@ def check_device(device: str) -> str:
     return resolve_device(device, gpu) if gpu is not None else "cpu"
 
 
-def stage_inputs(decl: StageDecl, actor: str, store: Store, pipeline: PipelineConfig, module: Any) -> dict[str, str]:
-    """Digests of everything the stage reads: the video (first stage), upstream outputs, assets."""
+def stage_inputs(decl: StageDecl, actor: str, store: Store, pipeline: PipelineConfig, module: Any,
+                 pending: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Digests of everything the stage reads: the video (first stage), upstream outputs, assets.
+    An upstream stage in ``pending`` (still running in this shard-overlapped run) that has not
+    finished yet is left out (:mod:`stages.runner.feed`)."""
     inputs: dict[str, str] = {}
     if not decl.needs:
         key = actor_key(actor, "input", "video.mp4")
@@ -106,6 +110,8 @@ def stage_inputs(decl: StageDecl, actor: str, store: Store, pipeline: PipelineCo
         try:
             inputs[up] = Manifest.from_dict(store.get_json(key)).outputs_digest
         except KeyError:
+            if up in pending:
+                continue
             raise BadInput(f"{store.uri}/{key}: stage {up!r} has not finished for actor {actor!r}; "
                            f"run it first (avatar stage {up} --actor {actor} --store {store.uri})") from None
     for kind in getattr(module, "ASSETS", ()) if module is not None else ():
@@ -129,16 +135,23 @@ class _Plan:
     """Everything needed to run a stage, computed once per invocation."""
 
     def __init__(self, name: str, actor: str, store: Store, pipeline: PipelineConfig | None, device: str,
-                 jobs: int, scratch: Path):
+                 jobs: int, scratch: Path, pending: frozenset[str] = frozenset(), run_id: str | None = None,
+                 alive: Callable[[str], bool] | None = None):
         self.decl = get_stage(name)
         self.actor = actor
         self.store = store
         self.pipeline = pipeline or load_pipeline_config(store, actor)
-        stage_inputs(self.decl, actor, store, self.pipeline, None)  # fail fast on a missing video/upstream
+        pending = frozenset(pending) & set(self.decl.needs)
+        stage_inputs(self.decl, actor, store, self.pipeline, None, pending)  # fail fast on a missing video/upstream
         self.module = self.decl.load()
         self.config = self.pipeline.stage_config(self.decl)
         self.config_digest = digest_of(self.config)
-        self.inputs = stage_inputs(self.decl, actor, store, self.pipeline, self.module)
+        self.inputs = stage_inputs(self.decl, actor, store, self.pipeline, self.module, pending)
+        self.own = own_inputs(self.decl, actor, store, self.pipeline, self.module)
+        # upstream stages read shard by shard while they still run (their manifests come later)
+        self.waiting = frozenset(u for u in self.decl.needs if u not in self.inputs)
+        self.run_id = run_id
+        self.feed = Feed(store, actor, self.pipeline, self.waiting, run_id, alive)
         self.jobs = max(1, jobs)
         cpu_fn = getattr(self.module, "processes_per_gpu", None)
         cpu_bound = cpu_fn is not None and int(cpu_fn(self.config, self.pipeline.assets)) <= 0
@@ -149,13 +162,51 @@ class _Plan:
     def context(self, progress: Progress) -> StageContext:
         return StageContext(decl=self.decl, actor=self.actor, store=self.store, config=self.config,
                             assets=self.assets, device=self.device, scratch=self.scratch, progress=progress,
-                            jobs=self.jobs)
+                            jobs=self.jobs, feed=self.feed if self.waiting else None,
+                            publish=self.publish_record if self.run_id else None)
 
-    def manifest(self, outputs: dict[str, str], shard: int | None, stats: dict[str, Any]) -> Manifest:
+    def manifest(self, outputs: dict[str, str], shard: int | None, stats: dict[str, Any],
+                 inputs: dict[str, str] | None = None) -> Manifest:
         from dataclasses import asdict
 
-        return Manifest(stage=self.decl.name, actor=self.actor, inputs=self.inputs, config_digest=self.config_digest,
-                        config=asdict(self.config), outputs=dict(sorted(outputs.items())), shard=shard, stats=stats)
+        return Manifest(stage=self.decl.name, actor=self.actor, inputs=self.inputs if inputs is None else inputs,
+                        config_digest=self.config_digest, config=asdict(self.config),
+                        outputs=dict(sorted(outputs.items())), shard=shard, stats=stats)
+
+    def publish_record(self, index: int, outputs: dict[str, str]) -> None:
+        """Write the record of shard ``index`` of a stage that publishes its shards while it runs
+        (ingest): its outputs so far, stamped with this run's id (:mod:`stages.runner.feed`)."""
+        lock.check_held(self.store, self.actor)
+        self.store.put_json(record_key(self.actor, self.decl.name, f"{index:04d}"),
+                            self.manifest(outputs, index, {"run": self.run_id}).to_dict())
+
+    def check_upstream(self) -> None:
+        """BadInput when an upstream stage this one reads shard by shard ended without finishing."""
+        for up in sorted(self.waiting):
+            self.feed.check_upstream(up)
+
+    def await_upstream(self) -> None:
+        """Wait until every upstream stage read shard by shard has finished, then take the
+        stage-level inputs (their manifests' digests) as every stage does."""
+        if not self.waiting:
+            return
+        for up in sorted(self.waiting):
+            self.feed.wait_final(up)
+        self.inputs = stage_inputs(self.decl, self.actor, self.store, self.pipeline, self.module)
+        self.waiting = frozenset()
+        self.feed = Feed(self.store, self.actor, self.pipeline)
+
+
+def _shard_done(plan: _Plan, shard: Shard, wait: bool = False) -> bool:
+    """Whether the shard has a manifest for the current config and inputs: every upstream file it
+    read still has the digest it read (``wait``: waiting for upstream shards still being written),
+    or (a manifest written before shard-level digests) the same stage-level inputs."""
+    sm = _read_manifest(plan.store, _shard_manifest_key(plan.actor, plan.decl.name, shard))
+    if sm is None or sm.config_digest != plan.config_digest:
+        return False
+    if not plan.waiting and sm.inputs == plan.inputs:
+        return True
+    return reads_match(sm.inputs, plan.own, plan.feed.wait if wait else plan.feed.current)
 
 
 def _stats(frames: int, seconds: float, extra: dict[str, Any]) -> dict[str, Any]:
@@ -193,15 +244,23 @@ def _gpu_stat(plan: _Plan) -> dict[str, Any]:
     return {"gpu": current_gpu()}
 
 
-def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True) -> int:
-    """Run one shard and write its manifest; return frames processed."""
-    t0 = time.monotonic()
+def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True, recheck: bool = False) -> int | None:
+    """Run one shard and write its manifest; return frames processed. ``recheck``: first check
+    again, waiting for the upstream shards it read, whether its manifest is still good (``None``:
+    it was, nothing ran). The manifest's inputs are the shard's own reads (:mod:`stages.runner.feed`)."""
+    if recheck and _shard_done(plan, shard, wait=True):
+        log.info("%s shard %s: already finished, skipped", plan.decl.name, shard.name)
+        return None
+    t0, waited0 = time.monotonic(), plan.feed.waited_s
     with Progress(f"{plan.decl.name} shard {shard.name}", len(shard), enabled=show_progress) as progress:
         ctx = plan.context(progress)
+        ctx.shards()  # the shard plan is an input of every shard: among its reads
         plan.module.run_shard(ctx, shard)
-    seconds = time.monotonic() - t0
+    waited = plan.feed.waited_s - waited0  # waiting for upstream shards is not this shard's work
+    seconds = time.monotonic() - t0 - waited
     frames = ctx.frames_done or len(shard)
-    m = plan.manifest(ctx.outputs, shard.index, _stats(frames, seconds, {**_gpu_stat(plan), **ctx.stats}))
+    extra = {**_gpu_stat(plan), **ctx.stats, **({"waited_s": round(waited, 3)} if waited else {})}
+    m = plan.manifest(ctx.outputs, shard.index, _stats(frames, seconds, extra), inputs={**plan.own, **ctx.reads})
     lock.check_held(plan.store, lock.lock_scope(plan.actor, plan.decl.name, shard.index))
     lock.check_held(plan.store, plan.actor)
     plan.store.put_json(_shard_manifest_key(plan.actor, plan.decl.name, shard), m.to_dict())
@@ -211,7 +270,8 @@ def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True) -> int:
 
 
 def _shard_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any], device: str,
-                  scratch: str, index: int, decls: tuple[StageDecl, ...], pool_size: int) -> int:
+                  scratch: str, index: int, decls: tuple[StageDecl, ...], pool_size: int,
+                  pending: tuple[str, ...] = (), run_id: str | None = None) -> int | None:
     """Process-pool entry point: rebuild the plan in the worker (with the parent's stage graph) and
     run one shard. ``ctx.jobs`` is the pool size there, so a stage sizes its threads to its share
     of the cores."""
@@ -222,14 +282,15 @@ def _shard_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any
     graph.BY_NAME.update({d.name: d for d in decls})
     Path(scratch).mkdir(parents=True, exist_ok=True)
     plan = _Plan(name, actor, open_store(store_uri), PipelineConfig.from_dict(pipeline), device, pool_size,
-                 Path(scratch))
+                 Path(scratch), frozenset(pending), run_id)
     limit_worker_threads(pool_size)  # its share of the cores: pool_size workers of all-core torch thrash
     shard = next(s for s in plan.context(Progress("", enabled=False)).shards() if s.index == index)
-    return _run_shard(plan, shard, show_progress=False)
+    return _run_shard(plan, shard, show_progress=False, recheck=bool(pending))
 
 
 def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig | None = None,
-              shard: int | None = None, device: str = "auto", jobs: int = 1) -> StageResult:
+              shard: int | None = None, device: str = "auto", jobs: int = 1,
+              stream: Stream | None = None) -> StageResult:
     """Run stage ``name`` for ``actor`` on ``store``.
 
     - A stage whose manifest matches its inputs and config is skipped.
@@ -237,6 +298,11 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
     - A fan-out stage runs the given ``shard`` only, or every unfinished shard when ``shard`` is
       ``None`` (in ``jobs`` processes). Once every shard has a matching manifest, ``finish`` runs and
       the stage manifest is written, last.
+
+    ``stream`` (the local scheduler's shard-level overlap): a fan-out stage may start while
+    upstream stages that publish their shards still run in this run; each shard then waits for
+    the upstream shards it reads (:mod:`stages.runner.feed`), and the stage manifest is written
+    only once those stages have finished.
 
     One writer at a time: the actor's lock (the shard's, for one ``shard``) is held meanwhile
     (:mod:`stages.runner.lock`); worker processes die with this one (:mod:`stages.runner.lifeline`);
@@ -250,19 +316,28 @@ def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig |
     """
     check_entry(actor)
     interrupt.note(store, actor)
+    decl = get_stage(name)
+    pending: frozenset[str] = frozenset()
+    if stream is not None and decl.fan_out and shard is None:
+        pending = frozenset(u for u in decl.needs if stream.alive(u) and publishes_shards(get_stage(u))
+                            and stage_finished(store, actor, u) is None)
     # fail fast, before the lock (which creates a local store's folder): missing video or upstream stage
-    stage_inputs(get_stage(name), actor, store, pipeline or load_pipeline_config(store, actor), None)
+    stage_inputs(decl, actor, store, pipeline or load_pipeline_config(store, actor), None, pending)
     scratch_dirs.sweep()
     with lock.hold(store, lock.lock_scope(actor, name, shard)):
-        return _run_stage_locked(name, actor, store, pipeline, shard, device, jobs)
+        return _run_stage_locked(name, actor, store, pipeline, shard, device, jobs, pending, stream)
 
 
 def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineConfig | None, shard: int | None,
-                      device: str, jobs: int) -> StageResult:
+                      device: str, jobs: int, pending: frozenset[str] = frozenset(),
+                      stream: Stream | None = None) -> StageResult:
     t0 = time.monotonic()
     scratch = scratch_dirs.make_scratch(name)
     try:
-        plan = _Plan(name, actor, store, pipeline, device, jobs, scratch)
+        plan = _Plan(name, actor, store, pipeline, device, jobs, scratch, pending,
+                     stream.run_id if stream is not None else None, stream.alive if stream is not None else None)
+        if plan.waiting:
+            log.info("%s: starts on the shards %s has written so far", name, " and ".join(sorted(plan.waiting)))
         mkey = actor_key(actor, name, MANIFEST)
         log.info("%s: runs on %s", name, "the GPU (cuda)" if plan.device == "cuda" else
                  f"the CPU ({plan.jobs} worker processes)" if plan.decl.fan_out and plan.jobs > 1 else "the CPU")
@@ -273,6 +348,7 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
                                "pick one of those")
         done = _read_manifest(store, mkey)
         if done is not None:
+            plan.await_upstream()
             if done.matches(plan.inputs, plan.config_digest):
                 log.info("%s: already finished for %s (manifest matches), skipped", name, actor)
                 return StageResult(name, "skipped")
@@ -294,62 +370,30 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
             return StageResult(name, "ran", frames, seconds)
 
         targets = [s for s in all_shards if shard is None or s.index == shard]
-        todo = []
-        for s in targets:
-            sm = _read_manifest(store, _shard_manifest_key(actor, name, s))
-            if sm is not None and sm.matches(plan.inputs, plan.config_digest):
-                log.info("%s shard %s: already finished, skipped", name, s.name)
-            else:
-                todo.append(s)
         frames = 0
-        # Shards in parallel processes: as many as jobs on a CPU; on GPUs as many as the stage says
-        # share one GPU well (PROCESSES_PER_GPU: launch-bound or CPU-bound stages overlap there),
-        # times the GPUs, each worker pinned to one GPU (see stages.runner.devices).
-        per_device, gpus = plan.jobs, []
-        if plan.device == "cuda":
-            from stages.runner.devices import visible_gpus
-
-            gpus = visible_gpus()
-            per_device = _processes_per_gpu(plan) * max(1, len(gpus))
-        workers = min(plan.jobs, len(todo), per_device)
-        if workers > 1:
-            mp_context = _worker_context(plan)
-            pin: dict[str, Any] = {"initializer": lifeline.worker_init}
-            if len(gpus) > 1:
-                from stages.runner.devices import gpu_slots, is_simulated, pin_worker
-
-                slots = mp_context.Queue()
-                for g in gpu_slots(workers, gpus):
-                    slots.put(g)
-                pin = {"initializer": lifeline.worker_init, "initargs": (pin_worker, slots, is_simulated())}
-                log.info("%s: %d worker processes over %d GPUs (%s)", name, workers, len(gpus), ", ".join(gpus))
-            with Progress(name, sum(len(s) for s in todo)) as progress, ProcessPoolExecutor(
-                    max_workers=workers, mp_context=mp_context, **pin) as pool:
-                try:
-                    futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(),
-                                           plan.device, str(scratch / f"w{s.index}"), s.index,
-                                           tuple(graph_decls()), workers): s for s in todo}
-                    pending = set(futures)
-                    while pending:  # polled, so that the scheduler can stop this stage (stages.runner.cancel)
-                        finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                        cancel.check()
-                        for fut in finished:
-                            frames += fut.result()
-                            progress.advance(len(futures[fut]))
-                except BaseException:  # Ctrl-C, a failed shard: stop the others now, not after their shards
-                    lifeline.kill_pool(pool)
-                    raise
-        else:
-            for s in todo:
-                cancel.check()
-                frames += _run_shard(plan, s)
+        ran: list[Shard] = []
+        while True:  # a second pass once shard-by-shard upstream stages have finished (normally nothing left)
+            streaming = bool(plan.waiting)
+            todo = []
+            for s in targets:
+                if not _shard_done(plan, s):
+                    todo.append(s)
+                elif not ran:
+                    log.info("%s shard %s: already finished, skipped", name, s.name)
+            n, done_shards = _run_shards(plan, todo, scratch, streaming)
+            frames += n
+            ran += done_shards
+            if not streaming:
+                break
+            plan.await_upstream()
+        todo = ran
 
         # Finish the stage once every shard has a matching manifest (whoever gets here last).
         outputs: dict[str, str] = {}
         shard_stats = []
         for s in all_shards:
             sm = _read_manifest(store, _shard_manifest_key(actor, name, s))
-            if sm is None or not sm.matches(plan.inputs, plan.config_digest):
+            if sm is None or not _shard_done(plan, s):
                 seconds = time.monotonic() - t0
                 return StageResult(name, "partial", frames, seconds, tuple(s.index for s in todo))
             outputs.update(sm.outputs)
@@ -363,6 +407,65 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
         return _finish(plan, store, mkey, outputs, shard_stats, all_shards, frames, t0, todo)
     finally:
         scratch_dirs.remove_scratch(scratch)
+
+
+def _run_shards(plan: _Plan, todo: list[Shard], scratch: Path, streaming: bool) -> tuple[int, list[Shard]]:
+    """Run shards ``todo``, in worker processes where there are several (``streaming``: their
+    upstream shards may still be being written; each waits for its own). Returns the frames
+    processed and the shards that ran (a shard found done on its re-check did not)."""
+    name, store, actor = plan.decl.name, plan.store, plan.actor
+    frames, ran = 0, []
+    # Shards in parallel processes: as many as jobs on a CPU; on GPUs as many as the stage says
+    # share one GPU well (PROCESSES_PER_GPU: launch-bound or CPU-bound stages overlap there),
+    # times the GPUs, each worker pinned to one GPU (see stages.runner.devices).
+    per_device, gpus = plan.jobs, []
+    if plan.device == "cuda":
+        from stages.runner.devices import visible_gpus
+
+        gpus = visible_gpus()
+        per_device = _processes_per_gpu(plan) * max(1, len(gpus))
+    workers = min(plan.jobs, len(todo), per_device)
+    if workers > 1:
+        mp_context = _worker_context(plan)
+        pin: dict[str, Any] = {"initializer": lifeline.worker_init}
+        if len(gpus) > 1:
+            from stages.runner.devices import gpu_slots, is_simulated, pin_worker
+
+            slots = mp_context.Queue()
+            for g in gpu_slots(workers, gpus):
+                slots.put(g)
+            pin = {"initializer": lifeline.worker_init, "initargs": (pin_worker, slots, is_simulated())}
+            log.info("%s: %d worker processes over %d GPUs (%s)", name, workers, len(gpus), ", ".join(gpus))
+        with Progress(name, sum(len(s) for s in todo)) as progress, ProcessPoolExecutor(
+                max_workers=workers, mp_context=mp_context, **pin) as pool:
+            try:
+                futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(),
+                                       plan.device, str(scratch / f"w{s.index}"), s.index,
+                                       tuple(graph_decls()), workers, tuple(sorted(plan.waiting)),
+                                       plan.run_id): s for s in todo}
+                pending = set(futures)
+                while pending:  # polled, so that the scheduler can stop this stage (stages.runner.cancel)
+                    finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    cancel.check()
+                    if streaming:  # an upstream stage that ended without finishing fails this one
+                        plan.check_upstream()
+                    for fut in finished:
+                        n = fut.result()
+                        if n is not None:
+                            frames += n
+                            ran.append(futures[fut])
+                        progress.advance(len(futures[fut]))
+            except BaseException:  # Ctrl-C, a failed shard: stop the others now, not after their shards
+                lifeline.kill_pool(pool)
+                raise
+    else:
+        for s in todo:
+            cancel.check()
+            n = _run_shard(plan, s, recheck=streaming)
+            if n is not None:
+                frames += n
+                ran.append(s)
+    return frames, ran
 
 
 def _finish(plan: _Plan, store: Store, mkey: str, outputs: dict[str, str], shard_stats: list[dict[str, Any]],
@@ -380,6 +483,9 @@ def _finish(plan: _Plan, store: Store, mkey: str, outputs: dict[str, str], shard
     seconds = time.monotonic() - t0
     total_frames = sum(int(st.get("frames", 0)) for st in shard_stats)
     shard_seconds = sum(float(st.get("seconds", 0.0)) for st in shard_stats)
+    waited = sum(float(st.get("waited_s", 0.0)) for st in shard_stats)
+    if waited:
+        extra = {**extra, "shard_waited_s": round(waited, 3)}
     stats = {"frames": total_frames, "shard_seconds": round(shard_seconds, 3),
              "frames_per_s_per_worker": round(total_frames / shard_seconds, 2) if shard_seconds else None,
              "shards": len(all_shards), **extra}

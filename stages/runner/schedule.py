@@ -28,14 +28,24 @@ running stages the same way and re-raises ``KeyboardInterrupt``. A rerun resumes
 are skipped, kept shards are not redone.
 
 The actor's lock is held for the whole run (stages re-enter it from their threads).
+
+Shard-level overlap (``shard_overlap``, on unless ``AVATAR_SHARD_OVERLAP=0``): a fan-out stage
+also starts while a stage it needs still runs, when that stage publishes its shards as they are
+written (ingest's shard records, a fan-out stage's shard manifests: :mod:`stages.runner.feed`).
+Each of its shards then waits for the upstream shards it reads, so landmarks works on the first
+shards while ingest still renders the last ones, and masks follows landmarks shard by shard. Its
+stage manifest is still written last, after those stages' manifests. Calibrate needs the landmarks
+of keyframes spread over the whole clip, and track needs calibrate, so they start as before.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Iterable
@@ -43,6 +53,7 @@ from typing import Iterable
 from stages.config import PipelineConfig
 from stages.graph import StageDecl
 from stages.runner import cancel, lifeline, lock
+from stages.runner.feed import Stream, publishes_shards
 from stages.runner.run import StageResult, resolve_device, run_stage
 from stages.store.base import Store
 
@@ -172,6 +183,14 @@ class _Run:
     failure: BaseException | None = None
     stopped: list[str] = field(default_factory=list)
     stop_at: float | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    live: set[str] = field(default_factory=set)
+    shard_overlap: bool = False
+
+    def alive(self, name: str) -> bool:
+        """Whether stage ``name`` still runs (read by stage threads; changed by the main thread only
+        after a failure has been recorded, so a stage waiting on it sees the stop first)."""
+        return name in self.live
 
     def request_stop(self) -> None:
         if not self.stop.is_set():
@@ -179,8 +198,19 @@ class _Run:
             self.stop.set()
 
 
+def shard_overlap_default() -> bool:
+    """Shard-level overlap unless ``AVATAR_SHARD_OVERLAP`` is ``0`` (or ``off``/``false``)."""
+    return os.environ.get("AVATAR_SHARD_OVERLAP", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def streams(up: StageDecl, down: StageDecl) -> bool:
+    """Whether ``down`` may start while ``up`` still runs: ``down`` fans out over shards and ``up``
+    publishes its shards as they are written."""
+    return down.fan_out and publishes_shards(up)
+
+
 def run_graph(store: Store, actor: str, pipeline: PipelineConfig, decls: list[StageDecl], *, device: str = "auto",
-              jobs: int = 1, max_parallel: int | None = None) -> list[StageResult]:
+              jobs: int = 1, max_parallel: int | None = None, shard_overlap: bool | None = None) -> list[StageResult]:
     """Run ``decls`` for ``actor``, each stage as soon as the stages it needs have finished.
 
     Args:
@@ -191,6 +221,9 @@ def run_graph(store: Store, actor: str, pipeline: PipelineConfig, decls: list[St
         jobs: CPU worker processes in all (shared by :func:`cpu_shares`).
         max_parallel: at most this many stages at once (``1``: one after another, as before);
             ``None``: as many as the graph allows.
+        shard_overlap: let a fan-out stage start on the shards a stage it needs has published
+            while that stage still runs (:func:`streams`); ``None``: :func:`shard_overlap_default`.
+            Never with ``max_parallel=1``.
 
     Returns:
         One :class:`~stages.runner.run.StageResult` per stage, in the order of ``decls``, with
@@ -204,6 +237,7 @@ def run_graph(store: Store, actor: str, pipeline: PipelineConfig, decls: list[St
     names = [d.name for d in decls]
     demands = {d.name: stage_demand(d, pipeline, device, jobs) for d in decls}
     limit = max(1, max_parallel) if max_parallel is not None else len(decls) or 1
+    run.shard_overlap = limit > 1 and (shard_overlap_default() if shard_overlap is None else shard_overlap)
     if jobs > 1:  # shard pools fork from a forkserver, which must outlive every stage thread
         lifeline.start_forkserver(worker_preload(decls))
     with lock.hold(store, actor):
@@ -230,13 +264,14 @@ def run_graph(store: Store, actor: str, pipeline: PipelineConfig, decls: list[St
 
 def _start_ready(run: _Run, decls: list[StageDecl], demands: dict[str, Demand], store: Store, actor: str,
                  pipeline: PipelineConfig, device: str, jobs: int, limit: int) -> None:
-    names = {d.name for d in decls}
+    by_name = {d.name: d for d in decls}
     for d in decls:
         if len(run.running) >= limit:
             return
         if d.name in run.results or d.name in run.running:
             continue
-        if not all(up in run.results for up in d.needs if up in names):
+        if not all(up in run.results or (run.shard_overlap and up in run.running and streams(by_name[up], d))
+                   for up in d.needs if up in by_name):
             continue
         unfinished = [demands[n] for n in demands if n not in run.results]
         share = cpu_shares(jobs, unfinished)[d.name] if limit > 1 else jobs
@@ -246,6 +281,7 @@ def _start_ready(run: _Run, decls: list[StageDecl], demands: dict[str, Demand], 
         thread = threading.Thread(target=_stage_thread, name=f"stage {d.name}", daemon=True,
                                   args=(run, d.name, store, actor, pipeline, device, share))
         run.running[d.name] = thread
+        run.live.add(d.name)
         thread.start()
 
 
@@ -254,7 +290,8 @@ def _stage_thread(run: _Run, name: str, store: Store, actor: str, pipeline: Pipe
     cancel.bind(run.stop)
     started = time.monotonic() - run.t0
     try:
-        result = run_stage(name, actor, store, pipeline=pipeline, device=device, jobs=jobs)
+        stream = Stream(run.run_id, run.alive) if run.shard_overlap else None
+        result = run_stage(name, actor, store, pipeline=pipeline, device=device, jobs=jobs, stream=stream)
         result.started, result.ended = started, time.monotonic() - run.t0
         run.events.put((name, result, None))
     except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
@@ -284,6 +321,7 @@ def _collect(run: _Run, timeout: float | None = None) -> bool:
         if run.running:
             log.info("stage %s failed; stopping %s", name, ", ".join(run.running))
         run.request_stop()
+    run.live.discard(name)  # after the stop: a stage waiting on this one sees the stop, not a vanished upstream
     return True
 
 

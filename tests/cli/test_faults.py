@@ -210,7 +210,11 @@ def test_ctrl_c_says_what_finished_and_how_to_resume(clip, tmp_path):
     run = Run(argv, subprocess_env({"OMP_NUM_THREADS": "1"}))
     try:
         assert run.wait_for_stage("landmarks")
-        time.sleep(0.2)  # landmarks of the 48-frame clip take about a second on 2 workers
+        done = Path(store) / "actors" / "synth" / "ingest" / "manifest.json"  # landmarks starts beside ingest
+        deadline = time.monotonic() + 600
+        while not done.exists() and run.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # landmarks of the 48-frame clip's one shard take about a second once ingest wrote it
         os.killpg(run.proc.pid, signal.SIGINT)  # what a terminal does: the whole foreground group
         assert run.wait(120) == 130
         assert wait_until_gone(run.proc.pid, 2.0) == []

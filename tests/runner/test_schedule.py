@@ -279,8 +279,9 @@ def _manifest_span(store, actor: str, stage: str) -> tuple[float, float]:
 
 
 def test_masks_runs_beside_calibrate_on_a_tiny_synthetic_clip(tmp_path):
-    """The real stages on a generated clip (tiny preset, calibrate shortened): masks (CPU) and
-    calibrate both start when landmarks finishes, and their manifests show them running together."""
+    """The real stages on a generated clip (tiny preset, calibrate shortened): calibrate starts when
+    landmarks finishes, masks (CPU) already with ingest (shard-level overlap: it works on each shard
+    once landmarks has written it), and their manifests show masks and calibrate running together."""
     from stages.face.model import load_face_model
     from stages.face.synth import SynthSpec, generate_params, render_video
     from stages.runner.pipeline import prepare_actor, run_pipeline
@@ -298,9 +299,9 @@ def test_masks_runs_beside_calibrate_on_a_tiny_synthetic_clip(tmp_path):
     by = {r.stage: r for r in results}
     masks, calibrate, landmarks = (_manifest_span(st, "s", n) for n in ("masks", "calibrate", "landmarks"))
     assert masks[0] < calibrate[1] and calibrate[0] < masks[1], (masks, calibrate)
-    assert min(masks[0], calibrate[0]) >= landmarks[1] - 0.05, "a stage started before what it needs finished"
-    assert by["masks"].started >= by["landmarks"].ended and by["calibrate"].started >= by["landmarks"].ended
-    assert abs(by["masks"].started - by["calibrate"].started) < 1.0
+    assert calibrate[0] >= landmarks[1] - 0.05, "calibrate started before landmarks finished"
+    assert by["calibrate"].started >= by["landmarks"].ended
+    assert by["masks"].started < by["landmarks"].ended  # started on the shards as they came
     assert sum(r.seconds for r in results) > by["calibrate"].ended  # the sum of stages exceeds the wall clock
     # a rerun skips everything
     assert {r.status for r in run_pipeline(st, "s", pipeline, device="cpu", jobs=2, until="calibrate")} == {"skipped"}
