@@ -269,6 +269,15 @@ def resume_digest(cfg: TrainConfig) -> str:
     return digest_of({k: v for k, v in asdict(cfg).items() if k not in RESUME_IGNORES})
 
 
+def resume_holds(state: dict, cfg: TrainConfig) -> bool:
+    """Whether a training checkpoint may be resumed with ``cfg``: its settings (less
+    :data:`RESUME_IGNORES`) equal ``cfg``'s, fields added to the config since it was written counting
+    at their defaults (:mod:`stages.config_match`)."""
+    from stages.config_match import config_holds
+
+    return config_holds(state.get("config"), str(state.get("config_digest", "")), cfg, ignore=RESUME_IGNORES)
+
+
 def _checkpoint_dict(cfg: TrainConfig, model: GaussianAvatar, opt: torch.optim.Optimizer, step: int, images: int) -> dict:
     return {"format": ckpt.CHECKPOINT_FORMAT, "config": asdict(cfg), "config_digest": resume_digest(cfg), "step": step,
             "images": images, "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": ckpt.rng_state()}
@@ -354,7 +363,7 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     src = resume_from if resume_from is not None else ck_path
     if src.is_file():
         state = ckpt.load(src, ckpt.CHECKPOINT_FORMAT)
-        if state["config_digest"] == resume_digest(cfg) and int(state["step"]) <= cfg.steps:
+        if resume_holds(state, cfg) and int(state["step"]) <= cfg.steps:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             ckpt.set_rng_state(state["rng"])

@@ -273,13 +273,13 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
                                "pick one of those")
         done = _read_manifest(store, mkey)
         if done is not None:
-            if done.matches(plan.inputs, plan.config_digest):
+            if done.matches(plan.inputs, plan.config):
                 log.info("%s: already finished for %s (manifest matches), skipped", name, actor)
                 return StageResult(name, "skipped")
             raise BadInput(
                 f"{store.uri}/{mkey}: stage {name!r} already finished for actor {actor!r} with other inputs or "
-                f"config, and finished outputs are never overwritten; use a new --actor name, or move "
-                f"{store.uri}/{actor_key(actor, name)}/ aside yourself to redo it")
+                f"config ({done.mismatch(plan.inputs, plan.config)}), and finished outputs are never overwritten; "
+                f"use a new --actor name, or move {store.uri}/{actor_key(actor, name)}/ aside yourself to redo it")
 
         if not plan.decl.fan_out:
             with Progress(name, 0) as progress:
@@ -297,7 +297,7 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
         todo = []
         for s in targets:
             sm = _read_manifest(store, _shard_manifest_key(actor, name, s))
-            if sm is not None and sm.matches(plan.inputs, plan.config_digest):
+            if sm is not None and sm.matches(plan.inputs, plan.config):
                 log.info("%s shard %s: already finished, skipped", name, s.name)
             else:
                 todo.append(s)
@@ -349,7 +349,7 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
         shard_stats = []
         for s in all_shards:
             sm = _read_manifest(store, _shard_manifest_key(actor, name, s))
-            if sm is None or not sm.matches(plan.inputs, plan.config_digest):
+            if sm is None or not sm.matches(plan.inputs, plan.config):
                 seconds = time.monotonic() - t0
                 return StageResult(name, "partial", frames, seconds, tuple(s.index for s in todo))
             outputs.update(sm.outputs)
@@ -357,7 +357,7 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
         if shard is not None:  # one shard's pod: finish under the actor's lock, once
             with lock.hold(store, actor, wait=max(lock.wait_seconds(), 2 * lock.lease_seconds())):
                 done = _read_manifest(store, mkey)
-                if done is not None and done.matches(plan.inputs, plan.config_digest):
+                if done is not None and done.matches(plan.inputs, plan.config):
                     return StageResult(name, "ran", frames, time.monotonic() - t0, tuple(s.index for s in todo))
                 return _finish(plan, store, mkey, outputs, shard_stats, all_shards, frames, t0, todo)
         return _finish(plan, store, mkey, outputs, shard_stats, all_shards, frames, t0, todo)
