@@ -171,9 +171,10 @@ class TrainPlan:
         return {"held_out": self.split.describe(), "budget": {"steps": self.steps, "rule": self.budget_rule}}
 
 
-def plan_training(cfg: TrainConfig, n_frames: int) -> TrainPlan:
-    """The split of ``n_frames`` tracked frames and the step budget of its training frames."""
-    split = choose_split(n_frames, cfg.test_frames, cfg.test_fraction, cfg.max_train_frames)
+def plan_training(cfg: TrainConfig, n_frames: int, span: tuple[int, int] | None = None) -> TrainPlan:
+    """The split of ``n_frames`` tracked frames (``span``: those with a face, see
+    :func:`stages.gauss.data.choose_split`) and the step budget of its training frames."""
+    split = choose_split(n_frames, cfg.test_frames, cfg.test_fraction, cfg.max_train_frames, span)
     steps, rule = training_budget(cfg, len(split.train))
     return TrainPlan(split, steps, rule)
 
@@ -346,7 +347,7 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     renderer = choose_renderer(cfg.renderer, device)
     use_amp = cfg.amp and str(device).startswith("cuda")
     seq = TrackedSequence.load(layout)
-    plan = plan_training(cfg, len(seq))
+    plan = plan_training(cfg, len(seq), seq.face_span())
     train_idx = plan.split.train
     cfg = dataclasses.replace(cfg, steps=plan.steps)
     log.info("held out %s", plan.split.rule)
