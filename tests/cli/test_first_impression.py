@@ -101,6 +101,10 @@ def test_a_20_frame_clip_in_a_folder_with_spaces_is_one_line_exit_2(tmp_path, wo
     assert str(clip) in err[0] and "only 20 frames" in err[0] and "longer video" in err[0]
     assert store_files(store) == before
     assert sorted(p.name for p in store.iterdir()) == ["keep.txt"]
+    fresh = tmp_path / "new store"  # the first command of a new user: no store folder is left behind
+    assert main(["run", "--actor", "first", "--video", str(clip), "--store", str(fresh), "--preset", "tiny",
+                 "--device", "cpu", "--jobs", "1"]) == 2
+    assert not fresh.exists()
 
 
 def test_a_portrait_1080x1920_clip_works(tmp_path, wojtek):
