@@ -80,6 +80,9 @@ def plan_setup(store: Store, actor: str, video: Path | None = None, preset: str 
     key = actor_key(actor, *VIDEO_KEY)
     if video is not None:
         video = Path(video)
+        if video.is_dir():
+            raise BadInput(f"{video}: a folder, not a video file; give the path of the talking-head video "
+                           f"itself (e.g. {video / 'clip.mp4'})")
         if not video.is_file():
             raise BadInput(f"{video}: no such file; give the path to the talking-head video")
         sha = check_video(video)

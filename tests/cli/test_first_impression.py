@@ -176,3 +176,14 @@ def test_frame_rate_warning_rule(steps, dup, warns):
 
     n_out = 60
     assert bool(frame_rate_warnings(dup, n_out, 25.0 * 512 / np.mean(steps))) == warns
+
+
+def test_a_folder_as_the_video_is_one_line_exit_2(tmp_path, capsys):
+    folder = tmp_path / "my videos"
+    folder.mkdir()
+    store = tmp_path / "store"
+    capsys.readouterr()
+    assert main(["run", "--actor", "first", "--video", str(folder), "--store", str(store)]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and f"{folder}: a folder, not a video file" in err[0] and "clip.mp4" in err[0], err
+    assert not store.exists()
