@@ -156,3 +156,25 @@ def test_real_ingest_finished_by_old_code_is_kept(wojtek, tmp_path, monkeypatch)
     with pytest.raises(BadInput, match="new_knob 0 -> 1"):
         run_stage("ingest", "a", store, pipeline=PipelineConfig(preset="tiny", stages={"ingest": {"new_knob": 1}}))
     assert snapshot(store) == before
+
+
+def test_a_pod_of_the_upgraded_image_skips_the_finished_shard(toy_graph, store, monkeypatch, capsys):
+    """The Argo path: each pod runs `avatar stage NAME --actor A --store URI [--shard N]` (the same
+    runner and manifests, here on the local folder and on the S3 server)."""
+    import toy_stages_count
+
+    from stages.cli import main
+
+    store.put_bytes("actors/a/input/video.mp4", b"the toy ingest only copies it")
+    assert main(["stage", "ingest", "--actor", "a", "--store", store.uri]) == 0
+    assert main(["stage", "count", "--actor", "a", "--store", store.uri, "--shard", "1"]) == 0  # old image
+    shard1 = store.get_bytes("actors/a/count/shards/0001.manifest.json")
+    upgrade(monkeypatch, toy_stages_count, mode="plain")  # the new image
+    capsys.readouterr()
+    assert main(["stage", "count", "--actor", "a", "--store", store.uri, "--shard", "1"]) == 0
+    assert main(["stage", "ingest", "--actor", "a", "--store", store.uri]) == 0
+    assert capsys.readouterr().out.split() == ["count:", "partial", "ingest:", "skipped"]
+    assert store.get_bytes("actors/a/count/shards/0001.manifest.json") == shard1
+    for s in (0, 2, 3):
+        assert main(["stage", "count", "--actor", "a", "--store", store.uri, "--shard", str(s)]) == 0
+    assert store.get_json("actors/a/count/manifest.json")["stats"]["frames"] == 20
