@@ -154,9 +154,10 @@ def check_finished_stages(store: Store, actor: str, pipeline: PipelineConfig, ol
     what = _what_changed(pipeline, old, user_paths or {})
     if what == "config" and settings:  # nothing the user typed: config.json or the code's defaults changed
         raise BadInput(f"{store.uri}/{actor_key(actor, CONFIG_FILE)}: actor {actor!r} already finished "
-                       f"{', '.join(clash)} with other settings than this code and config give "
-                       f"({'; '.join(settings)}), and finished outputs are never overwritten; set the old values "
-                       f"in that file's \"stages\" to resume, or use a new --actor name")
+                       f"{', '.join(clash)} with other settings than this command, code and config give "
+                       f"({'; '.join(settings)}), and finished outputs are never overwritten; run it as before "
+                       f"(without an option that changes them; a changed default: set the old values in that "
+                       f"file's \"stages\") to resume, or use a new --actor name")
     raise BadInput(f"{what}: actor {actor!r} already finished {', '.join(clash)} with "
                    f"{_describe(old)}, and finished outputs are never overwritten; run it as before "
                    f"(without that option) to resume, or use a new --actor name")

@@ -107,7 +107,7 @@ def test_a_changed_default_is_still_refused(toy_graph, store, monkeypatch):
     with pytest.raises(BadInput, match="scale 2 -> 3"):
         run_stage("count", "a", store)
     with pytest.raises(BadInput, match=r"config\.json: actor 'a' already finished count with other settings "
-                                       r"than this code and config give \(count: scale 2 -> 3\)"):
+                                       r"than this command, code and config give \(count: scale 2 -> 3\)"):
         plan_setup(store, "a")
     assert snapshot(store) == before
 
