@@ -83,7 +83,7 @@ def test_train_stage_leaves_out_frames_without_a_face(tmp_path, dataset, one_thr
     import numpy as np
 
     root = tmp_path / "ds"
-    shutil.copytree(dataset.root if hasattr(dataset, "root") else dataset, root)
+    shutil.copytree(dataset, root)
     filled = np.zeros(12, bool)
     filled[:4] = True
     np.savez(root / "tracking.npz", filled=filled)
