@@ -199,6 +199,37 @@ def dominant_warnings(obs: list[FaceObservation], threshold: float) -> tuple[int
     return several, warnings
 
 
+def frame_rate_warnings(duplicated: int, n_out: int, avg_fps: float) -> list[str]:
+    """A warning when more than a fifth of the 25 fps frames repeat the previous one (a low or
+    variable frame rate): the avatar then sees fewer distinct frames than the count suggests."""
+    if n_out <= 0 or duplicated <= 0.2 * n_out:
+        return []
+    return [f"{duplicated} of {n_out} frames at {OUTPUT_FPS} fps repeat the previous one: the video has "
+            f"{avg_fps:.1f} frames/s on average (a low or variable frame rate); record at 25 fps or more "
+            "for more distinct frames"]
+
+
+def faceless_end_warnings(obs: list[FaceObservation], info: VideoInfo, index: FrameIndex) -> list[str]:
+    """A warning when the first or last sampled frames show no face (the clip starts before the
+    person is in the picture, or ends after they left): those frames stay in the dataset (the frame
+    timeline keeps its meaning for sound and full-frame renders) but are not trained on."""
+    ordered = sorted(obs, key=lambda o: o.key)
+    if not ordered or not any(o.found for o in ordered):
+        return []
+    lead = next(i for i, o in enumerate(ordered) if o.found)
+    trail = next(i for i, o in enumerate(reversed(ordered)) if o.found)
+    if not lead and not trail:
+        return []
+    t0, t1 = int(index.pts[0]), int(index.end_pts)
+    parts = []
+    if lead:
+        parts.append(f"the first {float((ordered[lead].key - t0) * info.time_base):.1f} s")
+    if trail:
+        parts.append(f"the last {float((t1 - ordered[-1 - trail].key) * info.time_base):.1f} s")
+    return [f"no face in about {' and '.join(parts)} of the video: those frames are kept but not trained on "
+            "(the train stage leaves out frames without landmarks at either end); trim the video to skip them"]
+
+
 def check_faces(label: str, cfg: Config, obs: list[FaceObservation], n_out: int) -> dict[str, Any]:
     """Raise bad input when the observed faces cannot make an avatar; return face statistics."""
     found = [o for o in obs if o.found]
@@ -296,6 +327,7 @@ def _ingest(ctx: StageContext, cfg: Config, workers: Workers, local: Path, label
     if audio is None:
         log.info("%s: no audio track; no audio.wav", label)
     dup = int(n_out - np.unique(selected).size)
+    warnings.extend(frame_rate_warnings(dup, n_out, info.avg_fps) + faceless_end_warnings(obs, info, index))
     ctx.put_json("report.json", {
         "source": {"codec": info.codec, "width": info.width, "height": info.height, "coded_width": info.coded_width,
                    "coded_height": info.coded_height, "rotation": info.rotation, "fps": round(info.avg_fps, 4),

@@ -75,7 +75,7 @@ def run(ctx: StageContext) -> None:
     check_face_model(meta, surface, ctx.key("avatar.pt", "train"))
     surface = surface.to(ctx.device)
     model = model.to(ctx.device)
-    split = choose_split(len(seq), tcfg.test_frames, tcfg.test_fraction, tcfg.max_train_frames)
+    split = choose_split(len(seq), tcfg.test_frames, tcfg.test_fraction, tcfg.max_train_frames, seq.face_span())
     test_idx = split.test
     if cfg.max_frames:
         test_idx = test_idx[:cfg.max_frames]

@@ -72,7 +72,7 @@ def run(ctx: StageContext) -> None:
         ctx.store.get_file(resume_key, work / "checkpoint.pt")
         log.info("found a checkpoint of an earlier attempt at %s", resume_key)
     renderer = choose_renderer(cfg.renderer, ctx.device)
-    plan = plan_training(cfg, len(seq))
+    plan = plan_training(cfg, len(seq), seq.face_span())
     log.info("training on %s with the %s renderer: %d steps x %d images at %dpx, %d training frames", ctx.device,
              renderer, plan.steps, cfg.batch_size, cfg.resolution, len(plan.split.train))
     ctx.progress.set_total(plan.steps)

@@ -177,7 +177,7 @@ class ActorSide:
 def load_actor(store: Store, actor: str, scratch: Path) -> ActorSide:
     """Read the actor's trained avatar and tracking (BadInput naming what is missing)."""
     from stages.assets import asset_path
-    from stages.gauss.data import split_frames
+    from stages.gauss.data import face_span, split_frames
     from stages.gauss.trainer import config_from_dict, load_avatar
 
     train = _manifest(store, actor_key(actor, "train", MANIFEST))
@@ -194,7 +194,8 @@ def load_actor(store: Store, actor: str, scratch: Path) -> ActorSide:
         tr = {k: z[k] for k in z.files}
     _, meta = load_avatar(avatar_path)
     tcfg = config_from_dict(meta["train_config"])
-    train_idx, _ = split_frames(len(tr["exp"]), tcfg.test_frames, tcfg.test_fraction, tcfg.max_train_frames)
+    span = face_span(~tr["filled"].astype(bool)) if "filled" in tr else None  # frames with a face, as training
+    train_idx, _ = split_frames(len(tr["exp"]), tcfg.test_frames, tcfg.test_fraction, tcfg.max_train_frames, span)
     idx = np.asarray(train_idx)
     m = Motion(exp=tr["exp"][idx], jaw=tr["jaw"][idx], eyes=tr["eyes"][idx], eyelids=tr["eyelids"][idx],
                R=tr["R"][idx].astype(np.float32), t=tr["t"][idx].astype(np.float32))

@@ -150,7 +150,7 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
     except KeyError:
         done = None
     if done is not None:
-        if done.matches(inputs, config_digest):
+        if done.matches(inputs, cfg):
             log.info("drive %s for %s: already finished (manifest matches), skipped", name, actor)
             return DriveResult("skipped", folder)
         raise BadInput(f"{store.uri}/{mkey}: drive {name!r} of actor {actor!r} already finished with another driver, "

@@ -61,6 +61,8 @@ class TrackedSequence:
         K: [N, 3, 3] intrinsics in pixels of ``image_size``.
         shape: [S] identity coefficients (from frame 0, as upstream).
         image_size: (h, w) the intrinsics refer to.
+        face: [N] bool, frames whose landmarks were found (``not filled`` in the dataset's
+            ``tracking.npz``), or ``None`` where the dataset has no such record (upstream's tools).
     """
 
     cond: np.ndarray
@@ -69,9 +71,14 @@ class TrackedSequence:
     K: np.ndarray
     shape: np.ndarray
     image_size: tuple[int, int]
+    face: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.cond.shape[0]
+
+    def face_span(self) -> tuple[int, int] | None:
+        """:func:`face_span` of :attr:`face` (``None`` without a record)."""
+        return face_span(self.face) if self.face is not None else None
 
     @classmethod
     def load(cls, layout: DatasetLayout) -> "TrackedSequence":
@@ -90,7 +97,30 @@ class TrackedSequence:
         h, w = (int(size[0]), int(size[1])) if size is not None else (512, 512)
         cond = condition_vector(*(torch.from_numpy(seq[k]) for k in ("flame.exp", "flame.jaw", "flame.eyes", "flame.eyelids")))
         return cls(cond=cond.numpy().astype(np.float32), R=seq["opencv.R"], t=seq["opencv.t"], K=seq["opencv.K"],
-                   shape=np.asarray(f0["flame"]["shape"], np.float32).reshape(-1), image_size=(h, w))
+                   shape=np.asarray(f0["flame"]["shape"], np.float32).reshape(-1), image_size=(h, w),
+                   face=faces_found(layout.root / "tracking.npz", cond.shape[0]))
+
+
+def faces_found(tracking: Path, n: int) -> np.ndarray | None:
+    """[n] bool: the frames whose landmarks were found, from assemble's ``tracking.npz`` (its
+    ``filled`` flags); ``None`` when the file or the flags are absent or of another length."""
+    if not tracking.is_file():
+        return None
+    with np.load(tracking, allow_pickle=False) as z:
+        if "filled" not in z.files or z["filled"].shape != (n,):
+            return None
+        return ~z["filled"].astype(bool)
+
+
+def face_span(face: np.ndarray) -> tuple[int, int]:
+    """``(a, b)``: frames ``[a, b)`` run from the first to the last frame with a face (``face`` [N]
+    bool); ``(0, N)`` when no frame has one. The frames before ``a`` and from ``b`` on (a clip that
+    starts before the person is in the picture, or ends after they left) have no face at all: their
+    parameters are copies of the nearest tracked frame's, and their pictures show no face."""
+    idx = np.flatnonzero(np.asarray(face, bool))
+    if idx.size == 0:
+        return 0, len(face)
+    return int(idx[0]), int(idx[-1]) + 1
 
 
 AUTO_TEST_FRACTION = 0.1
@@ -122,8 +152,12 @@ class Split:
 
 
 def choose_split(n: int, test_frames: int | None = None, test_fraction: float | None = None,
-                 max_train: int = 10000) -> Split:
+                 max_train: int = 10000, span: tuple[int, int] | None = None) -> Split:
     """The split of ``n`` tracked frames (checkpoint order); held-out frames are always the last ones.
+
+    ``span``: ``(a, b)``, the frames with a face (:func:`face_span`): the rules below then apply to
+    frames ``[a, b)`` only, and the frames outside (no face in the picture) are neither trained on
+    nor held out. ``None`` or ``(0, n)``: every frame.
 
     - ``test_fraction`` set: the last ``max(1, round(n * fraction))`` frames.
     - else ``test_frames`` set (> 0): the last ``test_frames`` (upstream FlashAvatar: 500).
@@ -133,6 +167,14 @@ def choose_split(n: int, test_frames: int | None = None, test_fraction: float | 
     Raises:
         BadInput: when no frame is left for training.
     """
+    a, b = span if span is not None else (0, n)
+    if (a, b) != (0, n):
+        inner = choose_split(b - a, test_frames, test_fraction, max_train)
+        gone = [f"the first {a}" if a else "", f"the last {n - b}" if b < n else ""]
+        return Split([a + i for i in inner.train], [a + i for i in inner.test],
+                     f"{inner.rule.replace('tracked frames', f'frames with a face ({a + 1}..{b} of {n})', 1)}; "
+                     f"{' and '.join(g for g in gone if g)} frames show no face (landmarks not found) and are "
+                     f"left out")
     if test_fraction is not None:
         n_test = max(1, round(n * test_fraction))
         rule = f"the last {test_fraction:.0%} of the {n} tracked frames (train.test_fraction)"
@@ -155,13 +197,13 @@ def choose_split(n: int, test_frames: int | None = None, test_fraction: float | 
 
 
 def split_frames(n: int, test_frames: int | None = 500, test_fraction: float | None = None,
-                 max_train: int = 10000) -> tuple[list[int], list[int]]:
+                 max_train: int = 10000, span: tuple[int, int] | None = None) -> tuple[list[int], list[int]]:
     """Training and held-out checkpoint indices (:func:`choose_split` without the rule's text).
 
     With the defaults upstream's split: the last 500 frames are the test set, training uses
     ``[0, min(max_train, n - 500))``; ``test_frames=None`` (and no fraction) is the adaptive default.
     """
-    s = choose_split(n, test_frames, test_fraction, max_train)
+    s = choose_split(n, test_frames, test_fraction, max_train, span)
     return s.train, s.test
 
 

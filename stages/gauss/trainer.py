@@ -175,9 +175,10 @@ class TrainPlan:
         return {"held_out": self.split.describe(), "budget": {"steps": self.steps, "rule": self.budget_rule}}
 
 
-def plan_training(cfg: TrainConfig, n_frames: int) -> TrainPlan:
-    """The split of ``n_frames`` tracked frames and the step budget of its training frames."""
-    split = choose_split(n_frames, cfg.test_frames, cfg.test_fraction, cfg.max_train_frames)
+def plan_training(cfg: TrainConfig, n_frames: int, span: tuple[int, int] | None = None) -> TrainPlan:
+    """The split of ``n_frames`` tracked frames (``span``: those with a face, see
+    :func:`stages.gauss.data.choose_split`) and the step budget of its training frames."""
+    split = choose_split(n_frames, cfg.test_frames, cfg.test_fraction, cfg.max_train_frames, span)
     steps, rule = training_budget(cfg, len(split.train))
     return TrainPlan(split, steps, rule)
 
@@ -272,6 +273,15 @@ def resume_digest(cfg: TrainConfig) -> str:
     return digest_of({k: v for k, v in asdict(cfg).items() if k not in RESUME_IGNORES})
 
 
+def resume_holds(state: dict, cfg: TrainConfig) -> bool:
+    """Whether a training checkpoint may be resumed with ``cfg``: its settings (less
+    :data:`RESUME_IGNORES`) equal ``cfg``'s, fields added to the config since it was written counting
+    at their defaults (:mod:`stages.config_match`)."""
+    from stages.config_match import config_holds
+
+    return config_holds(state.get("config"), str(state.get("config_digest", "")), cfg, ignore=RESUME_IGNORES)
+
+
 def _checkpoint_dict(cfg: TrainConfig, model: GaussianAvatar, opt: torch.optim.Optimizer, step: int, images: int) -> dict:
     return {"format": ckpt.CHECKPOINT_FORMAT, "config": asdict(cfg), "config_digest": resume_digest(cfg), "step": step,
             "images": images, "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": ckpt.rng_state()}
@@ -341,7 +351,7 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     renderer = choose_renderer(cfg.renderer, device)
     use_amp = cfg.amp and str(device).startswith("cuda")
     seq = TrackedSequence.load(layout)
-    plan = plan_training(cfg, len(seq))
+    plan = plan_training(cfg, len(seq), seq.face_span())
     train_idx = plan.split.train
     cfg = dataclasses.replace(cfg, steps=plan.steps)
     log.info("held out %s", plan.split.rule)
@@ -358,7 +368,7 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     src = resume_from if resume_from is not None else ck_path
     if src.is_file():
         state = ckpt.load(src, ckpt.CHECKPOINT_FORMAT)
-        if state["config_digest"] == resume_digest(cfg) and int(state["step"]) <= cfg.steps:
+        if resume_holds(state, cfg) and int(state["step"]) <= cfg.steps:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             ckpt.set_rng_state(state["rng"])

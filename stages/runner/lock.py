@@ -109,6 +109,7 @@ class _LocalLock:
         self.path = root / LOCK_ROOT / f"{scope}.lock"
         self.root = root
         self.fd: int | None = None
+        self.made_root = not root.exists()  # a store folder this lock creates goes again if left empty
 
     def try_acquire(self) -> dict | None:
         """None when acquired, else the holder's description (a dict, maybe empty)."""
@@ -154,6 +155,11 @@ class _LocalLock:
             except OSError:
                 break
             folder = folder.parent
+        if self.made_root:  # e.g. a refused first command: the store folder it created, still empty
+            try:
+                self.root.rmdir()
+            except OSError:
+                pass
 
     def check(self) -> None:
         pass

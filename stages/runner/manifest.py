@@ -44,7 +44,8 @@ class Manifest:
         inputs: ``{name: digest}`` of everything read (upstream stages' output digests, the video,
             assets).
         config_digest: sha256 of the stage config's canonical JSON.
-        config: the config itself, for people reading the manifest.
+        config: the config itself: for people reading the manifest, and to compare it field by field
+            with a config that gained fields since (:mod:`stages.config_match`).
         outputs: ``{key: sha256}`` of every object written, keys relative to the store root.
         shard: the shard index for a shard manifest, ``None`` for the stage manifest.
         code_version: the code that wrote it (recorded, not compared).
@@ -66,9 +67,39 @@ class Manifest:
         """One digest over all outputs: what downstream stages record as this stage's input."""
         return hashlib.sha256(json.dumps(sorted(self.outputs.items())).encode()).hexdigest()
 
-    def matches(self, inputs: dict[str, str], config_digest: str) -> bool:
-        """Whether this manifest was written for these inputs and this config."""
-        return self.inputs == inputs and self.config_digest == config_digest
+    def matches(self, inputs: dict[str, str], config: Any) -> bool:
+        """Whether this manifest was written for these inputs and this config.
+
+        ``config`` is the current ``Config`` dataclass instance: the recorded config holds for it by
+        :mod:`stages.config_match`'s rule (equal digests, or equal values with fields the record lacks
+        at their defaults). A digest string instead compares digests only."""
+        return self.inputs == inputs and self.config_holds(config)
+
+    def config_holds(self, config: Any) -> bool:
+        """Whether the recorded config holds for ``config`` (a ``Config`` instance or a digest)."""
+        if isinstance(config, str):
+            return self.config_digest == config
+        from stages.config_match import config_holds
+
+        return config_holds(self.config, self.config_digest, config)
+
+    def mismatch(self, inputs: dict[str, str], config: Any) -> str:
+        """What differs from these inputs and this config, in a few words for a message
+        (``""`` when the manifest matches)."""
+        from stages.config_match import config_changes, describe_changes
+
+        parts = []
+        changed = sorted(k for k in set(self.inputs) | set(inputs) if self.inputs.get(k) != inputs.get(k))
+        if changed:
+            parts.append("inputs " + ", ".join(changed))
+        if isinstance(config, str):
+            if config != self.config_digest:
+                parts.append("another config")
+        else:
+            changes = config_changes(self.config, self.config_digest, config)
+            if changes != []:
+                parts.append("settings " + describe_changes(changes) if changes else "another config")
+        return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "actor": self.actor, "shard": self.shard, "inputs": self.inputs,

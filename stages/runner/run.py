@@ -202,7 +202,7 @@ def _shard_done(plan: _Plan, shard: Shard, wait: bool = False) -> bool:
     read still has the digest it read (``wait``: waiting for upstream shards still being written),
     or (a manifest written before shard-level digests) the same stage-level inputs."""
     sm = _read_manifest(plan.store, _shard_manifest_key(plan.actor, plan.decl.name, shard))
-    if sm is None or sm.config_digest != plan.config_digest:
+    if sm is None or not sm.config_holds(plan.config):
         return False
     if not plan.waiting and sm.inputs == plan.inputs:
         return True
@@ -349,13 +349,13 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
         done = _read_manifest(store, mkey)
         if done is not None:
             plan.await_upstream()
-            if done.matches(plan.inputs, plan.config_digest):
+            if done.matches(plan.inputs, plan.config):
                 log.info("%s: already finished for %s (manifest matches), skipped", name, actor)
                 return StageResult(name, "skipped")
             raise BadInput(
                 f"{store.uri}/{mkey}: stage {name!r} already finished for actor {actor!r} with other inputs or "
-                f"config, and finished outputs are never overwritten; use a new --actor name, or move "
-                f"{store.uri}/{actor_key(actor, name)}/ aside yourself to redo it")
+                f"config ({done.mismatch(plan.inputs, plan.config)}), and finished outputs are never overwritten; "
+                f"use a new --actor name, or move {store.uri}/{actor_key(actor, name)}/ aside yourself to redo it")
 
         if not plan.decl.fan_out:
             with Progress(name, 0) as progress:
@@ -401,7 +401,7 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
         if shard is not None:  # one shard's pod: finish under the actor's lock, once
             with lock.hold(store, actor, wait=max(lock.wait_seconds(), 2 * lock.lease_seconds())):
                 done = _read_manifest(store, mkey)
-                if done is not None and done.matches(plan.inputs, plan.config_digest):
+                if done is not None and done.matches(plan.inputs, plan.config):
                     return StageResult(name, "ran", frames, time.monotonic() - t0, tuple(s.index for s in todo))
                 return _finish(plan, store, mkey, outputs, shard_stats, all_shards, frames, t0, todo)
         return _finish(plan, store, mkey, outputs, shard_stats, all_shards, frames, t0, todo)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stages.assets import CheckedAsset, add_asset, check_asset
-from stages.config import CONFIG_FILE, PRESETS, PipelineConfig, digest_of
+from stages.config import CONFIG_FILE, PRESETS, PipelineConfig
+from stages.config_match import config_changes, describe_changes
 from stages.errors import BadInput
 from stages.graph import BY_NAME
 from stages.names import check_entry
@@ -79,6 +80,9 @@ def plan_setup(store: Store, actor: str, video: Path | None = None, preset: str 
     key = actor_key(actor, *VIDEO_KEY)
     if video is not None:
         video = Path(video)
+        if video.is_dir():
+            raise BadInput(f"{video}: a folder, not a video file; give the path of the talking-head video "
+                           f"itself (e.g. {video / 'clip.mp4'})")
         if not video.is_file():
             raise BadInput(f"{video}: no such file; give the path to the talking-head video")
         sha = check_video(video)
@@ -132,11 +136,14 @@ def check_finished_stages(store: Store, actor: str, pipeline: PipelineConfig, ol
     if not finished:
         return
     clash = []
+    settings: list[str] = []  # "train: steps 200 -> 300" for stages whose settings differ
     for name, m in finished.items():
         decl = BY_NAME[name]
         module = decl.load()
-        if digest_of(pipeline.stage_config(decl)) != m.config_digest:
+        config = pipeline.stage_config(decl)
+        if not m.config_holds(config):  # fields added since, at their defaults, hold (stages.config_match)
             clash.append(name)
+            settings.append(f"{name}: {describe_changes(config_changes(m.config, m.config_digest, config))}")
             continue
         want = {f"asset:{k}": v for k, v in pipeline.assets.items() if k in getattr(module, "ASSETS", ())}
         have = {k: v for k, v in m.inputs.items() if k.startswith("asset:")}
@@ -145,6 +152,12 @@ def check_finished_stages(store: Store, actor: str, pipeline: PipelineConfig, ol
     if not clash:
         return
     what = _what_changed(pipeline, old, user_paths or {})
+    if what == "config" and settings:  # nothing the user typed: config.json or the code's defaults changed
+        raise BadInput(f"{store.uri}/{actor_key(actor, CONFIG_FILE)}: actor {actor!r} already finished "
+                       f"{', '.join(clash)} with other settings than this command, code and config give "
+                       f"({'; '.join(settings)}), and finished outputs are never overwritten; run it as before "
+                       f"(without an option that changes them; a changed default: set the old values in that "
+                       f"file's \"stages\") to resume, or use a new --actor name")
     raise BadInput(f"{what}: actor {actor!r} already finished {', '.join(clash)} with "
                    f"{_describe(old)}, and finished outputs are never overwritten; run it as before "
                    f"(without that option) to resume, or use a new --actor name")

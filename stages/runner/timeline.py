@@ -64,6 +64,10 @@ class Timeline:
             rows.append(f"{r.stage:10s} {r.status:8s} {r.frames:7d} {start:>7s} {end:>7s} {r.seconds:8.1f} "
                         f"{r.fps:9.1f}  {self.bar(r)}")
         rows.append(f"{'total':10s} {'':8s} {'':7s} {'':7s} {self.wall_s:7.1f} {self.wall_s:8.1f}")
-        rows.append(f"wall clock {self.wall_s:.1f} s, sum of stages {self.stage_sum_s:.1f} s: "
-                    f"{self.overlap_s:.1f} s of stage time ran beside other stages")
+        if self.stages and all(r.status == "skipped" for r in self.stages):
+            rows.append(f"nothing to do: every stage had already finished (its manifest matches); "
+                        f"checked in {self.wall_s:.1f} s")
+        else:
+            rows.append(f"wall clock {self.wall_s:.1f} s, sum of stages {self.stage_sum_s:.1f} s: "
+                        f"{max(0.0, self.overlap_s):.1f} s of stage time ran beside other stages")
         return "\n".join(rows)

@@ -161,3 +161,25 @@ def test_full_frame_puts_the_driven_avatar_into_the_actors_footage(toy_actor, tm
     assert np.abs(inside - src[0, 70:106, 150:186].astype(int)).mean() > 10  # the avatar is there
     with av.open(str(out / "drive_full.mp4")) as c:
         assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
+
+
+def test_a_drive_finished_before_a_setting_was_added_is_kept(toy_actor, tmp_path, capsys, monkeypatch):
+    """DriveConfig gains a field (at its default) after a drive finished: the rerun skips it, and
+    nothing of it is rewritten (stages/config_match.py)."""
+    import dataclasses
+
+    import stages.drive.stage as drive_stage
+
+    store, actor, _ = toy_actor
+    np.savez(tmp_path / "m", expr=np.zeros((3, 10), np.float32))
+    args = _args(store, actor, "--motion", str(tmp_path / "m.npz"), "--name", "take")
+    assert main(args) == 0
+    folder = store / "actors" / actor / "drive" / "take"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    new = dataclasses.make_dataclass("DriveConfig", [("grain", float, dataclasses.field(default=0.0))],
+                                     bases=(drive_stage.DriveConfig,))
+    monkeypatch.setattr(drive_stage, "DriveConfig", new)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "already done" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

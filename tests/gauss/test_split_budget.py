@@ -80,3 +80,28 @@ def test_a_short_generated_clip_trains_with_the_default_split_and_budget_rule(to
     assert result.steps == plan.steps and result.images == plan.steps * 2
     assert result.plan == plan
     assert "budget" in result.stop_reason and f"step {plan.steps} of {plan.steps}" in result.stop_reason
+
+
+def test_frames_without_a_face_at_either_end_are_neither_trained_on_nor_held_out():
+    """A clip that starts before the person is in the picture (50 frames of an empty room) and ends
+    after they left (10 frames): the split is made over the 90 frames with a face."""
+    import numpy as np
+
+    from stages.gauss.data import face_span
+
+    face = np.ones(150, bool)
+    face[:50] = False
+    face[140:] = False
+    face[70] = False  # one failed frame inside stays (its parameters are interpolated, the face is there)
+    span = face_span(face)
+    assert span == (50, 140)
+    s = choose_split(150, test_fraction=0.1, span=span)
+    assert s.test == list(range(131, 140)) and s.train == list(range(50, 131))
+    assert "frames with a face (51..140 of 150)" in s.rule
+    assert "the first 50 and the last 10 frames show no face" in s.rule
+    assert split_frames(150, None, None, span=span)[1] == list(range(131, 140))
+    # every frame with a face, or none at all: the split of every frame, as before
+    assert choose_split(150, span=face_span(np.ones(150, bool))) == choose_split(150)
+    assert face_span(np.zeros(7, bool)) == (0, 7)
+    with pytest.raises(BadInput, match="leave none for training"):
+        choose_split(150, test_frames=5, span=(10, 14))

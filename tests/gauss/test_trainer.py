@@ -99,3 +99,22 @@ def test_resume_after_kill_gives_identical_parameters(toy_dataset, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert ckpt.load(killed / "checkpoint.pt", ckpt.CHECKPOINT_FORMAT)["step"] == cfg["steps"]
+
+
+def test_a_checkpoint_from_before_a_setting_was_added_resumes():
+    """resume_holds: a training checkpoint written by code whose TrainConfig lacked a field (now at
+    its default) is resumed; a changed setting starts afresh; the resume-ignored ones never count."""
+    from dataclasses import asdict, replace
+
+    from stages.config import digest_of
+    from stages.gauss.trainer import RESUME_IGNORES, resume_digest, resume_holds
+
+    cfg = TrainConfig(**TINY)
+    older = {k: v for k, v in asdict(cfg).items() if k != "init_color_frames"}  # as older code wrote it
+    state = {"config": older, "config_digest": digest_of({k: v for k, v in older.items() if k not in RESUME_IGNORES})}
+    assert state["config_digest"] != resume_digest(cfg), "the digest alone would start afresh"
+    assert resume_holds(state, cfg)
+    assert resume_holds(state, replace(cfg, steps=300, log_every=7))
+    assert not resume_holds(state, replace(cfg, init_color_frames=cfg.init_color_frames + 4))
+    assert not resume_holds(state, replace(cfg, resolution=64))
+    assert not resume_holds({"config": {}, "config_digest": state["config_digest"]}, cfg)

@@ -38,3 +38,13 @@ def test_unknown_times_leave_the_bar_empty():
     t = Timeline([StageResult("ingest", "skipped")], 0.5)
     assert t.bar(t.stages[0]) == "" and t.to_dict()["stages"][0]["started"] is None
     assert "ingest" in t.table() and "skipped" in t.table()
+
+
+def test_a_rerun_with_every_stage_finished_says_so():
+    t = Timeline([StageResult("ingest", "skipped", started=0.0, ended=0.0),
+                  StageResult("train", "skipped", started=0.1, ended=0.2)], 0.2)
+    assert t.table().splitlines()[-1] == ("nothing to do: every stage had already finished (its manifest matches); "
+                                          "checked in 0.2 s")
+    partly = Timeline([StageResult("ingest", "skipped", started=0.0, ended=0.0),
+                       StageResult("train", "ran", 10, 1.0, started=0.1, ended=1.2)], 1.2)
+    assert partly.table().splitlines()[-1].endswith(": 0.0 s of stage time ran beside other stages")

@@ -73,3 +73,25 @@ def test_train_stage_without_dataset_is_bad_input(tmp_path):
     store = open_store(str(tmp_path / "store"))
     with pytest.raises(BadInput, match="assemble"):
         run_stage("train", "nobody", store, pipeline=PipelineConfig(preset="tiny"), device="cpu")
+
+
+def test_train_stage_leaves_out_frames_without_a_face(tmp_path, dataset, one_thread):
+    """assemble's tracking.npz flags the first 4 frames as found without a face (landmarks failed):
+    the train stage trains and holds out only frames 5..12 and its report says so."""
+    import shutil
+
+    import numpy as np
+
+    root = tmp_path / "ds"
+    shutil.copytree(dataset, root)
+    filled = np.zeros(12, bool)
+    filled[:4] = True
+    np.savez(root / "tracking.npz", filled=filled)
+    store = open_store(str(tmp_path / "store"))
+    publish_as_assemble(store, "a", root)
+    pipeline = PipelineConfig(preset="tiny", stages={"train": {**SMALL, "steps": 2}})
+    assert run_stage("train", "a", store, pipeline=pipeline, device="cpu").status == "ran"
+    report = json.loads(store.get_bytes(actor_key("a", "avatar", "train_report.json")))
+    held = report["held_out"]
+    assert (held["first"], held["last"], held["frames"], held["train_frames"]) == (11, 11, 1, 7)
+    assert "the first 4 frames show no face" in held["rule"]
