@@ -7,7 +7,9 @@ Writes what ingest, landmarks, masks, calibrate and track would have written for
 (512x512 JPEG frames with texture, so their size is like real frames; 0/255 PNG masks; a plain
 calibration; per-shard track results with overlaps, as the track stage writes them), with their
 manifests, into a fresh local store; then runs ``assemble`` on it and times it. Upstream arrays are
-random but valid (6D rotations of proper rotations), so the dataset verification runs in full.
+random but valid (6D rotations of proper rotations), so the dataset verification runs in full; the
+landmarks are the tracked face's own (stand-in model) plus 0.8 px of noise, so the steadiness
+figures' frame-by-frame fit has a face to fit.
 
 Prints one JSON object: frames, seconds, frames/s, CPU seconds of this process and its workers
 (user + system: what a loaded machine does not inflate), the stage's own phase times
@@ -64,7 +66,10 @@ def build_store(root: Path, actor: str, n: int, shard_size: int, overlap: int = 
     import cv2
     import torch
 
-    from stages.face.rotation import axis_angle_to_matrix, matrix_to_rotation_6d
+    from stages.face.flame import FLAME
+    from stages.face.model import load_face_model
+    from stages.face.rotation import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
+    from stages.tracking.params import FRONTAL_R, FrameParams, project
     from stages.runner.manifest import Manifest
     from stages.runner.shards import plan_shards, shards_document
     from stages.store.local import LocalStore
@@ -74,6 +79,16 @@ def build_store(root: Path, actor: str, n: int, shard_size: int, overlap: int = 
     store = LocalStore(root)
     shards = plan_shards(n, shard_size)
     rng = np.random.default_rng(seed)
+    shape = rng.normal(0, 0.5, 300).astype(np.float32)
+    data = load_face_model()
+    model = FLAME(data)
+    shape_t = torch.as_tensor(shape)[None]
+    mp_index = np.asarray(data.mp_index)
+    front = torch.tensor(FRONTAL_R)
+
+    def frontal(r6: np.ndarray) -> np.ndarray:
+        """Small head turns about the frontal camera (the face towards the camera)."""
+        return matrix_to_rotation_6d(rotation_6d_to_matrix(torch.as_tensor(r6)) @ front).numpy()
     outputs: dict[str, dict[str, str]] = {s: {} for s in ("ingest", "landmarks", "masks", "calibrate", "track")}
 
     def put(stage: str, rel: str, data: bytes) -> None:
@@ -108,10 +123,6 @@ def build_store(root: Path, actor: str, n: int, shard_size: int, overlap: int = 
             masks += [(f"alpha/{k:05d}.jpg", alphas[v]), (f"parsing/{k:05d}_neckhead.png", necks[v]),
                       (f"parsing/{k:05d}_mouth.png", mouths[v])]
         put("masks", f"{s.name}.tar", _tar(masks))
-        pts = np.zeros((len(s), 478, 3), np.float32)
-        pts[:, :, :2] = rng.uniform(150, 360, (len(s), 478, 2))
-        put("landmarks", f"{s.name}.npz", npz(frames=np.arange(s.start, s.stop, dtype=np.int32), points=pts,
-                                                 confidence=np.full(len(s), 0.95, np.float32), ok=np.ones(len(s), bool)))
         lo, hi = max(1, s.start - overlap), min(n + 1, s.stop + overlap)
         frames = np.arange(lo, hi, dtype=np.int64)
         m = len(frames)
@@ -122,13 +133,24 @@ def build_store(root: Path, actor: str, n: int, shard_size: int, overlap: int = 
 
         params = {"exp": rng.normal(0, 0.3, (m, PARAM_DIMS["exp"])).astype(np.float32), "jaw": rot6(m, 0.05),
                   "eyes": np.concatenate([rot6(m, 0.05), rot6(m, 0.05)], 1), "eyelids": rng.uniform(0, 0.3, (m, 2)).astype(np.float32),
-                  "rot": rot6(m, 0.1), "t": (np.array([0, 0, 1.0]) + rng.normal(0, 0.005, (m, 3))).astype(np.float32)}
+                  "rot": frontal(rot6(m, 0.1)), "t": (np.array([0, 0, 1.0]) + rng.normal(0, 0.005, (m, 3))).astype(np.float32)}
         core = (frames >= s.start) & (frames < s.stop)
+        # MediaPipe points: the tracked face's own landmarks plus 0.8 px of noise (what the
+        # frame-by-frame steadiness fit then fits)
+        p = FrameParams.from_numpy({k: v[core] for k, v in params.items()})
+        with torch.no_grad():
+            lm = model(shape=shape_t.expand(len(s), -1), expression=p.exp, jaw=p.jaw, eyes=p.eyes,
+                       eyelids=p.eyelids).landmarks_mp
+            pix, _ = project(lm, p.R, p.t, torch.tensor([1500.0, 1500.0]), torch.tensor([256.0, 256.0]))
+        pts = np.zeros((len(s), 478, 3), np.float32)
+        pts[:, mp_index, :2] = pix.numpy() + rng.normal(0, 0.8, pix.shape)
+        put("landmarks", f"{s.name}.npz", npz(frames=np.arange(s.start, s.stop, dtype=np.int32), points=pts,
+                                                 confidence=np.full(len(s), 0.95, np.float32), ok=np.ones(len(s), bool)))
         put("track", f"{s.name}.npz", npz(frames=frames, core=core, filled=np.zeros(m, bool),
                                             error_px=rng.uniform(0.5, 2, m).astype(np.float32),
                                             R=np.zeros((m, 3, 3), np.float32), focal=np.array([1500, 1500], np.float32),
                                             pp=np.array([256, 256], np.float32), overlap=np.int64(overlap), **params))
-    calib = Calibration(shape=rng.normal(0, 0.5, 300).astype(np.float32), focal=np.array([1500, 1500], np.float32),
+    calib = Calibration(shape=shape, focal=np.array([1500, 1500], np.float32),
                         pp=np.array([256, 256], np.float32), sh=rng.normal(0, 0.1, (9, 3)).astype(np.float32))
     with tempfile.TemporaryDirectory() as tmp:
         calib.save(Path(tmp) / "c.npz")

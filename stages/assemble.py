@@ -198,15 +198,14 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     tars = {s.name: (f, m) for s, f, m in zip(shards, frames_tars, masks_tars)}
     phases["fetch_tars"] = round(time.monotonic() - t1, 3)
 
-    # the steadiness figures (a frame-by-frame fit of cfg.jitter_frames frames: hundreds of small
-    # optimiser steps, seconds on a GPU) are computed in a thread while the dataset is written
+    # the steadiness figures (a frame-by-frame fit of cfg.jitter_frames frames: a batched
+    # Levenberg-Marquardt solve, stages.tracking.frame_lm) are computed in a thread while the dataset is written
     from stages.tracking.jitter import steadiness, window
     from stages.tracking.stage_io import fetch_all_landmarks
 
     win = window(n, cfg.jitter_frames)
     near = [s for s in shards if s.start <= win.stop and s.stop > win.start + 1] if win.stop - win.start >= 3 else []
-    steady_in = {"landmarks": fetch_all_landmarks(ctx, near) if near else None,
-                 "track_config": (ctx.manifest_of("track").config or {}) if near else {}}
+    steady_in = {"landmarks": fetch_all_landmarks(ctx, near) if near else None}
 
     def steady_job() -> dict:
         t2 = time.monotonic()
