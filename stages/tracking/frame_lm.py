@@ -37,7 +37,7 @@ from stages.face.rotation import matrix_to_rotation_6d, rotation_6d_to_matrix
 from stages.tracking import losses
 from stages.tracking.eyelids import LidIndex, eye_opening
 from stages.tracking.fit import Shared, initial_pose, q_to_t, run_model
-from stages.tracking.lm import _IDENT6, _Layout, _LinearPart
+from stages.tracking.lm import _IDENT6, _Layout, _LinearPart, _PoseJacobian, pixel_jacobian, view_jacobian
 from stages.tracking.params import FrameParams, project
 from stages.tracking.schedule import LossWeights
 
@@ -93,7 +93,7 @@ def solve_frames(model: nn.Module, shared: Shared, targets: Tensor, point_w: Ten
     Args:
         model: face model with the identity baked in (``shared.shape`` of width 0; see
             :func:`stages.tracking.calibration.personalised`); left untouched (a float64 copy is used).
-        shared: identity, focal (fx, fy) and principal point, pixels; held.
+        shared: identity, focal (fx = fy, as calibrate fits it) and principal point, pixels; held.
         targets: [K, L, 2] landmark pixels in the model's landmark order (every frame with landmarks).
         point_w: [L] landmark weights.
         lids: the lid rows (:func:`stages.tracking.eyelids.lid_index`), None: no lid term.
@@ -107,7 +107,7 @@ def solve_frames(model: nn.Module, shared: Shared, targets: Tensor, point_w: Ten
     Returns:
         :class:`FrameFit`.
     """
-    from torch.func import jacrev, jvp, vmap
+    from torch.func import jacrev, vmap
 
     w = weights or LossWeights()
     dev, f64 = targets.device, torch.float64
@@ -137,10 +137,9 @@ def solve_frames(model: nn.Module, shared: Shared, targets: Tensor, point_w: Ten
     pose_jac = _PoseJacobian(m64, lin)
 
     n_rigid = lay.slices["jaw"].start                                                  # rot, t
-    n_model = n_pose - n_rigid                                                         # jaw, eyes, eyelids
 
     def model_points(xm: Tensor, exp: Tensor) -> Tensor:
-        """[B, L, 3] model-space landmarks of ``xm [B, n_model]`` (jaw, eyes, eyelids) and expression."""
+        """[B, L, 3] model-space landmarks of ``xm`` (jaw, eyes, eyelids: [B, 20]) and expression."""
         q = lay.unpack(torch.cat([torch.zeros(xm.shape[0], n_rigid, dtype=f64, device=dev), xm, exp], 1))
         return m64(shape=shape.expand(xm.shape[0], -1), expression=q["exp"], jaw=q["jaw"], eyes=q["eyes"],
                    eyelids=q["eyelids"]).landmarks_mp
@@ -168,37 +167,20 @@ def solve_frames(model: nn.Module, shared: Shared, targets: Tensor, point_w: Ten
         r = residual_of(pixels(x), tg[rows], open_t[rows] if use_lids else None)
         return r.pow(2).sum(-1) + (prior_w * (x - rest).pow(2)).sum(-1)
 
-    def tangents(fn, at: Tensor, n: int) -> Tensor:
-        """Forward-mode Jacobian of a frame-wise ``fn: [B, n] -> [B, ...]`` with respect to its
-        input, frame by frame: one batched call per basis direction (under ``vmap``) ->
-        ``[B, ..., n]`` (frames are independent, so the Jacobian is block-diagonal)."""
-        basis = torch.eye(n, dtype=f64, device=dev)[:, None, :].expand(n, at.shape[0], n)
-        cols = vmap(lambda v: jvp(fn, (at,), (v,))[1])(basis)                            # [n, B, ...]
-        return cols.movedim(0, -1)
+    log_f, pp_n = torch.log(focal.mean() / size), pp / size  # calibrate fits one focal length: fx = fy
 
     def system(x: Tensor, rows: Tensor, rigid_only: bool) -> tuple[Tensor, Tensor]:
         """The Gauss-Newton matrix ``[B, P, P]`` (with the priors) and gradient ``[B, P]`` at ``x``
         (``rigid_only``: of the rotation and translation alone, ``[B, n_rigid, n_rigid]``, ``[B, n_rigid]``)."""
         b = len(rows)
-        xr, xm, exp = x[:, :n_rigid], x[:, n_rigid:n_pose], x[:, n_pose:]
-        pts = model_points(xm, exp)                                                     # [B, L, 3]
-        pix = camera_pixels(xr, pts)
-        j_rigid = tangents(lambda v: camera_pixels(v, pts), xr, n_rigid)                # [B, L, 2, n_rigid]
-        if rigid_only:
-            return _normal(j_rigid.reshape(b, -1, n_rigid), pix, x, rows)
         q = lay.unpack(x)
-        d_pts = pose_jac(q["jaw"], q["eyes"], exp, shape)                               # [B, L, 3, n_model]
+        if rigid_only:
+            pts = model_points(x[:, n_rigid:n_pose], x[:, n_pose:])
+            pix, j_view = view_jacobian(pts, q["rot"], q["t"], log_f, pp_n, size)        # [B, L, 2, 12]
+            return _normal(j_view[..., :n_rigid].reshape(b, -1, n_rigid), pix, x, rows)
         p = FrameParams(**{n: (q_to_t(v) if n == "t" else v) for n, v in q.items()})
-        R = p.R
-        cam = pts @ R.transpose(1, 2) + p.t[:, None]
-        z = cam[..., 2].clamp_min(1e-4)
-        zero = torch.zeros_like(z)
-        dproj = torch.stack([torch.stack([1 / z, zero, -cam[..., 0] / z ** 2], -1),
-                             torch.stack([zero, 1 / z, -cam[..., 1] / z ** 2], -1)], -2) * focal.view(2, 1)
-        j_model = (dproj @ R[:, None]) @ d_pts                                          # [B, L, 2, n_model]
-        j_exp, _ = lin.landmark_jacobians(p, shape, focal.view(2, 1), pp)               # [B, 2L, E]
-        J = torch.cat([j_rigid.reshape(b, -1, n_rigid), j_model.reshape(b, -1, n_model), j_exp], 2)  # pixels
-        return _normal(J, pix, x, rows)
+        pix, d_pose, _, d_exp, _ = pixel_jacobian(lin, pose_jac, p, q["t"], shape, log_f, pp_n, size)
+        return _normal(torch.cat([d_pose, d_exp], 2), pix, x, rows)
 
     def _normal(J: Tensor, pix: Tensor, x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         """From the pixel Jacobian ``J [B, 2L, P]`` to the weighted residuals' normal equations."""
@@ -278,82 +260,3 @@ def solve_frames(model: nn.Module, shared: Shared, targets: Tensor, point_w: Ten
         err = losses.landmark_error_px(pix, targets.float())
     return FrameFit(p, cur, err, taken)
 
-
-class _PoseJacobian:
-    """The model-space landmarks' Jacobian with respect to the jaw, eyes (6D each) and eyelids,
-    from the model's structure (the counterpart of :class:`stages.tracking.lm._LinearPart`).
-
-    With ``R_j`` the joints' local rotations (global and neck identity), ``G_j = G_parent R_j`` and
-    the posed joints ``o_j = o_parent + G_parent (J_j - J_parent)``, a vertex is
-    ``v_u = sum_j w_uj (G_j vp_u + o_j - G_j J_j) + eyelids . E_u`` with the corrected rest vertex
-    ``vp_u = vs_u + P_u vec(R_1..R_{J-1} - I)``. A change ``dR_j`` of one joint's rotation moves
-    ``G`` and ``o`` of that joint's subtree only (``dG_j = G_parent dR_j``, ``dG_c = dG_parent R_c``,
-    ``do_c = do_parent + dG_parent (J_c - J_parent)``) and the correctives ``vp`` by ``P_u vec(dR_j)``;
-    the eyelids are linear. Only the vertices the landmarks use are touched, and the 6D map's own
-    derivative is a ``[6, 3, 3]`` forward-mode Jacobian per joint: the ``T = 20`` columns cost a
-    few batched products instead of ``T`` passes through the whole model (forward mode would
-    push every column through every vertex). Checked against ``torch.func.jvp`` in the tests.
-    """
-
-    def __init__(self, model: nn.Module, lin: _LinearPart):
-        vidx = model.mp_vert_idx
-        used = torch.unique(vidx.reshape(-1))
-        V = model.n_vertices
-        self.lin, self.model = lin, model
-        self.used = used
-        self.corner, self.bary = lin.corner, lin.bary                      # [L, 3] rows into used; [L, 3]
-        self.w = model.lbs_weights[used]                                    # [U, J]
-        self.tmpl = model.v_template[used]                                  # [U, 3]
-        self.sd = model.shapedirs.view(V, 3, -1)[used]                      # [U, 3, S]
-        self.ed = model.exprdirs.view(V, 3, -1)[used]                       # [U, 3, E]
-        nj = model.n_joints
-        self.pd = model.posedirs.view((nj - 1) * 9, V, 3)[:, used]          # [(J-1)*9, U, 3]
-        self.lid = model.eyelid_dirs.view(2, V, 3)[:, used]                 # [2, U, 3]
-        self.j0 = model.J_regressor @ model.v_template                      # [J, 3]
-        self.parents = lin.parents
-
-    def __call__(self, jaw: Tensor, eyes: Tensor, exp: Tensor, shape: Tensor) -> Tensor:
-        """d(landmarks_mp)/d(jaw [6], eyes [12], eyelids [2]) -> ``[B, L, 3, 20]``, metres per unit,
-        at ``jaw [B, 6]``, ``eyes [B, 12]``, expression ``exp [B, E]``, identity ``shape [S]``."""
-        from torch.func import jacfwd, vmap
-
-        b, nj = jaw.shape[0], len(self.parents)
-        ne, ns = exp.shape[1], shape.numel()
-        ident = torch.tensor(_IDENT6, dtype=jaw.dtype, device=jaw.device).expand(b, 6)
-        d6 = torch.cat([ident, ident, jaw, eyes], 1).view(b, nj, 6)
-        R = rotation_6d_to_matrix(d6)                                       # [B, J, 3, 3]
-        # the rotating joints (2..J-1) own 6 tangent columns each
-        n_rot = 6 * (nj - 2)
-        dR6 = vmap(vmap(jacfwd(rotation_6d_to_matrix)))(d6[:, 2:])          # [B, J-2, 3, 3, 6]
-        Rdot = R.new_zeros(b, n_rot, nj, 3, 3)
-        for i in range(nj - 2):
-            Rdot[:, 6 * i:6 * i + 6, 2 + i] = dR6[:, i].permute(0, 3, 1, 2)
-        vs = self.tmpl + torch.einsum("uan,bn->bua", self.ed[..., :ne], exp)
-        J = self.j0 + torch.einsum("jan,bn->bja", self.lin.je[..., :ne], exp)  # [B, J, 3]
-        if ns:
-            vs = vs + torch.einsum("uan,n->ua", self.sd[..., :ns], shape)
-            J = J + torch.einsum("jan,n->ja", self.lin.js[..., :ns], shape)
-        eye3 = torch.eye(3, dtype=R.dtype, device=R.device)
-        vp = vs + torch.einsum("bp,pua->bua", (R[:, 1:] - eye3).reshape(b, -1), self.pd)   # [B, U, 3]
-        G: list[Tensor] = []
-        Gd: list[Tensor] = []
-        od: list[Tensor] = []
-        for j, par in enumerate(self.parents):
-            if par < 0:
-                G.append(R[:, j])
-                Gd.append(Rdot[:, :, j])
-                od.append(R.new_zeros(b, n_rot, 3))
-            else:
-                G.append(G[par] @ R[:, j])
-                Gd.append(G[par][:, None] @ Rdot[:, :, j] + Gd[par] @ R[:, j][:, None])
-                od.append(od[par] + (Gd[par] @ (J[:, j] - J[:, par])[:, None, :, None])[..., 0])
-        Gs, Gds, ods = torch.stack(G, 1), torch.stack(Gd, 2), torch.stack(od, 2)   # [B,J,3,3], [B,T,J,3,3], [B,T,J,3]
-        gd = ods - (Gds @ J[:, None, :, :, None])[..., 0]                   # [B, T, J, 3]
-        Md = torch.einsum("uj,btjxy->btuxy", self.w, Gds)                   # [B, T, U, 3, 3]
-        M = torch.einsum("uj,bjxy->buxy", self.w, Gs)                       # [B, U, 3, 3]
-        dvp = torch.einsum("btp,pua->btua", Rdot[:, :, 1:].reshape(b, n_rot, -1), self.pd)  # [B, T, U, 3]
-        dv = (Md @ vp[:, None, :, :, None])[..., 0] + torch.einsum("uj,btja->btua", self.w, gd) \
-            + (M[:, None] @ dvp[..., None])[..., 0]                         # [B, T, U, 3]
-        dv = torch.cat([dv, self.lid[None].expand(b, -1, -1, -1)], 1)       # + eyelids: [B, T + 2, U, 3]
-        dl = (dv[:, :, self.corner] * self.bary[None, None, :, :, None]).sum(-2)   # [B, T + 2, L, 3]
-        return dl.permute(0, 2, 3, 1)
