@@ -16,7 +16,8 @@ random but valid (6D rotations of proper rotations), so the dataset verification
 landmarks are the tracked face's own (stand-in model) plus 0.8 px of noise, so the steadiness
 figures' frame-by-frame fit has a face to fit.
 
-Prints one JSON object, ``{"runs": [...]}``, one entry per run: frames, seconds, frames/s, CPU seconds of this process and its workers
+Prints one JSON object, ``{"runs": [...]}``, one entry per run (also on stderr as it ends): frames,
+seconds, frames/s, CPU seconds of this process and its workers
 (user + system: what a loaded machine does not inflate), the stage's own phase times
 (``report.json``), the machine's core count and its load average before the run. With ``--profile`` the 25 costliest
 functions (cumulative, then own time) go to stderr; profile with ``--jobs 1`` (workers are not profiled).

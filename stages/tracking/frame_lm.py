@@ -245,7 +245,8 @@ def solve_frames(model: nn.Module, shared: Shared, targets: Tensor, point_w: Ten
                 # Nielsen's update where accepted (down to 1/10), lambda * nu where not
                 down = lam_r * torch.clamp(1.0 - (2.0 * rho - 1.0) ** 3, min=0.1)
                 damp[rows] = torch.where(better, down.clamp_min(1e-12), torch.where(pending, lam_r * nu[rows], lam_r))
-                nu[rows] = torch.where(better, torch.full_like(lam_r, 2.0), torch.where(pending, nu[rows] * 2, nu[rows]))
+                nu[rows] = torch.where(better, torch.full_like(lam_r, 2.0),
+                                       torch.where(pending, nu[rows] * 2, nu[rows]))
                 accepted |= better
                 pending &= ~better & (damp[rows] < 1e12)
                 if not bool(pending.any()):

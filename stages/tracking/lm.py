@@ -448,7 +448,8 @@ class _PoseJacobian:
         return dl.permute(0, 2, 3, 1)
 
 
-def view_jacobian(pts: Tensor, rot: Tensor, q: Tensor, log_f: Tensor, pp_n: Tensor, size: float) -> tuple[Tensor, Tensor]:
+def view_jacobian(pts: Tensor, rot: Tensor, q: Tensor, log_f: Tensor, pp_n: Tensor,
+                  size: float) -> tuple[Tensor, Tensor]:
     """Pixels of model-space points and their Jacobian with respect to the view: head rotation
     (6D), translation as (x/z, y/z, log z), log(focal / size) and principal point / size.
 

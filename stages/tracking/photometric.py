@@ -196,7 +196,8 @@ class Photometric:
         mask = ((face_idx >= 0) & self.face_region[face_idx.clamp_min(0)]).float()
         return colour, mask, face_idx
 
-    def fixed_geometry(self, vertices: Tensor, R: Tensor, t: Tensor, focal: Tensor, pp: Tensor, frames: Tensor):  # noqa: ANN201
+    def fixed_geometry(self, vertices: Tensor, R: Tensor, t: Tensor, focal: Tensor, pp: Tensor,  # noqa: ANN201
+                       frames: Tensor):
         """The term as a function of the appearance alone, for geometry that does not move
         (calibrate's appearance level, which frees only the albedo or texture and the lighting).
 

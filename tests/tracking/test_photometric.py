@@ -91,7 +91,8 @@ def test_fixed_geometry_appearance_fit_takes_the_same_steps(scene):
     schedule = calibrate_schedule(0, 0, 12)
     w = LossWeights()
     slow = Photometric(images, model.faces, region, albedo, ambient_sh(), refresh=4)
-    problem = fitting.Problem(targets=torch.zeros(2, model.mp_index.numel(), 2), point_w=torch.ones(model.mp_index.numel()),
+    n = model.mp_index.numel()
+    problem = fitting.Problem(targets=torch.zeros(2, n, 2), point_w=torch.ones(n),
                               frame_w=torch.ones(2), link=torch.zeros(1), frames=frames)
     fitting.fit(model, problem, init, shared, schedule, w, photo=slow)
     fast = Photometric(images, model.faces, region, albedo, ambient_sh())
