@@ -441,8 +441,8 @@ class _PoseJacobian:
         Md = torch.einsum("uj,btjxy->btuxy", self.w, Gds)                   # [B, T, U, 3, 3]
         M = torch.einsum("uj,bjxy->buxy", self.w, Gs)                       # [B, U, 3, 3]
         dvp = torch.einsum("btp,pua->btua", Rdot[:, :, 1:].reshape(b, n_rot, -1), self.pd)  # [B, T, U, 3]
-        dv = (Md @ vp[:, None, :, :, None])[..., 0] + torch.einsum("uj,btja->btua", self.w, gd) \
-            + (M[:, None] @ dvp[..., None])[..., 0]                         # [B, T, U, 3]
+        dv = torch.einsum("btuxy,buy->btux", Md, vp) + torch.einsum("uj,btja->btua", self.w, gd) \
+            + torch.einsum("buxy,btuy->btux", M, dvp)                       # [B, T, U, 3]
         dv = torch.cat([dv, self.lid[None].expand(b, -1, -1, -1)], 1)       # + eyelids: [B, T + 2, U, 3]
         dl = (dv[:, :, self.corner] * self.bary[None, None, :, :, None]).sum(-2)   # [B, T + 2, L, 3]
         return dl.permute(0, 2, 3, 1)
