@@ -206,7 +206,7 @@ class Photometric:
         the current ``albedo``/``tex`` and ``sh``. Its value and gradients are those of
         ``self(vertices, ...)`` at any step (where :meth:`__call__` refreshes the visibility of the
         same geometry, it finds the same faces), without the per-step model, projection and
-        rasterisation.
+        rasterisation; in the per-vertex mode only the pixels inside the mask are kept.
 
         Args: as :meth:`__call__` (the geometry is detached).
 
@@ -224,14 +224,21 @@ class Photometric:
             basis = sh_basis(vertex_normals(vertices @ R.transpose(-1, -2) + t[:, None, :], self.faces))  # [B, V, 9]
             mask = ((face_idx >= 0) & self.face_region[face_idx.clamp_min(0)]).float()
             target = self.targets(frames)
+            if self.uv_albedo is None:
+                # per-vertex mode: only the pixels inside the mask count, so only they are kept: each
+                # one's three corners (rows of the batch's [B * V] vertex colours) and barycentrics
+                inside = mask > 0
+                b, v = vertices.shape[0], vertices.shape[1]
+                vid = self.faces[face_idx.clamp_min(0)] + (torch.arange(b, device=face_idx.device) * v).view(b, 1, 1, 1)
+                corners, weights, wanted = vid[inside], bary[inside], target[inside]     # [N, 3], [N, 3], [N, 3]
+                count = 3.0 * max(int(inside.sum()), 1)                                # photometric_loss's norm
 
         def loss() -> Tensor:
             if self.uv_albedo is None:
-                colour = interpolate(self.albedo[None] * (basis @ self.sh), self.faces, frags)
-            else:
-                colour = self.uv_albedo.pixel_albedo(frags) * interpolate(basis @ self.sh, self.faces, frags)
-            out = photometric_loss(colour, target, mask)
-            return out + self.uv_albedo.prior_loss() if self.uv_albedo is not None else out
+                colour = (self.albedo[None] * (basis @ self.sh)).reshape(-1, 3)[corners]  # [N, 3 corners, 3]
+                return ((weights[..., None] * colour).sum(-2) - wanted).abs().sum() / count
+            colour = self.uv_albedo.pixel_albedo(frags) * interpolate(basis @ self.sh, self.faces, frags)
+            return photometric_loss(colour, target, mask) + self.uv_albedo.prior_loss()
 
         return loss
 
