@@ -18,6 +18,9 @@ solve of :mod:`stages.tracking.lm`); ``default`` is the calibrate stage's defaul
 that measurably raises the identity error. ``--frames`` takes a list (e.g. ``250,10000``: a short
 clip and the 10k-frame benchmark's length; only keyframe choice depends on it, and is timed too).
 
+``--appearance 150`` adds the appearance level as the stage runs it (the keyframes rendered by
+:mod:`stages.face.synth` at ``--photo-size``; rendering is not timed): the stage's whole solver.
+
 One GPU command for the record (short clip and 10k frames, old and new solver, two seeds)::
 
     python bench/calibrate_bench.py --frames 250,10000 --seeds 2,3 --configs default,adam
@@ -49,6 +52,7 @@ from stages.face.flame import FLAME  # noqa: E402
 from stages.face.model import load_face_model  # noqa: E402
 from stages.face.synth import SynthSpec, generate_params  # noqa: E402
 from stages.tracking.calibration import CalibrationInputs, calibrate  # noqa: E402
+from stages.tracking.face_assets import face_region  # noqa: E402
 from stages.tracking.keyframes import select_keyframes  # noqa: E402
 from stages.tracking.losses import LandmarkWeights  # noqa: E402
 from stages.tracking.schedule import calibrate_schedule  # noqa: E402
@@ -71,8 +75,9 @@ def identity_error_mm(model, shape: np.ndarray, true_shape: np.ndarray) -> float
     return round(1000 * umeyama_error(a.cpu().numpy(), b.cpu().numpy()), 3)
 
 
-def clip(model, n: int, seed: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    """(landmarks [n, L, 2] px with noise, true shape [S])."""
+def clip(model, n: int, seed: int, noise: float) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(landmarks [n, L, 2] px with noise, true shape [S], the clip's parameters (``t`` centred as the
+    landmarks are))."""
     dev = model.v_template.device
     p = generate_params(model, SynthSpec(n_frames=n, seed=seed))
     with torch.no_grad():
@@ -80,9 +85,23 @@ def clip(model, n: int, seed: int, noise: float) -> tuple[np.ndarray, np.ndarray
         K, R, t = (torch.as_tensor(p[k], device=dev) for k in ("K", "R", "t"))
         t[:, :2] -= (out.vertices @ R.transpose(-1, -2) + t[:, None])[..., :2].mean(dim=(0, 1))
         pix, _ = project(out.landmarks_mp, K, R, t)
+    p["t"] = t.cpu().numpy().astype(np.float32)
     pts = pix.cpu().numpy()
     pts = pts + np.random.default_rng(seed).normal(0, noise, pts.shape).astype(np.float32) if noise > 0 else pts
-    return pts.astype(np.float32), np.asarray(p["shape"][0])
+    return pts.astype(np.float32), np.asarray(p["shape"][0]), p
+
+
+def keyframe_images(model, data, params: dict, picks: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 [K, size, size, 3]: the keyframes rendered (stages.face.synth, a colour-gradient texture)
+    and area-downsampled to the appearance level's resolution."""
+    from stages.face.synth import render_frames
+
+    dev = model.v_template.device
+    tex = torch.full((3, 64, 64), 0.6, device=dev)
+    tex[0] = torch.linspace(0.3, 0.9, 64, device=dev)[None, :]
+    img = torch.cat([render_frames(model, data, params, int(k), int(k) + 1, tex) for k in picks])
+    small = torch.nn.functional.interpolate(img.permute(0, 3, 1, 2).float(), size=size, mode="area")
+    return small.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def main() -> None:
@@ -92,6 +111,10 @@ def main() -> None:
     ap.add_argument("--configs", default="default,short")
     ap.add_argument("--noise", type=float, default=0.5, help="landmark noise, pixels (per coordinate)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--appearance", type=int, default=0,
+                    help="Adam steps of the appearance level (the stage's default is 150) on the keyframes rendered "
+                         "at --photo-size; 0: geometry only")
+    ap.add_argument("--photo-size", type=int, default=128)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,13 +125,13 @@ def main() -> None:
     mp_index = model.mp_index.cpu().numpy()
     device = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     if dev.type == "cuda":  # CUDA context and kernels warmed up first, as in a run (ingest, landmarks came before)
-        warm, _ = clip(model, 8, 0, args.noise)
+        warm, _, _ = clip(model, 8, 0, args.noise)
         calibrate(model, CalibrationInputs(torch.as_tensor(warm, device=dev), pw, np.arange(1, 9)),
                   schedule=calibrate_schedule(2, 2, 0), refine_iterations=2, lm_iterations=2)
         torch.cuda.synchronize()
     for frames in (int(f) for f in args.frames.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
-            pts, true_shape = clip(model, frames, seed, args.noise)
+            pts, true_shape, params = clip(model, frames, seed, args.noise)
             full = np.repeat(pts.mean(1, keepdims=True), 478, axis=1)
             full[:, mp_index] = pts
             for name in args.configs.split(","):
@@ -122,14 +145,21 @@ def main() -> None:
                 t0, c0 = time.perf_counter(), time.process_time()
                 picks = select_keyframes(full, np.ones(frames, bool), np.ones(frames), k)
                 t_pick = time.perf_counter() - t0
-                inputs = CalibrationInputs(torch.as_tensor(pts[picks], device=dev), pw, picks + 1)
-                calib = calibrate(model, inputs, schedule=calibrate_schedule(rigid, ident, 0), refine_iterations=refine,
-                                  lm_iterations=lm_iters)
+                images = region = None
+                if args.appearance > 0:
+                    images = keyframe_images(model, data, params, picks, args.photo_size)
+                    region = torch.as_tensor(face_region(data), device=dev)
+                t_images = time.perf_counter() - t0 - t_pick
+                inputs = CalibrationInputs(torch.as_tensor(pts[picks], device=dev), pw, picks + 1, images=images,
+                                           face_region=region)
+                calib = calibrate(model, inputs, schedule=calibrate_schedule(rigid, ident, args.appearance),
+                                  refine_iterations=refine, lm_iterations=lm_iters)
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 print(json.dumps({"device": device, "seed": seed, "frames": frames, "config": name, "spec": spec,
                                   "keyframes": len(picks), "rigid_steps": rigid, "identity_steps": ident,
-                                  "refine_iterations": refine, "lm": calib.lm, "seconds": round(time.perf_counter() - t0, 3),
+                                  "refine_iterations": refine, "lm": calib.lm, "seconds": round(time.perf_counter() - t0 - t_images, 3),
+                                  "render_keyframes_s": round(t_images, 3), "appearance_steps": args.appearance,
                                   "keyframe_choice_s": round(t_pick, 3), "cpu_s": round(time.process_time() - c0, 3),
                                   "parts_s": calib.seconds, "refine": calib.refine, "noise_px": args.noise,
                                   "focal_px": round(float(calib.focal[0]), 2),

@@ -67,7 +67,7 @@ class Config:
     """
 
     overlay_every: int = 1
-    overlay_max_frames: int = 250
+    overlay_max_frames: int = 100
     check_pixels: bool = True
     jitter_frames: int = 100
 
@@ -95,10 +95,12 @@ def _camera_fields(K: np.ndarray, R: np.ndarray, t: np.ndarray) -> dict[str, np.
 
 
 def _write_dataset(ctx, shards, cfg: Config, track: JoinedTrack, const: FrameConstants, cams: dict[str, np.ndarray],
-                   tars: dict[str, tuple[Path, Path]], during=None) -> tuple[dict[str, str], list[str], float]:  # noqa: ANN001
+                   tars: dict[str, tuple[Path, Path]], during=None,  # noqa: ANN001
+                   on_started=None) -> tuple[dict[str, str], list[str], float]:  # noqa: ANN001
     """Write imgs, alpha, parsing and checkpoint/*.frame straight into the store's ``dataset`` folder,
     in ``ctx.jobs`` worker processes, each file checked on its bytes (see :mod:`stages.dataset.writer`).
-    ``during()`` runs in a thread meanwhile (the overlay). Returns ``({dataset-relative path: sha256},
+    ``on_started()`` is called once the workers are forked (so a thread it starts is never forked
+    into them), ``during()`` then runs in a thread meanwhile (the overlay). Returns ``({dataset-relative path: sha256},
     problems, time.monotonic() when the last file was written)``; the outputs are recorded in
     ``ctx.outputs`` as they come."""
     rows = FrameRows(0, track.params["exp"], track.params["eyes"], track.params["eyelids"], track.params["jaw"],
@@ -110,6 +112,8 @@ def _write_dataset(ctx, shards, cfg: Config, track: JoinedTrack, const: FrameCon
     problems: list[str] = []
     with ChunkWriter(ctx.store, ctx.key("", "dataset").rstrip("/"), chunks, const, workers=ctx.jobs,
                      check_pixels=cfg.check_pixels) as writer, ThreadPoolExecutor(1) as side:
+        if on_started is not None:
+            on_started()
         pending = side.submit(during) if during is not None else None
         for result in writer.results():
             outputs.update(result.outputs)
@@ -198,25 +202,25 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     tars = {s.name: (f, m) for s, f, m in zip(shards, frames_tars, masks_tars)}
     phases["fetch_tars"] = round(time.monotonic() - t1, 3)
 
-    # the steadiness figures (a frame-by-frame fit of cfg.jitter_frames frames: hundreds of small
-    # optimiser steps, seconds on a GPU) are computed in a thread while the dataset is written
+    # the steadiness figures (a frame-by-frame fit of cfg.jitter_frames frames: a batched
+    # Levenberg-Marquardt solve, stages.tracking.frame_lm) are computed in a thread while the dataset is written
     from stages.tracking.jitter import steadiness, window
     from stages.tracking.stage_io import fetch_all_landmarks
 
     win = window(n, cfg.jitter_frames)
     near = [s for s in shards if s.start <= win.stop and s.stop > win.start + 1] if win.stop - win.start >= 3 else []
-    steady_in = {"landmarks": fetch_all_landmarks(ctx, near) if near else None,
-                 "track_config": (ctx.manifest_of("track").config or {}) if near else {}}
+    steady_in = {"landmarks": fetch_all_landmarks(ctx, near) if near else None}
 
     def steady_job() -> dict:
-        t2 = time.monotonic()
+        t2, c2 = time.monotonic(), time.thread_time()
         out = steadiness(ctx, track.R, track.params["t"], calib.shape, calib.focal, calib.pp, data, cfg.jitter_frames,
                          **steady_in)
         phases["steadiness"] = round(time.monotonic() - t2, 3)
+        phases["steadiness_thread_cpu"] = round(time.thread_time() - c2, 3)  # what a loaded machine does not inflate
         return out
 
     steady_pool = ThreadPoolExecutor(1)
-    steady_future = steady_pool.submit(steady_job)
+    steady_future: list = []  # started once the dataset writer's workers are forked (no thread is forked with them)
     with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
         overlay_frames = [0]
         video = Path(tmp) / "overlay.mp4"
@@ -228,8 +232,9 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
 
         const = FrameConstants(shape=calib.shape, K=K, tex=tex, sh=calib.sh, img_size=(IMAGE_SIZE, IMAGE_SIZE))
         t1 = time.monotonic()
-        written, problems, written_at = _write_dataset(ctx, shards, cfg, track, const, cams, tars,
-                                                       during=overlay if cfg.overlay_every > 0 else None)
+        written, problems, written_at = _write_dataset(
+            ctx, shards, cfg, track, const, cams, tars, during=overlay if cfg.overlay_every > 0 else None,
+            on_started=lambda: steady_future.append(steady_pool.submit(steady_job)))
         phases["write_and_check"] = round(written_at - t1, 3)
         phases["write_and_overlay"] = round(time.monotonic() - t1, 3)
         # what is left of the verification needs only the names: what the store holds now
@@ -263,7 +268,7 @@ def run(ctx) -> None:  # noqa: ANN001 - StageContext
     err = track.error_px[np.isfinite(track.error_px)]
     t1 = time.monotonic()
     try:
-        steady = steady_future.result()
+        steady = steady_future[0].result() if steady_future else steady_job()
     finally:
         steady_pool.shutdown()
     phases["steadiness_wait"] = round(time.monotonic() - t1, 3)

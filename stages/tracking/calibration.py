@@ -211,8 +211,10 @@ def calibrate(model: nn.Module, inputs: CalibrationInputs, *, image_size: int = 
             appearance = texture_schedule(appearance)
         else:
             photo = Photometric(inputs.images, model.faces, region, colour, ambient_sh(device=dev), image_size)
-        problem.frames = torch.arange(k, device=dev)
-        fitting.fit(model, problem, res.params, res.shared, appearance, weights, photo=photo, on_step=on_step)
+        # the geometry is held in this level: visibility, barycentrics and normals once, then only
+        # the shading moves (fit_appearance; the same steps as fitting.fit with the photometric term)
+        loss_fn = photo.fixed_geometry(verts, p.R, p.t, res.shared.focal, res.shared.pp, torch.arange(k, device=dev))
+        fitting.fit_appearance(loss_fn, photo.parameters(), appearance, weights.photometric, on_step=on_step)
         sh = photo.sh.detach().cpu().numpy()
         if use_texture:
             tex = photo.uv_albedo.tex.detach()

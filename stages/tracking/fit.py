@@ -243,3 +243,53 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
         err = losses.landmark_error_px(pix, problem.targets)
     return FitResult(params=p.detach(), shared=Shared(sh.shape.detach(), sh.focal.detach(), sh.pp.detach()),
                      error_px=err, history=history)
+
+
+def fit_appearance(loss_fn, params: dict[str, Tensor], schedule: Schedule, weight: float,  # noqa: ANN001
+                   on_step=None) -> dict[str, float]:
+    """The photometric levels of ``schedule`` with the geometry held (calibrate's appearance level):
+    Adam on each level's free tensors of ``params`` against ``weight * loss_fn()``, with
+    :func:`fit`'s optimiser, learning rates and decay.
+
+    :func:`fit` runs such a level with the whole objective, evaluating the face model, the
+    projection, the landmark terms and the rasteriser every step; none of them depends on the
+    appearance, so their gradients with respect to it are zero and this gives the same steps (the
+    test compares the two). ``loss_fn`` is e.g.
+    :meth:`stages.tracking.photometric.Photometric.fixed_geometry`.
+
+    Args:
+        loss_fn: ``() -> scalar``, the photometric term at the fixed geometry.
+        params: the appearance tensors by name (``albedo``/``tex``, ``sh``), optimised in place.
+        schedule: its photometric levels are run (others are skipped).
+        weight: the photometric term's weight (:class:`LossWeights` ``photometric``).
+        on_step: optional ``callable(level_name, step)``.
+
+    Returns:
+        ``{level name: weighted loss at its last step}``.
+    """
+    history: dict[str, float] = {}
+    for level in schedule.levels:
+        free = [(name, params[name]) for name in level.free if name in params]
+        if not level.photometric or not free:
+            continue
+        for _, tensor in free:
+            tensor.requires_grad_(True)
+        opt = torch.optim.Adam([{"params": [t], "lr": schedule.lr[n], "base_lr": schedule.lr[n]} for n, t in free],
+                               betas=schedule.betas, fused=all(t.is_cuda for _, t in free) or None)
+        loss = torch.zeros(())
+        for step in range(level.steps):
+            factor = schedule.lr_factor(step, level.steps)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * factor
+            loss = weight * loss_fn()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if on_step is not None:
+                on_step(level.name, step)
+        for _, tensor in free:
+            tensor.requires_grad_(False)
+        history[level.name] = float(loss.detach())
+        if not math.isfinite(history[level.name]):
+            raise FloatingPointError(f"appearance fit diverged in level {level.name!r}")
+    return history

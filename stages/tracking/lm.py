@@ -9,8 +9,10 @@ flat valleys (identity against every keyframe's expression and depth) for hundre
 Gauss-Newton step crosses them at once. Per iteration:
 
 1. the residuals and their Jacobians ``A_k = dr_k/dx_k [R, P]``, ``B_k = dr_k/dy [R, Y]`` of all
-   keyframes in one batched forward-mode pass (``torch.func.jacfwd`` under ``vmap``: one model
-   evaluation of ``K * (P + Y)`` tangent frames, a few hundred kernel launches however many frames);
+   keyframes from the model's structure (:func:`pixel_jacobian`: the view by forward mode through
+   the projection alone, jaw, eyes and eyelids by :class:`_PoseJacobian`, expression and identity
+   by :class:`_LinearPart`; a few dozen batched products however many frames, no pass of tangent
+   frames through the whole model, which :func:`jacobian_reference` makes and the tests compare);
 2. the normal equations with the priors, damped by ``lambda * diag`` (Marquardt);
 3. the Schur complement on the shared block: ``K`` small ``P x P`` Cholesky solves (batched) and
    one ``Y x Y`` solve, then every keyframe's step by back-substitution;
@@ -139,8 +141,6 @@ def solve_lm(model: nn.Module, shape: Tensor, params: FrameParams, focal: Tensor
     Returns:
         :class:`LMResult` (float32 tensors on the inputs' device).
     """
-    from torch.func import jacfwd, vmap
-
     w = weights or LossWeights()
     dev, f64 = targets.device, torch.float64
     size = float(image_size)
@@ -165,19 +165,7 @@ def solve_lm(model: nn.Module, shape: Tensor, params: FrameParams, focal: Tensor
     log_f0 = math.log(f0 / size)
 
     lin = _LinearPart(m64)
-    n_pose = lay.slices["exp"].start
-
-    def landmark_residual(xpose: Tensor, ycam: Tensor, exp: Tensor, shp: Tensor, tk: Tensor) -> Tensor:
-        """One keyframe: pose part [n_pose], camera part [3] (log f/size, pp/size), expression [E],
-        identity [S], targets [L, 2] -> weighted residuals [L * 2]."""
-        q = lay.unpack(torch.cat([xpose, exp])[None])
-        out = m64(shape=shp[None], expression=q["exp"], jaw=q["jaw"], eyes=q["eyes"], eyelids=q["eyelids"])
-        f = torch.exp(ycam[0]) * size
-        pix, _ = project(out.landmarks_mp, rotation_6d_to_matrix(q["rot"]), q_to_t(q["t"]), f.expand(2),
-                         ycam[1:3] * size)
-        return ((pix[0] - tk) / size * rw[:, None]).reshape(-1)
-
-    pose_jac = vmap(jacfwd(landmark_residual, argnums=(0, 1)), in_dims=(0, None, 0, None, 0))
+    pose = _PoseJacobian(m64, lin)
 
     def res(x: Tensor, y: Tensor, tk: Tensor) -> Tensor:
         """[K, L * 2] weighted landmark residuals of every keyframe (one batched model call)."""
@@ -196,14 +184,14 @@ def solve_lm(model: nn.Module, shape: Tensor, params: FrameParams, focal: Tensor
         return c
 
     def jac(x: Tensor, y: Tensor, tk: Tensor) -> tuple[Tensor, Tensor]:
-        """[K,R,P] and [K,R,Y]: forward mode for the pose and camera, the linear map for
-        expression and identity (see :class:`_LinearPart`)."""
-        j_pose, j_cam = pose_jac(x[:, :n_pose], y[lay.S:], x[:, n_pose:], y[: lay.S], tk)
+        """[K,R,P] and [K,R,Y] from the model's structure (:func:`pixel_jacobian`; the forward-mode
+        reference :func:`jacobian_reference` is what the tests compare it with)."""
         q = lay.unpack(x)
         p = FrameParams(**{n: (q_to_t(v) if n == "t" else v) for n, v in q.items()})
-        j_exp, j_shape = lin.landmark_jacobians(p, y[: lay.S], torch.exp(y[lay.S]) * size, y[lay.S + 1:] * size)
+        _, j_pose, j_cam, j_exp, j_shape = pixel_jacobian(lin, pose, p, q["t"], y[: lay.S], y[lay.S], y[lay.S + 1:],
+                                                          size)
         scale = (rw / size).repeat_interleave(2)[None, :, None]
-        return (torch.cat([j_pose, j_exp * scale], dim=2), torch.cat([j_shape * scale, j_cam], dim=2))
+        return (torch.cat([j_pose, j_exp], dim=2) * scale, torch.cat([j_shape, j_cam], dim=2) * scale)
 
     x = lay.pack(params.map(lambda v: v.detach().to(f64)))
     y = torch.cat([shape.detach().to(f64).reshape(-1), torch.log(focal.detach().to(f64).mean() / size).reshape(1),
@@ -373,5 +361,173 @@ class _LinearPart:
             G = self._world_rotations(p)
             ne, ns = p.exp.shape[1], shape.numel()
             je = self._pixel_moves(G, jc, self.ed[..., :ne], self.je[..., :ne])
+            je = je.reshape(k, -1, ne)
+            if ns == 0:  # the identity baked into the model (a per-frame fit)
+                return je, je.new_zeros(k, je.shape[1], 0)
             js = self._pixel_moves(G, jc, self.sd[..., :ns], self.js[..., :ns])
-        return je.reshape(k, -1, ne), js.reshape(k, -1, ns)
+        return je, js.reshape(k, -1, ns)
+
+
+class _PoseJacobian:
+    """The model-space landmarks' Jacobian with respect to the jaw, eyes (6D each) and eyelids,
+    from the model's structure (the counterpart of :class:`_LinearPart`).
+
+    With ``R_j`` the joints' local rotations (global and neck identity), ``G_j = G_parent R_j`` and
+    the posed joints ``o_j = o_parent + G_parent (J_j - J_parent)``, a vertex is
+    ``v_u = sum_j w_uj (G_j vp_u + o_j - G_j J_j) + eyelids . E_u`` with the corrected rest vertex
+    ``vp_u = vs_u + P_u vec(R_1..R_{J-1} - I)``. A change ``dR_j`` of one joint's rotation moves
+    ``G`` and ``o`` of that joint's subtree only (``dG_j = G_parent dR_j``, ``dG_c = dG_parent R_c``,
+    ``do_c = do_parent + dG_parent (J_c - J_parent)``) and the correctives ``vp`` by ``P_u vec(dR_j)``;
+    the eyelids are linear. Only the vertices the landmarks use are touched, and the 6D map's own
+    derivative is a ``[6, 3, 3]`` forward-mode Jacobian per joint: the ``T = 20`` columns cost a
+    few batched products instead of ``T`` passes through the whole model (forward mode would
+    push every column through every vertex). Checked against ``torch.func.jvp`` in the tests.
+    """
+
+    def __init__(self, model: nn.Module, lin: _LinearPart):
+        vidx = model.mp_vert_idx
+        used = torch.unique(vidx.reshape(-1))
+        V = model.n_vertices
+        self.lin, self.model = lin, model
+        self.used = used
+        self.corner, self.bary = lin.corner, lin.bary                      # [L, 3] rows into used; [L, 3]
+        self.w = model.lbs_weights[used]                                    # [U, J]
+        self.tmpl = model.v_template[used]                                  # [U, 3]
+        self.sd = model.shapedirs.view(V, 3, -1)[used]                      # [U, 3, S]
+        self.ed = model.exprdirs.view(V, 3, -1)[used]                       # [U, 3, E]
+        nj = model.n_joints
+        self.pd = model.posedirs.view((nj - 1) * 9, V, 3)[:, used]          # [(J-1)*9, U, 3]
+        self.lid = model.eyelid_dirs.view(2, V, 3)[:, used]                 # [2, U, 3]
+        self.j0 = model.J_regressor @ model.v_template                      # [J, 3]
+        self.parents = lin.parents
+
+    def __call__(self, jaw: Tensor, eyes: Tensor, exp: Tensor, shape: Tensor) -> Tensor:
+        """d(landmarks_mp)/d(jaw [6], eyes [12], eyelids [2]) -> ``[B, L, 3, 20]``, metres per unit,
+        at ``jaw [B, 6]``, ``eyes [B, 12]``, expression ``exp [B, E]``, identity ``shape [S]``."""
+        from torch.func import jacfwd, vmap
+
+        b, nj = jaw.shape[0], len(self.parents)
+        ne, ns = exp.shape[1], shape.numel()
+        ident = torch.tensor(_IDENT6, dtype=jaw.dtype, device=jaw.device).expand(b, 6)
+        d6 = torch.cat([ident, ident, jaw, eyes], 1).view(b, nj, 6)
+        R = rotation_6d_to_matrix(d6)                                       # [B, J, 3, 3]
+        # the rotating joints (2..J-1) own 6 tangent columns each
+        n_rot = 6 * (nj - 2)
+        dR6 = vmap(vmap(jacfwd(rotation_6d_to_matrix)))(d6[:, 2:])          # [B, J-2, 3, 3, 6]
+        Rdot = R.new_zeros(b, n_rot, nj, 3, 3)
+        for i in range(nj - 2):
+            Rdot[:, 6 * i:6 * i + 6, 2 + i] = dR6[:, i].permute(0, 3, 1, 2)
+        vs = self.tmpl + torch.einsum("uan,bn->bua", self.ed[..., :ne], exp)
+        J = self.j0 + torch.einsum("jan,bn->bja", self.lin.je[..., :ne], exp)  # [B, J, 3]
+        if ns:
+            vs = vs + torch.einsum("uan,n->ua", self.sd[..., :ns], shape)
+            J = J + torch.einsum("jan,n->ja", self.lin.js[..., :ns], shape)
+        eye3 = torch.eye(3, dtype=R.dtype, device=R.device)
+        vp = vs + torch.einsum("bp,pua->bua", (R[:, 1:] - eye3).reshape(b, -1), self.pd)   # [B, U, 3]
+        G: list[Tensor] = []
+        Gd: list[Tensor] = []
+        od: list[Tensor] = []
+        for j, par in enumerate(self.parents):
+            if par < 0:
+                G.append(R[:, j])
+                Gd.append(Rdot[:, :, j])
+                od.append(R.new_zeros(b, n_rot, 3))
+            else:
+                G.append(G[par] @ R[:, j])
+                Gd.append(G[par][:, None] @ Rdot[:, :, j] + Gd[par] @ R[:, j][:, None])
+                od.append(od[par] + (Gd[par] @ (J[:, j] - J[:, par])[:, None, :, None])[..., 0])
+        Gs, Gds, ods = torch.stack(G, 1), torch.stack(Gd, 2), torch.stack(od, 2)   # [B,J,3,3], [B,T,J,3,3], [B,T,J,3]
+        gd = ods - (Gds @ J[:, None, :, :, None])[..., 0]                   # [B, T, J, 3]
+        Md = torch.einsum("uj,btjxy->btuxy", self.w, Gds)                   # [B, T, U, 3, 3]
+        M = torch.einsum("uj,bjxy->buxy", self.w, Gs)                       # [B, U, 3, 3]
+        dvp = torch.einsum("btp,pua->btua", Rdot[:, :, 1:].reshape(b, n_rot, -1), self.pd)  # [B, T, U, 3]
+        dv = torch.einsum("btuxy,buy->btux", Md, vp) + torch.einsum("uj,btja->btua", self.w, gd) \
+            + torch.einsum("buxy,btuy->btux", M, dvp)                       # [B, T, U, 3]
+        dv = torch.cat([dv, self.lid[None].expand(b, -1, -1, -1)], 1)       # + eyelids: [B, T + 2, U, 3]
+        dl = (dv[:, :, self.corner] * self.bary[None, None, :, :, None]).sum(-2)   # [B, T + 2, L, 3]
+        return dl.permute(0, 2, 3, 1)
+
+
+def view_jacobian(pts: Tensor, rot: Tensor, q: Tensor, log_f: Tensor, pp_n: Tensor,
+                  size: float) -> tuple[Tensor, Tensor]:
+    """Pixels of model-space points and their Jacobian with respect to the view: head rotation
+    (6D), translation as (x/z, y/z, log z), log(focal / size) and principal point / size.
+
+    Args:
+        pts: [K, L, 3] model-space points, metres. rot: [K, 6]. q: [K, 3]. log_f: scalar (fx = fy).
+        pp_n: [2]. size: the image size, pixels.
+
+    Returns:
+        (pix [K, L, 2], d(pix)/d(rot, q, log_f, pp) [K, L, 2, 12]); forward mode over the 12
+        directions, each one batched call of the projection alone (no face model).
+    """
+    from torch.func import jvp, vmap
+
+    k = pts.shape[0]
+
+    def view(v: Tensor) -> Tensor:
+        R = rotation_6d_to_matrix(v[:, :6])
+        return project(pts, R, q_to_t(v[:, 6:9]), (torch.exp(v[:, 9:10]) * size).expand(k, 2),
+                       v[:, 10:12] * size)[0]
+
+    at = torch.cat([rot, q, log_f.reshape(1, 1).expand(k, 1), pp_n.reshape(1, 2).expand(k, 2)], 1)
+    basis = torch.eye(12, dtype=at.dtype, device=at.device)[:, None, :].expand(12, k, 12)
+    cols = vmap(lambda v: jvp(view, (at,), (v,))[1])(basis)                            # [12, K, L, 2]
+    return view(at), cols.movedim(0, -1)
+
+
+def pixel_jacobian(lin: _LinearPart, pose: _PoseJacobian, p: FrameParams, q: Tensor, shape: Tensor, log_f: Tensor,
+                   pp_n: Tensor, size: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The landmarks' pixels and their Jacobians with respect to every parameter, from the model's
+    structure (:class:`_LinearPart`, :class:`_PoseJacobian`, :func:`view_jacobian`), no
+    forward-mode pass through the face model.
+
+    Args:
+        p: K frames (``t`` in metres); q: [K, 3] the same translation as (x/z, y/z, log z).
+        shape: [S] identity. log_f: log(focal / size) (fx = fy). pp_n: [2] principal point / size.
+
+    Returns:
+        ``pix [K, L, 2]``, ``d_pose [K, 2L, 29]`` (rot 6D, t as q, jaw, eyes, eyelids: the packed
+        order of :class:`_Layout`), ``d_view [K, 2L, 3]`` (log focal, principal point) and
+        ``d_shape [K, 2L, S]``, ``d_exp [K, 2L, E]`` are the last two: ``(pix, d_pose, d_view,
+        d_exp, d_shape)``; pixels per unit, rows ``(landmark, x/y)``.
+    """
+    k = len(p)
+    with torch.no_grad():
+        pts = lin.model(shape=shape.expand(k, -1), expression=p.exp, jaw=p.jaw, eyes=p.eyes,
+                        eyelids=p.eyelids).landmarks_mp                              # [K, L, 3]
+        pix, j_view = view_jacobian(pts, p.rot, q, log_f, pp_n, size)                 # [K, L, 2, 12]
+        R = p.R
+        cam = pts @ R.transpose(1, 2) + p.t[:, None]
+        z = cam[..., 2].clamp_min(1e-4)
+        zero = torch.zeros_like(z)
+        f = torch.exp(log_f) * size
+        dproj = torch.stack([torch.stack([1 / z, zero, -cam[..., 0] / z ** 2], -1),
+                             torch.stack([zero, 1 / z, -cam[..., 1] / z ** 2], -1)], -2) * f   # [K, L, 2, 3]
+        j_model = (dproj @ R[:, None]) @ pose(p.jaw, p.eyes, p.exp, shape)             # [K, L, 2, 20]
+        j_exp, j_shape = lin.landmark_jacobians(p, shape, f, pp_n * size)
+    d_pose = torch.cat([j_view[..., :9], j_model], -1).reshape(k, -1, 9 + j_model.shape[-1])
+    return pix, d_pose, j_view[..., 9:].reshape(k, -1, 3), j_exp, j_shape
+
+
+def jacobian_reference(model: nn.Module, p: FrameParams, shape: Tensor, log_f: Tensor, pp_n: Tensor,
+                       size: float) -> tuple[Tensor, Tensor]:
+    """Reference for :func:`pixel_jacobian`'s ``d_pose`` and ``d_view``: forward mode through the
+    whole face model, every frame under ``vmap`` (what the solver did before; a pass of ``K x 32``
+    tangent frames through every vertex)."""
+    from torch.func import jacfwd, vmap
+
+    dims = {n: int(v.shape[-1]) for n, v in p.as_dict().items()}
+    lay = _Layout(dims, int(shape.numel()))
+    n_pose = lay.slices["exp"].start
+    x = lay.pack(p)
+
+    def pixels(xpose: Tensor, view: Tensor, exp: Tensor) -> Tensor:
+        q = lay.unpack(torch.cat([xpose, exp])[None])
+        out = model(shape=shape[None], expression=q["exp"], jaw=q["jaw"], eyes=q["eyes"], eyelids=q["eyelids"])
+        pix, _ = project(out.landmarks_mp, rotation_6d_to_matrix(q["rot"]), q_to_t(q["t"]),
+                         (torch.exp(view[0]) * size).expand(2), view[1:3] * size)
+        return pix[0].reshape(-1)
+
+    view = torch.cat([log_f.reshape(1), pp_n.reshape(2)])
+    return vmap(jacfwd(pixels, argnums=(0, 1)), in_dims=(0, None, 0))(x[:, :n_pose], view, x[:, n_pose:])

@@ -196,6 +196,52 @@ class Photometric:
         mask = ((face_idx >= 0) & self.face_region[face_idx.clamp_min(0)]).float()
         return colour, mask, face_idx
 
+    def fixed_geometry(self, vertices: Tensor, R: Tensor, t: Tensor, focal: Tensor, pp: Tensor,  # noqa: ANN201
+                       frames: Tensor):
+        """The term as a function of the appearance alone, for geometry that does not move
+        (calibrate's appearance level, which frees only the albedo or texture and the lighting).
+
+        Visibility, barycentrics, normals and their SH basis depend on the geometry only, so they
+        are computed once here; each call of the returned ``loss()`` shades and interpolates with
+        the current ``albedo``/``tex`` and ``sh``. Its value and gradients are those of
+        ``self(vertices, ...)`` at any step (where :meth:`__call__` refreshes the visibility of the
+        same geometry, it finds the same faces), without the per-step model, projection and
+        rasterisation; in the per-vertex mode only the pixels inside the mask are kept.
+
+        Args: as :meth:`__call__` (the geometry is detached).
+
+        Returns:
+            ``loss() -> scalar`` (the photometric L1, plus the texture prior in the texture mode).
+        """
+        from stages.tracking.losses import photometric_loss
+
+        with torch.no_grad():
+            vertices, R, t = vertices.detach(), R.detach(), t.detach()
+            vpix = self.screen_vertices(vertices, R, t, focal.detach(), pp.detach())
+            face_idx = rasterize(vpix, self.faces, self.size, self.size, cull_backfaces=True).face_idx
+            bary = barycentrics(vpix, self.faces, face_idx)
+            frags = Fragments(face_idx, bary, bary[..., 0])
+            basis = sh_basis(vertex_normals(vertices @ R.transpose(-1, -2) + t[:, None, :], self.faces))  # [B, V, 9]
+            mask = ((face_idx >= 0) & self.face_region[face_idx.clamp_min(0)]).float()
+            target = self.targets(frames)
+            if self.uv_albedo is None:
+                # per-vertex mode: only the pixels inside the mask count, so only they are kept: each
+                # one's three corners (rows of the batch's [B * V] vertex colours) and barycentrics
+                inside = mask > 0
+                b, v = vertices.shape[0], vertices.shape[1]
+                vid = self.faces[face_idx.clamp_min(0)] + (torch.arange(b, device=face_idx.device) * v).view(b, 1, 1, 1)
+                corners, weights, wanted = vid[inside], bary[inside], target[inside]     # [N, 3], [N, 3], [N, 3]
+                count = 3.0 * max(int(inside.sum()), 1)                                # photometric_loss's norm
+
+        def loss() -> Tensor:
+            if self.uv_albedo is None:
+                colour = (self.albedo[None] * (basis @ self.sh)).reshape(-1, 3)[corners]  # [N, 3 corners, 3]
+                return ((weights[..., None] * colour).sum(-2) - wanted).abs().sum() / count
+            colour = self.uv_albedo.pixel_albedo(frags) * interpolate(basis @ self.sh, self.faces, frags)
+            return photometric_loss(colour, target, mask) + self.uv_albedo.prior_loss()
+
+        return loss
+
     def targets(self, frames: Tensor) -> Tensor:
         """[B, S, S, 3] float 0..1 images of the given rows."""
         return self.images[frames].float() / 255.0

@@ -180,6 +180,7 @@ def test_report_has_the_steadiness_figures(assembled):
     assert steady["ours"]["frames"] == 20 and steady["window"] == [1, 20]
     for k in ("ours", "ours_window", "per_frame_fit"):
         assert steady[k]["position_mm"] >= 0 and steady[k]["rotation_deg"] >= 0
+    assert steady["per_frame_fit_method"] == "lm" and steady["per_frame_fit_device"] == "cpu"
     assert steady["ratio_position"] == pytest.approx(
         steady["ours_window"]["position_mm"] / steady["per_frame_fit"]["position_mm"], rel=1e-3)
     m = json.loads((store.root / "actors/syn/assemble/manifest.json").read_text())

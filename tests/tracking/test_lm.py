@@ -12,7 +12,7 @@ from stages.face.rotation import axis_angle_to_matrix, matrix_to_rotation_6d
 from stages.tracking import fit as fitting
 from stages.tracking.calibration import CalibrationInputs, calibrate
 from stages.tracking.keyframes import select_keyframes
-from stages.tracking.lm import _LinearPart, objective, solve_lm
+from stages.tracking.lm import _LinearPart, _PoseJacobian, jacobian_reference, objective, pixel_jacobian, solve_lm
 from stages.tracking.losses import LandmarkWeights
 from stages.tracking.params import FrameParams, project
 from stages.tracking.schedule import LossWeights, calibrate_schedule
@@ -88,6 +88,31 @@ def _objective(model, calib, inputs) -> float:
     return float(objective(m64, torch.as_tensor(calib.shape).double(), p, torch.as_tensor(calib.focal).double(),
                            torch.as_tensor(calib.pp).double(), inputs.targets.double(), inputs.point_w.double(), 512.0,
                            LossWeights(), focal0=2304.0))
+
+
+def test_pixel_jacobian_equals_forward_mode_through_the_model():
+    """The solver's Jacobians of the view (head pose, focal, principal point) and of jaw, eyes and
+    eyelids, built from the model's structure, equal forward mode through the whole model
+    (jacobian_reference, the solver's previous route), at random poses with an identity."""
+    m = FLAME(standin()).double()
+    k = 3
+    p = _random_params(k, seed=5)
+    p.t = torch.tensor([[0.01, -0.02, 0.9], [0.0, 0.0, 1.1], [-0.03, 0.01, 1.0]], dtype=torch.float64)
+    shape = torch.randn(300, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 0.5
+    log_f, pp_n = torch.tensor(1.5, dtype=torch.float64), torch.tensor([0.49, 0.51], dtype=torch.float64)
+    lin = _LinearPart(m)
+    q = fitting.t_to_q(p.t)
+    pix, d_pose, d_view, d_exp, d_shape = pixel_jacobian(lin, _PoseJacobian(m, lin), p, q, shape, log_f, pp_n, 512.0)
+    ref_pose, ref_view = jacobian_reference(m, p, shape, log_f, pp_n, 512.0)
+    n = m.mp_index.numel()
+    assert pix.shape == (k, n, 2) and d_pose.shape == ref_pose.shape == (k, 2 * n, 29)
+    assert d_view.shape == ref_view.shape == (k, 2 * n, 3) and d_exp.shape == (k, 2 * n, 100)
+    for got, want in ((d_pose, ref_pose), (d_view, ref_view)):
+        assert want.abs().max() > 1.0
+        assert torch.allclose(got, want, atol=1e-8, rtol=1e-9), (got - want).abs().max()
+    want_pix = project(m(shape=shape.expand(k, -1), expression=p.exp, jaw=p.jaw, eyes=p.eyes,
+                         eyelids=p.eyelids).landmarks_mp, p.R, p.t, (torch.exp(log_f) * 512).expand(2), pp_n * 512)[0]
+    assert torch.allclose(pix, want_pix, atol=1e-9)
 
 
 def test_lm_cost_is_the_reference_objective_and_falls(model):

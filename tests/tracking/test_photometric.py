@@ -68,3 +68,39 @@ def test_vertex_normals_face_the_camera_on_the_front(scene):
     n = vertex_normals(cam, model.faces)
     nose = 1  # MediaPipe nose tip = stand-in vertex 1
     assert (n[:, nose] * -torch.nn.functional.normalize(cam[:, nose], dim=-1)).sum(-1).min() > 0.5
+
+
+def test_fixed_geometry_appearance_fit_takes_the_same_steps(scene):
+    """Calibrate's appearance level with the geometry computed once (Photometric.fixed_geometry +
+    fit.fit_appearance) ends where fit.fit, which evaluates the model and rasterises every step,
+    ends: the same albedo and lighting (and the loss it starts from is the term's own value)."""
+    from stages.face.rotation import matrix_to_rotation_6d
+    from stages.tracking import fit as fitting
+    from stages.tracking.params import FrameParams
+    from stages.tracking.schedule import LossWeights, calibrate_schedule
+
+    data, model, images, verts, R, t, focal, pp = scene
+    p = make_clip(model, 20, seed=0).params  # the scene's clip (same seed), first 2 frames
+    init = FrameParams(exp=torch.as_tensor(p["expression"][:2]), jaw=torch.as_tensor(p["jaw"][:2]),
+                       eyes=torch.as_tensor(p["eyes"][:2]), eyelids=torch.as_tensor(p["eyelids"][:2]),
+                       rot=matrix_to_rotation_6d(R), t=t.clone())
+    shared = fitting.Shared(torch.as_tensor(p["shape"][0]), focal, pp)
+    albedo, _ = sample_vertex_colours(images, verts, R, t, focal, pp, model.faces)
+    region = torch.as_tensor(face_region(data))
+    frames = torch.arange(2)
+    schedule = calibrate_schedule(0, 0, 12)
+    w = LossWeights()
+    slow = Photometric(images, model.faces, region, albedo, ambient_sh(), refresh=4)
+    n = model.mp_index.numel()
+    problem = fitting.Problem(targets=torch.zeros(2, n, 2), point_w=torch.ones(n),
+                              frame_w=torch.ones(2), link=torch.zeros(1), frames=frames)
+    fitting.fit(model, problem, init, shared, schedule, w, photo=slow)
+    fast = Photometric(images, model.faces, region, albedo, ambient_sh())
+    loss_fn = fast.fixed_geometry(verts, R, t, focal, pp, frames)
+    assert float(loss_fn()) == pytest.approx(float(Photometric(images, model.faces, region, albedo, ambient_sh())(
+        verts, R, t, focal, pp, frames, 0)), rel=1e-6)
+    history = fitting.fit_appearance(loss_fn, fast.parameters(), schedule, w.photometric)
+    assert set(history) == {"appearance"}
+    assert not torch.equal(fast.albedo, albedo)  # it moved
+    torch.testing.assert_close(fast.albedo, slow.albedo, atol=1e-6, rtol=0)  # moved by 0.1
+    torch.testing.assert_close(fast.sh, slow.sh, atol=1e-6, rtol=0)
