@@ -67,7 +67,7 @@ class Config:
     """
 
     overlay_every: int = 1
-    overlay_max_frames: int = 100
+    overlay_max_frames: int = 250
     check_pixels: bool = True
     jitter_frames: int = 100
 
