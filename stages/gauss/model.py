@@ -1,7 +1,9 @@
 """The Gaussian avatar: Gaussians bound to the face-model surface, deformed by an MLP.
 
-Each Gaussian ``i`` stores a face index and barycentric coordinates; per frame its base position is
-that surface point on the tracked mesh. An MLP of the positional encoding of the canonical (neutral)
+Each Gaussian ``i`` stores a face index, barycentric coordinates and an anchor offset (zero for
+Gaussians on the surface; the fixed model-space offset of a shell Gaussian beyond the mesh,
+:mod:`stages.gauss.shell`); per frame its base position is that surface point on the tracked mesh
+plus the offset. An MLP of the positional encoding of the canonical (neutral)
 position and the frame's condition vector (expression[100], jaw[6], eyes[12], eyelids[2]) predicts
 offsets of position (metres, model space), rotation (added to the quaternion) and log-scale. Colour
 is spherical harmonics per Gaussian, opacity a per-Gaussian logit. No densification.
@@ -101,15 +103,19 @@ class GaussianAvatar(nn.Module):
         canonical: [N, 3] positions on the neutral mesh (metres), input of the positional encoding.
         config: :class:`AvatarConfig`.
         init_rgb: optional [N, 3] initial colours in 0..1 (grey when ``None``).
+        anchor_offset: optional [N, 3] model-space offset (metres) added to each surface point
+            (zero when ``None``: every Gaussian on the surface).
     """
 
     def __init__(self, face_idx: Tensor, bary: Tensor, canonical: Tensor, config: AvatarConfig,
-                 init_rgb: Tensor | None = None):
+                 init_rgb: Tensor | None = None, anchor_offset: Tensor | None = None):
         super().__init__()
         self.config = config
         n = face_idx.shape[0]
         self.register_buffer("face_idx", face_idx.long().clone())
         self.register_buffer("bary", bary.float().clone())
+        off = torch.zeros(n, 3) if anchor_offset is None else anchor_offset.float().clone()
+        self.register_buffer("anchor_offset", off)
         self.register_buffer("canonical", canonical.float().clone())
         lo, hi = canonical.min(0).values, canonical.max(0).values
         self.register_buffer("pe_center", ((lo + hi) / 2).float())
@@ -141,8 +147,16 @@ class GaussianAvatar(nn.Module):
         return self.face_idx.shape[0]
 
     def base_points(self, vertices: Tensor, faces: Tensor) -> Tensor:
-        """Surface positions on tracked meshes: vertices [B, V, 3], faces [F, 3] -> [B, N, 3]."""
-        return surface_points(vertices, faces, self.face_idx, self.bary)
+        """Base positions on tracked meshes (surface point + anchor offset): vertices [B, V, 3],
+        faces [F, 3] -> [B, N, 3]."""
+        return surface_points(vertices, faces, self.face_idx, self.bary) + self.anchor_offset.to(vertices.dtype)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
+        """As ``nn.Module``'s; a state without ``anchor_offset`` (files written before the shell)
+        loads with zero offsets."""
+        if "anchor_offset" not in state_dict and "face_idx" in state_dict:
+            state_dict = {**state_dict, "anchor_offset": torch.zeros(state_dict["face_idx"].shape[0], 3)}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, points: Tensor, cond: Tensor, autocast: bool = False) -> Gaussians:
         """Per-frame Gaussians.

@@ -60,6 +60,10 @@ class TrainConfig:
         sh_degree, mlp_width, mlp_depth, pe_freqs, init_opacity, offset_scale: see :class:`AvatarConfig`.
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
+        shell_density: Gaussians on a scalp shell and a neck tube beyond the face model's mesh
+            (:mod:`stages.gauss.shell`), per area relative to the face Gaussians' density; 0: none
+            (upstream). For the built-in stand-in, a face-only mesh; ``shell_neck_length`` is how
+            far the neck tube reaches below the chin, in face heights.
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
             The base rates are upstream's batch-1 values (SH 2.5e-3, opacity 5e-2, scale 5e-3,
             rotation 1e-3, MLP 1e-4, Adam betas 0.9/0.999). For batch ``B`` Adam follows the
@@ -107,6 +111,8 @@ class TrainConfig:
     offset_scale: float = 0.01
     uv_resolution: int = 128
     area_samples: int = 14000
+    shell_density: float = 0.0
+    shell_neck_length: float = 0.7
     lr_scale: float = 4.0
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
@@ -229,8 +235,39 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig) -> GaussianAvatar:
     else:
         face_idx, bary = area_samples(neutral, faces, cfg.area_samples, generator=g, face_mask=surface.face_mask)
     canonical = surface_points(neutral, faces, face_idx, bary)
+    offset = None
+    if cfg.shell_density > 0:
+        face_idx, bary, canonical, offset = _add_shell(surface, cfg, face_idx, bary, canonical)
     torch.manual_seed(cfg.seed)
-    return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config())
+    return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config(), anchor_offset=offset)
+
+
+def _add_shell(surface: FaceSurface, cfg: TrainConfig, face_idx: Tensor, bary: Tensor, canonical: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The face Gaussians followed by the shell's (:mod:`stages.gauss.shell`), bound to the
+    triangles the jaw does not move; returns face_idx, bary, canonical, anchor offsets (zero for
+    the face Gaussians)."""
+    import math
+
+    from stages.face.rotation import axis_angle_to_matrix, matrix_to_rotation_6d
+    from stages.gauss.shell import ShellConfig, bind_to_mesh, rigid_faces, shell_points
+    from stages.gauss.surface import EXPRESSION_DIM, JAW_DIM, neutral_condition
+
+    neutral = surface.neutral().cpu()
+    faces = surface.faces.cpu()
+    v = neutral.double()[faces]
+    area = 0.5 * torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]).norm(dim=-1)
+    used = area if surface.face_mask is None else area[surface.face_mask.cpu()]
+    spacing = math.sqrt(float(used.sum()) / max(1, face_idx.shape[0]))
+    pts = shell_points(neutral, faces, spacing, ShellConfig(cfg.shell_density, neck_length=cfg.shell_neck_length))
+    cond = neutral_condition(1, surface.shape.device)
+    jaw = matrix_to_rotation_6d(axis_angle_to_matrix(torch.tensor([[0.3, 0.0, 0.0]])))
+    cond[:, EXPRESSION_DIM:EXPRESSION_DIM + JAW_DIM] = jaw.to(cond)
+    rigid = rigid_faces(neutral, surface.vertices(cond)[0].cpu(), faces)
+    s_idx, s_bary, s_off = bind_to_mesh(pts, neutral, faces, rigid if rigid.any() else None)
+    zeros = torch.zeros(face_idx.shape[0], 3)
+    return (torch.cat([face_idx, s_idx]), torch.cat([bary, s_bary]), torch.cat([canonical, pts]),
+            torch.cat([zeros, s_off]))
 
 
 def cameras(R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -288,7 +325,7 @@ def load_avatar(path: str | Path) -> tuple[GaussianAvatar, dict]:
     d = ckpt.load(path, ckpt.AVATAR_FORMAT)
     sd = d["state_dict"]
     model = GaussianAvatar(sd["face_idx"], sd["bary"], sd["canonical"], AvatarConfig(**d["avatar_config"]))
-    model.load_state_dict(sd)
+    model.load_state_dict(sd)  # files without anchor_offset (before the shell) load with zero offsets
     return model, d
 
 
