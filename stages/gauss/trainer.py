@@ -60,10 +60,12 @@ class TrainConfig:
         sh_degree, mlp_width, mlp_depth, pe_freqs, init_opacity, offset_scale: see :class:`AvatarConfig`.
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
-        shell_density: Gaussians on a scalp shell and a neck tube beyond the face model's mesh
-            (:mod:`stages.gauss.shell`), per area relative to the face Gaussians' density; 0: none
-            (upstream). For the built-in stand-in, a face-only mesh; ``shell_neck_length`` is how
-            far the neck tube reaches below the chin, in face heights.
+        shell: Gaussians on a scalp shell and a neck tube beyond the face model's mesh
+            (:mod:`stages.gauss.shell`): ``auto`` (default) where the mesh covers only the face
+            (the built-in stand-in, ``FaceSurface.face_only``; FLAME has its own scalp and neck),
+            ``on`` or ``off`` (upstream). ``shell_density``: shell Gaussians per area relative to
+            the face Gaussians' density; ``shell_neck_length``: how far the neck tube reaches below
+            the chin, in face heights.
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
             The base rates are upstream's batch-1 values (SH 2.5e-3, opacity 5e-2, scale 5e-3,
             rotation 1e-3, MLP 1e-4, Adam betas 0.9/0.999). For batch ``B`` Adam follows the
@@ -111,7 +113,8 @@ class TrainConfig:
     offset_scale: float = 0.01
     uv_resolution: int = 128
     area_samples: int = 14000
-    shell_density: float = 0.0
+    shell: str = "auto"
+    shell_density: float = 0.5
     shell_neck_length: float = 0.7
     lr_scale: float = 4.0
     mlp_lr: float = 1e-4
@@ -236,7 +239,11 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig) -> GaussianAvatar:
         face_idx, bary = area_samples(neutral, faces, cfg.area_samples, generator=g, face_mask=surface.face_mask)
     canonical = surface_points(neutral, faces, face_idx, bary)
     offset = None
-    if cfg.shell_density > 0:
+    if cfg.shell not in ("auto", "on", "off"):
+        from stages.errors import bad_input
+
+        raise bad_input("config", f"unknown train.shell {cfg.shell!r}", "use auto, on or off")
+    if cfg.shell_density > 0 and (cfg.shell == "on" or (cfg.shell == "auto" and surface.face_only)):
         face_idx, bary, canonical, offset = _add_shell(surface, cfg, face_idx, bary, canonical)
     torch.manual_seed(cfg.seed)
     return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config(), anchor_offset=offset)

@@ -68,7 +68,7 @@ def test_rigid_faces_exclude_what_the_jaw_moves(standin):
 
 def test_shell_gaussians_ride_the_skull_not_the_jaw(standin):
     cfg = TrainConfig(uv_resolution=32, sh_degree=0, mlp_width=16, mlp_depth=1, pe_freqs=2, shell_density=0.5)
-    plain = build_avatar(standin, TrainConfig(**{**cfg.__dict__, "shell_density": 0.0}))
+    plain = build_avatar(standin, TrainConfig(**{**cfg.__dict__, "shell": "off"}))
     model = build_avatar(standin, cfg)
     n = plain.num_gaussians
     assert model.num_gaussians > n
@@ -105,8 +105,8 @@ def test_shell_fills_the_scalp_in_a_render(standin):
     K = torch.tensor([[[120.0, 0, 32], [0, 120.0, 32], [0, 0, 1]]])
     viewmats, _ = cameras(R, t)
     cover = []
-    for d in (0.0, 0.5):
-        m = build_avatar(standin, TrainConfig(**base, shell_density=d))
+    for shell in ("off", "auto"):
+        m = build_avatar(standin, TrainConfig(**base, shell=shell))
         g = m(m.base_points(standin.vertices(cond), standin.faces), cond)
         colors = torch.full((1, m.num_gaussians, 3), 0.5)
         _, alpha = render_gaussians_reference(g.means[0], g.quats[0], g.scales[0], g.opacities[0], colors, viewmats,
@@ -115,3 +115,17 @@ def test_shell_fills_the_scalp_in_a_render(standin):
         row = int(32 - 120 * (top + 0.03) / 0.6)  # 3 cm above the forehead's top
         cover.append(float(alpha[0, row, 26:38].mean()))
     assert cover[0] < 0.2 and cover[1] > 0.8, cover
+
+
+def test_shell_auto_only_on_face_only_meshes(standin):
+    from stages.gauss.synthetic import toy_surface
+
+    small = dict(uv_resolution=16, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1)
+    assert standin.face_only and not toy_surface().face_only
+    n_off = build_avatar(standin, TrainConfig(**small, shell="off")).num_gaussians
+    assert build_avatar(standin, TrainConfig(**small)).num_gaussians > n_off
+    toy = toy_surface()
+    n_toy = build_avatar(toy, TrainConfig(**small)).num_gaussians
+    assert build_avatar(toy, TrainConfig(**small, shell="on")).num_gaussians > n_toy
+    with pytest.raises(Exception, match="train.shell"):
+        build_avatar(standin, TrainConfig(**small, shell="maybe"))
