@@ -14,6 +14,8 @@ squared error that lies
 - ``off_mesh_fg``: in the ground-truth head (matte x neckhead > 0.5) but off the mesh (hair, ears,
   the neck below the mesh);
 - ``bg``: outside the ground-truth head (the render spills over the background);
+- ``below_chin``, ``above_chin``: ``off_mesh_fg`` plus ``bg`` split by the image row of the face
+  model's lowest neutral vertex (the chin) in each frame: the neck and collar against the hair;
 - ``silhouette``: within ``--band`` px (at 512 px; scaled) of the ground truth's outline (any of
   the above);
 
@@ -103,7 +105,8 @@ def main() -> None:
     s = a.eval_res
     band = max(1, round(a.band * s / 512))
     kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
-    sums = {k: 0.0 for k in ("mesh", "off_mesh_fg", "bg", "silhouette", "all")}
+    sums = {k: 0.0 for k in ("mesh", "off_mesh_fg", "bg", "silhouette", "below_chin", "above_chin", "all")}
+    chin = int(surface.neutral()[:, 1].argmin())
     psnrs, shown = [], []
     renderer = "gsplat" if a.device.startswith("cuda") else "reference"
     with torch.no_grad():
@@ -116,7 +119,10 @@ def main() -> None:
             se = ((img - gt) ** 2).sum(-1).cpu().numpy()  # [B, H, W]
             psnrs += (-10 * torch.log10(((img - gt) ** 2).flatten(1).mean(1))).tolist()
             fg = ((b["alpha"].float() / 255) * (b["neckhead"].float() / 255) > 0.5).cpu().numpy()
-            mesh = mesh_coverage(surface.vertices(b["cond"]), surface.faces, b["R"], b["t"], b["K"], s)
+            verts = surface.vertices(b["cond"])
+            mesh = mesh_coverage(verts, surface.faces, b["R"], b["t"], b["K"], s)
+            cc = torch.einsum("bij,bj->bi", b["R"], verts[:, chin]) + b["t"]
+            chin_row = (torch.einsum("bij,bj->bi", b["K"], cc)[:, 1] / cc[:, 2]).cpu().numpy()
             for k in range(len(items)):
                 m = fg[k].astype(np.uint8)
                 sil = (cv2.dilate(m, kern) - cv2.erode(m, kern)) > 0
@@ -124,6 +130,9 @@ def main() -> None:
                 sums["off_mesh_fg"] += se[k][fg[k] & ~mesh[k]].sum()
                 sums["bg"] += se[k][~fg[k] & ~mesh[k]].sum()
                 sums["silhouette"] += se[k][sil].sum()
+                below = (np.arange(s)[:, None] > chin_row[k]) & np.ones((1, s), bool)
+                sums["below_chin"] += se[k][~mesh[k] & below].sum()
+                sums["above_chin"] += se[k][~mesh[k] & ~below].sum()
                 sums["all"] += se[k].sum()
                 if len(shown) < 4 and (i + k) % 10 == 0:
                     shown.append((gt[k].cpu().numpy(), img[k].cpu().numpy(), se[k], mesh[k], fg[k], sil,

@@ -37,6 +37,9 @@ class AvatarConfig:
         init_opacity: opacity at initialisation (0..1).
         init_scale: standard deviation at initialisation (metres); ``None``: from the sample spacing.
         offset_scale: multiplier of the MLP's position output (metres per unit).
+        pose_dim: 0 (upstream: the MLP sees no head pose) or 6: the MLP also sees the head's
+            rotation relative to the training clip's mean rotation (6D, zero at the mean), so
+            Gaussians can move with pose (the neck against the collar); see :meth:`GaussianAvatar.pose_feature`.
     """
 
     sh_degree: int = 3
@@ -47,6 +50,7 @@ class AvatarConfig:
     init_opacity: float = 0.5
     init_scale: float | None = None
     offset_scale: float = 0.01
+    pose_dim: int = 0
 
 
 @dataclass
@@ -77,18 +81,22 @@ def positional_encoding(x: Tensor, freqs: int) -> Tensor:
 class DeformMLP(nn.Module):
     """``cat(pe(x_canonical), cond) -> (d_xyz[3], d_quat[4], d_log_scale[3])``, last layer zero-initialised."""
 
-    def __init__(self, pe_dim: int, cond_dim: int, width: int, depth: int):
+    def __init__(self, pe_dim: int, cond_dim: int, width: int, depth: int, pose_dim: int = 0):
         super().__init__()
         self.pos_in = nn.Linear(pe_dim, width)
         self.cond_in = nn.Linear(cond_dim, width, bias=False)
+        self.pose_in = nn.Linear(pose_dim, width, bias=False) if pose_dim > 0 else None
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
         self.out = nn.Linear(width, 10)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, pe: Tensor, cond: Tensor) -> Tensor:
-        """pe [N, P], cond [B, C] -> [B, N, 10]."""
-        h = torch.relu(self.pos_in(pe).unsqueeze(0) + self.cond_in(cond).unsqueeze(1))
+    def forward(self, pe: Tensor, cond: Tensor, pose: Tensor | None = None) -> Tensor:
+        """pe [N, P], cond [B, C], pose [B, pose_dim] (None: zeros) -> [B, N, 10]."""
+        c = self.cond_in(cond)
+        if self.pose_in is not None and pose is not None:
+            c = c + self.pose_in(pose.to(c.dtype))
+        h = torch.relu(self.pos_in(pe).unsqueeze(0) + c.unsqueeze(1))
         for layer in self.hidden:
             h = torch.relu(layer(h))
         return self.out(h)
@@ -140,7 +148,9 @@ class GaussianAvatar(nn.Module):
         quat[:, 0] = 1.0
         self.quat = nn.Parameter(quat)
         pe_dim = 3 + 6 * config.pe_freqs
-        self.mlp = DeformMLP(pe_dim, config.cond_dim, config.mlp_width, config.mlp_depth)
+        self.mlp = DeformMLP(pe_dim, config.cond_dim, config.mlp_width, config.mlp_depth, config.pose_dim)
+        if config.pose_dim > 0:
+            self.register_buffer("pose_ref", torch.eye(3))
 
     @property
     def num_gaussians(self) -> int:
@@ -158,13 +168,24 @@ class GaussianAvatar(nn.Module):
             state_dict = {**state_dict, "anchor_offset": torch.zeros(state_dict["face_idx"].shape[0], 3)}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def forward(self, points: Tensor, cond: Tensor, autocast: bool = False) -> Gaussians:
+    def pose_feature(self, R: Tensor) -> Tensor | None:
+        """The MLP's pose input: R [B, 3, 3] world-to-camera rotations -> [B, 6], the first two
+        columns of ``R @ pose_ref^T`` minus the identity's (zero at the reference rotation); None
+        when the avatar does not use pose (``config.pose_dim == 0``)."""
+        if self.config.pose_dim <= 0:
+            return None
+        rel = R.float() @ self.pose_ref.to(R.device).T
+        eye = torch.eye(3, device=R.device)
+        return (rel - eye)[..., :, :2].transpose(-1, -2).reshape(R.shape[0], 6)
+
+    def forward(self, points: Tensor, cond: Tensor, autocast: bool = False, pose: Tensor | None = None) -> Gaussians:
         """Per-frame Gaussians.
 
         Args:
             points: [B, N, 3] base positions (from :meth:`base_points`), metres.
             cond: [B, cond_dim] condition vectors.
             autocast: run the MLP in bfloat16 on CUDA (outputs cast back to float32).
+            pose: [B, pose_dim] :meth:`pose_feature` of the frames' cameras (None: the reference pose).
 
         Returns:
             :class:`Gaussians` with [B, N, ...] tensors.
@@ -172,10 +193,10 @@ class GaussianAvatar(nn.Module):
         pe = positional_encoding((self.canonical - self.pe_center) / self.pe_halfsize, self.config.pe_freqs)
         if autocast and pe.is_cuda:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = self.mlp(pe, cond)
+                out = self.mlp(pe, cond, pose)
             out = out.float()
         else:
-            out = self.mlp(pe, cond)
+            out = self.mlp(pe, cond, pose)
         d_xyz, d_quat, d_scale = out.split([3, 4, 3], dim=-1)
         B = cond.shape[0]
         return Gaussians(

@@ -60,6 +60,8 @@ class TrainConfig:
         sh_degree, mlp_width, mlp_depth, pe_freqs, init_opacity, offset_scale: see :class:`AvatarConfig`.
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
+        pose_condition: the MLP also sees the head's rotation relative to the training frames' mean
+            (:meth:`stages.gauss.model.GaussianAvatar.pose_feature`; upstream: off).
         shell: Gaussians on a scalp shell and a neck tube beyond the face model's mesh
             (:mod:`stages.gauss.shell`): ``auto`` (default) where the mesh covers only the face
             (the built-in stand-in, ``FaceSurface.face_only``; FLAME has its own scalp and neck),
@@ -113,6 +115,7 @@ class TrainConfig:
     offset_scale: float = 0.01
     uv_resolution: int = 128
     area_samples: int = 14000
+    pose_condition: bool = False
     shell: str = "auto"
     shell_density: float = 0.5
     shell_neck_length: float = 0.7
@@ -138,7 +141,8 @@ class TrainConfig:
 
     def avatar_config(self) -> AvatarConfig:
         return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
-                            pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale)
+                            pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale,
+                            pose_dim=6 if self.pose_condition else 0)
 
 
 def training_budget(cfg: TrainConfig, n_train: int) -> tuple[int, str]:
@@ -277,6 +281,13 @@ def _add_shell(surface: FaceSurface, cfg: TrainConfig, face_idx: Tensor, bary: T
             torch.cat([zeros, s_off]))
 
 
+def mean_rotation(R: Tensor) -> Tensor:
+    """The chordal L2 mean of rotations: R [N, 3, 3] -> [3, 3] (the rotation nearest their average)."""
+    u, _, vh = torch.linalg.svd(R.mean(0))
+    d = torch.sign(torch.det(u @ vh))
+    return u @ torch.diag(torch.stack([torch.ones_like(d), torch.ones_like(d), d])) @ vh
+
+
 def cameras(R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """World-to-camera matrices [B, 4, 4] and camera centres [B, 3] from R [B, 3, 3], t [B, 3]."""
     centers = -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1)
@@ -296,7 +307,7 @@ def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: 
     """
     verts = surface.vertices(cond)
     pts = model.base_points(verts, surface.faces)
-    g = model(pts, cond, autocast=amp)
+    g = model(pts, cond, autocast=amp, pose=model.pose_feature(R))
     viewmats, centers = cameras(R, t)
     colors = model.colors(g, centers)
     render = render_gaussians_gsplat if renderer == "gsplat" else render_gaussians_reference
@@ -390,7 +401,10 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     if cfg.lpips_weight > 0 and perceptual is None:
         log.info("LPIPS term off: no LPIPS (VGG) weights asset is available; training uses the Huber terms only")
 
-    model = build_avatar(surface, cfg).to(device)
+    model = build_avatar(surface, cfg)
+    if cfg.pose_condition:
+        model.pose_ref.copy_(mean_rotation(torch.from_numpy(seq.R[train_idx]).double()).float())
+    model = model.to(device)
     surface = surface.to(device)
     on_cuda = str(device).startswith("cuda")
     opt = torch.optim.Adam(model.param_groups(cfg.lr_scale, cfg.mlp_lr), eps=1e-15, fused=on_cuda or None)
