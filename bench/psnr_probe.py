@@ -82,7 +82,7 @@ def main() -> None:
     seq = TrackedSequence.load(layout)
     surface = flame_surface(load_face_model(None), seq.shape)
     base = {} if a.preset == "full" else {**PRESETS["tiny"], **(PRESETS["demo"] if a.preset == "demo" else {})}
-    train_s = 0.0
+    train_s = train_cpu = 0.0
     if a.load:
         model, meta = load_avatar(a.load)
         cfg = config_from_dict(meta["train_config"])
@@ -90,10 +90,16 @@ def main() -> None:
         cfg = TrainConfig(**{**base, **over})
         import tempfile
 
-        t0 = time.monotonic()
+        import resource
+
+        def cpu() -> float:
+            r = resource.getrusage(resource.RUSAGE_SELF)
+            return r.ru_utime + r.ru_stime
+
+        t0, c0 = time.monotonic(), cpu()
         with tempfile.TemporaryDirectory() as work:
             res = train(cfg, surface, layout, work, a.device)
-        train_s = time.monotonic() - t0
+        train_s, train_cpu = time.monotonic() - t0, cpu() - c0
         model = res.model
         if a.save:
             torch.save(avatar_dict(model.cpu(), surface, cfg, res.steps, res.images), a.save)
@@ -140,7 +146,7 @@ def main() -> None:
     n_px = len(frames) * s * s * 3
     tot = sums["all"]
     out = {"preset": a.preset, "overrides": over, "gaussians": model.num_gaussians, "eval_res": s,
-           "frames": len(frames), "train_wall_s": round(train_s, 1),
+           "frames": len(frames), "train_wall_s": round(train_s, 1), "train_cpu_s": round(train_cpu, 1),
            "psnr": round(float(np.mean(psnrs)), 2), "psnr_min": round(float(np.min(psnrs)), 2),
            "psnr_of_mean_mse": round(-10 * np.log10(tot / n_px), 2),
            "share": {k: round(v / tot, 3) for k, v in sums.items() if k != "all"},
