@@ -51,6 +51,8 @@ def write_bundle(out: str | Path, a: ActorAvatar) -> Path:
         g = {k: sd[k].numpy() for k in GAUSSIAN_KEYS}
         if bool(sd["anchor_offset"].any()):  # shell Gaussians (stages.gauss.shell); absent: all zero
             g["anchor_offset"] = sd["anchor_offset"].numpy()
+        if "pose_ref" in sd:  # an avatar whose MLP sees the head rotation (avatar_config.pose_dim)
+            g["pose_ref"] = sd["pose_ref"].numpy()
         g["sh"] = torch.cat([sd["sh_dc"], sd["sh_rest"]], 1).numpy()
         _savez(tmp / "gaussians.npz", g)
         _savez(tmp / "mlp.npz", {k[len("mlp."):]: v.numpy() for k, v in sd.items() if k.startswith("mlp.")})
@@ -96,7 +98,7 @@ def read_bundle(path: str | Path) -> tuple[GaussianAvatar, dict]:
     with np.load(path / "mlp.npz") as z:
         mlp = {f"mlp.{k}": torch.from_numpy(z[k]) for k in z.files}
     model = GaussianAvatar(g["face_idx"], g["bary"], g["canonical"], AvatarConfig(**doc["avatar_config"]))
-    sd = {k: g[k] for k in GAUSSIAN_KEYS + ("anchor_offset",) if k in g}
+    sd = {k: g[k] for k in GAUSSIAN_KEYS + ("anchor_offset", "pose_ref") if k in g}
     sd["sh_dc"], sd["sh_rest"] = g["sh"][:, :1].contiguous(), g["sh"][:, 1:].contiguous()
     model.load_state_dict({**sd, **mlp})
     return model.eval(), doc

@@ -129,3 +129,19 @@ def test_shell_auto_only_on_face_only_meshes(standin):
     assert build_avatar(toy, TrainConfig(**small, shell="on")).num_gaussians > n_toy
     with pytest.raises(Exception, match="train.shell"):
         build_avatar(standin, TrainConfig(**small, shell="maybe"))
+
+
+def test_bundle_keeps_shell_offsets_and_pose_reference(standin, tmp_path):
+    from stages.export.actor import ActorAvatar
+    from stages.export.bundle import read_bundle, write_bundle
+
+    cfg = TrainConfig(uv_resolution=16, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1, pose_condition=True)
+    model = build_avatar(standin, cfg)
+    model.pose_ref.copy_(torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]))
+    meta = {"shape": standin.shape, "num_vertices": 478, "num_faces": 906, "steps": 0}
+    out = write_bundle(tmp_path / "b", ActorAvatar("a", model, meta, standin, None, {"kind": "standin"}))
+    back, _ = read_bundle(out)
+    ref = model.state_dict()
+    assert set(back.state_dict()) == set(ref)
+    for k, v in back.state_dict().items():
+        assert torch.equal(v, ref[k]), k
