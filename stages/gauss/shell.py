@@ -41,7 +41,7 @@ class ShellConfig:
         neck_length: how far the neck tube reaches below the chin, in face heights.
     """
 
-    density: float = 0.5
+    density: float = 0.25
     scalp: bool = True
     neck: bool = True
     neck_length: float = 0.7

@@ -117,7 +117,7 @@ class TrainConfig:
     area_samples: int = 14000
     pose_condition: bool = False
     shell: str = "auto"
-    shell_density: float = 0.5
+    shell_density: float = 0.25
     shell_neck_length: float = 0.7
     lr_scale: float = 4.0
     mlp_lr: float = 1e-4
