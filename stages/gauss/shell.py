@@ -39,12 +39,15 @@ class ShellConfig:
         density: shell points per area relative to the face Gaussians' density (0: no shell).
         scalp, neck: which parts to place.
         neck_length: how far the neck tube reaches below the chin, in face heights.
+        scalp_scale: multiplier of the scalp ellipsoid's semi-axes (its front stays at the top of
+            the forehead): more than 1 for voluminous hair.
     """
 
     density: float = 0.25
     scalp: bool = True
     neck: bool = True
     neck_length: float = 0.7
+    scalp_scale: float = 1.0
 
 
 BACK = -0.5
@@ -125,7 +128,7 @@ def shell_points(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConf
     gap = spacing / math.sqrt(cfg.density)
     zmap, zlo, zstep = _front_height(v, faces)
     parts = []
-    a, b, c = 0.55 * W, 0.8 * H, 0.62 * W
+    a, b, c = (f * cfg.scalp_scale for f in (0.55 * W, 0.8 * H, 0.62 * W))
     cz = float(top[2]) - c
     if cfg.scalp:
         n = max(1, round(_ellipsoid_area(a, b, c) / gap ** 2))

@@ -67,7 +67,8 @@ class TrainConfig:
             (the built-in stand-in, ``FaceSurface.face_only``; FLAME has its own scalp and neck),
             ``on`` or ``off`` (upstream). ``shell_density``: shell Gaussians per area relative to
             the face Gaussians' density; ``shell_neck_length``: how far the neck tube reaches below
-            the chin, in face heights.
+            the chin, in face heights; ``shell_scalp_scale``: size of the scalp ellipsoid
+            (:class:`stages.gauss.shell.ShellConfig`).
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
             The base rates are upstream's batch-1 values (SH 2.5e-3, opacity 5e-2, scale 5e-3,
             rotation 1e-3, MLP 1e-4, Adam betas 0.9/0.999). For batch ``B`` Adam follows the
@@ -119,6 +120,7 @@ class TrainConfig:
     shell: str = "auto"
     shell_density: float = 0.25
     shell_neck_length: float = 0.7
+    shell_scalp_scale: float = 1.0
     lr_scale: float = 4.0
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
@@ -270,7 +272,8 @@ def _add_shell(surface: FaceSurface, cfg: TrainConfig, face_idx: Tensor, bary: T
     area = 0.5 * torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]).norm(dim=-1)
     used = area if surface.face_mask is None else area[surface.face_mask.cpu()]
     spacing = math.sqrt(float(used.sum()) / max(1, face_idx.shape[0]))
-    pts = shell_points(neutral, faces, spacing, ShellConfig(cfg.shell_density, neck_length=cfg.shell_neck_length))
+    pts = shell_points(neutral, faces, spacing, ShellConfig(cfg.shell_density, neck_length=cfg.shell_neck_length,
+                                                              scalp_scale=cfg.shell_scalp_scale))
     cond = neutral_condition(1, surface.shape.device)
     jaw = matrix_to_rotation_6d(axis_angle_to_matrix(torch.tensor([[0.3, 0.0, 0.0]])))
     cond[:, EXPRESSION_DIM:EXPRESSION_DIM + JAW_DIM] = jaw.to(cond)
