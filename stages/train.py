@@ -36,8 +36,10 @@ PRESETS = {
     # the preview rendered at 256 px; the split is the default one (10% of the clip). Starting colours
     # from 16 training frames and twice tiny's learning rates: on wojtek.mp4, 300 steps went from
     # 21.5 dB (grey start, lr_scale 4; 150 steps) to 24.6 dB held out at 256 px (docs/performance.md)
+    # shell Gaussians (scalp, neck) on the face-only stand-in: wojtek.mp4 25.31 -> 26.67 dB on 8 held-out
+    # frames at 256 px, 129 -> 119 train CPU-seconds (bench/demo_train.py, docs/quality.md)
     "demo": {"steps": 500, "resolution": 128, "uv_resolution": 64, "test_frames": None, "test_fraction": None,
-             "checkpoint_every": 100, "log_every": 50, "init_color_frames": 16, "lr_scale": 8.0},
+             "checkpoint_every": 100, "log_every": 50, "init_color_frames": 16, "lr_scale": 8.0, "shell": "auto"},
 }
 
 RESUME_KEY = "resume/checkpoint.pt"
