@@ -30,13 +30,16 @@ Config = TrainConfig
 PRESETS = {
     "tiny": {"steps": 200, "batch_size": 2, "resolution": 96, "sh_degree": 1, "mlp_width": 64, "mlp_depth": 2,
              "pe_freqs": 4, "uv_resolution": 40, "area_samples": 1500, "test_frames": 0, "test_fraction": 0.1,
-             "checkpoint_every": 50, "workers": 0, "lr_scale": 4.0, "mlp_lr": 1e-3, "log_every": 25},
+             "checkpoint_every": 50, "workers": 0, "lr_scale": 4.0, "mlp_lr": 1e-3, "log_every": 25,
+             "shell": "off"},
     # make demo on a CPU: tiny's values (config.PRESET_BASE) with more Gaussians and images at 128 px,
     # the preview rendered at 256 px; the split is the default one (10% of the clip). Starting colours
     # from 16 training frames and twice tiny's learning rates: on wojtek.mp4, 300 steps went from
     # 21.5 dB (grey start, lr_scale 4; 150 steps) to 24.6 dB held out at 256 px (docs/performance.md)
+    # shell Gaussians (scalp, neck) on the face-only stand-in: wojtek.mp4 25.31 -> 26.67 dB on 8 held-out
+    # frames at 256 px, 129 -> 119 train CPU-seconds (bench/demo_train.py, docs/quality.md)
     "demo": {"steps": 500, "resolution": 128, "uv_resolution": 64, "test_frames": None, "test_fraction": None,
-             "checkpoint_every": 100, "log_every": 50, "init_color_frames": 16, "lr_scale": 8.0},
+             "checkpoint_every": 100, "log_every": 50, "init_color_frames": 16, "lr_scale": 8.0, "shell": "auto"},
 }
 
 RESUME_KEY = "resume/checkpoint.pt"

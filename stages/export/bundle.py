@@ -55,6 +55,10 @@ def write_bundle(out: str | Path, a: ActorAvatar) -> Path:
         sd = {k: v.detach().cpu() for k, v in a.model.state_dict().items()}
         scaled = a.model.config.triangle_scale
         g = {k: sd[k].numpy() for k in GAUSSIAN_KEYS + (TRIANGLE_KEYS if scaled else ())}
+        if bool(sd["anchor_offset"].any()):  # shell Gaussians (stages.gauss.shell); absent: all zero
+            g["anchor_offset"] = sd["anchor_offset"].numpy()
+        if "pose_ref" in sd:  # an avatar whose MLP sees the head rotation (avatar_config.pose_dim)
+            g["pose_ref"] = sd["pose_ref"].numpy()
         g["sh"] = torch.cat([sd["sh_dc"], sd["sh_rest"]], 1).numpy()
         _savez(tmp / "gaussians.npz", g)
         _savez(tmp / "mlp.npz", {k[len("mlp."):]: v.numpy() for k, v in sd.items() if k.startswith("mlp.")})
@@ -103,7 +107,7 @@ def read_bundle(path: str | Path) -> tuple[GaussianAvatar, dict]:
     config = avatar_config_from_dict(doc["avatar_config"])
     keys = GAUSSIAN_KEYS + (TRIANGLE_KEYS if config.triangle_scale else ())
     model = GaussianAvatar(g["face_idx"], g["bary"], g["canonical"], config, canonical_size=g.get("canonical_size"))
-    sd = {k: g[k] for k in keys}
+    sd = {k: g[k] for k in keys + ("anchor_offset", "pose_ref") if k in g}
     sd["sh_dc"], sd["sh_rest"] = g["sh"][:, :1].contiguous(), g["sh"][:, 1:].contiguous()
     model.load_state_dict({**sd, **mlp})
     return model.eval(), doc

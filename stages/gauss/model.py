@@ -1,7 +1,9 @@
 """The Gaussian avatar: Gaussians bound to the face-model surface, deformed by an MLP.
 
-Each Gaussian ``i`` stores a face index and barycentric coordinates; per frame its base position is
-that surface point on the tracked mesh. An MLP of the positional encoding of the canonical (neutral)
+Each Gaussian ``i`` stores a face index, barycentric coordinates and an anchor offset (zero for
+Gaussians on the surface; the fixed model-space offset of a shell Gaussian beyond the mesh,
+:mod:`stages.gauss.shell`); per frame its base position is that surface point on the tracked mesh
+plus the offset. An MLP of the positional encoding of the canonical (neutral)
 position and the frame's condition vector (expression[100], jaw[6], eyes[12], eyelids[2]) predicts
 offsets of position (metres, model space), rotation (added to the quaternion) and log-scale. Colour
 is spherical harmonics per Gaussian, opacity a per-Gaussian logit. No densification.
@@ -52,6 +54,9 @@ class AvatarConfig:
             docs/motion-format.md: it lets a wink reach the render of an avatar trained on winks,
             but lowered a drive test's mouth r in one run); avatar files
             written before this setting existed had none (:func:`avatar_config_from_dict` reads them so).
+        pose_dim: 0 (upstream: the MLP sees no head pose) or 6: the MLP also sees the head's
+            rotation relative to the training clip's mean rotation (6D, zero at the mean), so
+            Gaussians can move with pose (the neck against the collar); see :meth:`GaussianAvatar.pose_feature`.
     """
 
     sh_degree: int = 3
@@ -63,6 +68,7 @@ class AvatarConfig:
     init_scale: float | None = None
     offset_scale: float = 0.01
     triangle_scale: bool = False
+    pose_dim: int = 0
 
 
 def avatar_config_from_dict(d: dict) -> AvatarConfig:
@@ -99,18 +105,22 @@ def positional_encoding(x: Tensor, freqs: int) -> Tensor:
 class DeformMLP(nn.Module):
     """``cat(pe(x_canonical), cond) -> (d_xyz[3], d_quat[4], d_log_scale[3])``, last layer zero-initialised."""
 
-    def __init__(self, pe_dim: int, cond_dim: int, width: int, depth: int):
+    def __init__(self, pe_dim: int, cond_dim: int, width: int, depth: int, pose_dim: int = 0):
         super().__init__()
         self.pos_in = nn.Linear(pe_dim, width)
         self.cond_in = nn.Linear(cond_dim, width, bias=False)
+        self.pose_in = nn.Linear(pose_dim, width, bias=False) if pose_dim > 0 else None
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
         self.out = nn.Linear(width, 10)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, pe: Tensor, cond: Tensor) -> Tensor:
-        """pe [N, P], cond [B, C] -> [B, N, 10]."""
-        h = torch.relu(self.pos_in(pe).unsqueeze(0) + self.cond_in(cond).unsqueeze(1))
+    def forward(self, pe: Tensor, cond: Tensor, pose: Tensor | None = None) -> Tensor:
+        """pe [N, P], cond [B, C], pose [B, pose_dim] (None: zeros) -> [B, N, 10]."""
+        c = self.cond_in(cond)
+        if self.pose_in is not None and pose is not None:
+            c = c + self.pose_in(pose.to(c.dtype))
+        h = torch.relu(self.pos_in(pe).unsqueeze(0) + c.unsqueeze(1))
         for layer in self.hidden:
             h = torch.relu(layer(h))
         return self.out(h)
@@ -128,15 +138,20 @@ class GaussianAvatar(nn.Module):
         canonical_size: [N] each Gaussian's triangle size on the neutral mesh (metres,
             :func:`stages.gauss.sampling.triangle_size`); needed when ``config.triangle_scale``
             (a loader may pass ones and then load the stored values with the state dict).
+        anchor_offset: optional [N, 3] model-space offset (metres) added to each surface point
+            (zero when ``None``: every Gaussian on the surface).
     """
 
     def __init__(self, face_idx: Tensor, bary: Tensor, canonical: Tensor, config: AvatarConfig,
-                 init_rgb: Tensor | None = None, canonical_size: Tensor | None = None):
+                 init_rgb: Tensor | None = None, canonical_size: Tensor | None = None,
+                 anchor_offset: Tensor | None = None):
         super().__init__()
         self.config = config
         n = face_idx.shape[0]
         self.register_buffer("face_idx", face_idx.long().clone())
         self.register_buffer("bary", bary.float().clone())
+        off = torch.zeros(n, 3) if anchor_offset is None else anchor_offset.float().clone()
+        self.register_buffer("anchor_offset", off)
         self.register_buffer("canonical", canonical.float().clone())
         if config.triangle_scale:
             if canonical_size is None or canonical_size.shape != (n,):
@@ -165,15 +180,18 @@ class GaussianAvatar(nn.Module):
         quat[:, 0] = 1.0
         self.quat = nn.Parameter(quat)
         pe_dim = 3 + 6 * config.pe_freqs
-        self.mlp = DeformMLP(pe_dim, config.cond_dim, config.mlp_width, config.mlp_depth)
+        self.mlp = DeformMLP(pe_dim, config.cond_dim, config.mlp_width, config.mlp_depth, config.pose_dim)
+        if config.pose_dim > 0:
+            self.register_buffer("pose_ref", torch.eye(3))
 
     @property
     def num_gaussians(self) -> int:
         return self.face_idx.shape[0]
 
     def base_points(self, vertices: Tensor, faces: Tensor) -> Tensor:
-        """Surface positions on tracked meshes: vertices [B, V, 3], faces [F, 3] -> [B, N, 3]."""
-        return surface_points(vertices, faces, self.face_idx, self.bary)
+        """Base positions on tracked meshes (surface point + anchor offset): vertices [B, V, 3],
+        faces [F, 3] -> [B, N, 3]."""
+        return surface_points(vertices, faces, self.face_idx, self.bary) + self.anchor_offset.to(vertices.dtype)
 
     def size_ratio(self, vertices: Tensor, faces: Tensor) -> Tensor | None:
         """Each Gaussian's triangle size on the posed meshes over its neutral size: vertices [B, V, 3],
@@ -186,14 +204,35 @@ class GaussianAvatar(nn.Module):
         ok = size0 > MIN_TRIANGLE_SIZE
         return torch.where(ok, posed / torch.where(ok, size0, torch.ones_like(size0)), torch.ones_like(posed))
 
-    def pose(self, vertices: Tensor, faces: Tensor, cond: Tensor, autocast: bool = False) -> Gaussians:
+    def pose(self, vertices: Tensor, faces: Tensor, cond: Tensor, autocast: bool = False,
+             R: Tensor | None = None) -> Gaussians:
         """Per-frame Gaussians on posed meshes (base points, triangle sizes, MLP): vertices [B, V, 3]
-        from the face model for ``cond`` [B, cond_dim], faces [F, 3]."""
+        from the face model for ``cond`` [B, cond_dim], faces [F, 3]; R: optional [B, 3, 3]
+        world-to-camera rotations, the MLP's pose input when ``config.pose_dim`` (None: the
+        reference pose)."""
         return self(self.base_points(vertices, faces), cond, autocast=autocast,
-                    size_ratio=self.size_ratio(vertices, faces))
+                    size_ratio=self.size_ratio(vertices, faces),
+                    pose=self.pose_feature(R) if R is not None else None)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
+        """As ``nn.Module``'s; a state without ``anchor_offset`` (files written before the shell)
+        loads with zero offsets."""
+        if "anchor_offset" not in state_dict and "face_idx" in state_dict:
+            state_dict = {**state_dict, "anchor_offset": torch.zeros(state_dict["face_idx"].shape[0], 3)}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def pose_feature(self, R: Tensor) -> Tensor | None:
+        """The MLP's pose input: R [B, 3, 3] world-to-camera rotations -> [B, 6], the first two
+        columns of ``R @ pose_ref^T`` minus the identity's (zero at the reference rotation); None
+        when the avatar does not use pose (``config.pose_dim == 0``)."""
+        if self.config.pose_dim <= 0:
+            return None
+        rel = R.float() @ self.pose_ref.to(R.device).T
+        eye = torch.eye(3, device=R.device)
+        return (rel - eye)[..., :, :2].transpose(-1, -2).reshape(R.shape[0], 6)
 
     def forward(self, points: Tensor, cond: Tensor, autocast: bool = False, size_ratio: Tensor | None = None,
-                ) -> Gaussians:
+                pose: Tensor | None = None) -> Gaussians:
         """Per-frame Gaussians.
 
         Args:
@@ -202,6 +241,7 @@ class GaussianAvatar(nn.Module):
             autocast: run the MLP in bfloat16 on CUDA (outputs cast back to float32).
             size_ratio: [B, N] triangle size ratios (:meth:`size_ratio`); required when
                 ``config.triangle_scale`` (:meth:`pose` passes it).
+            pose: [B, pose_dim] :meth:`pose_feature` of the frames' cameras (None: the reference pose).
 
         Returns:
             :class:`Gaussians` with [B, N, ...] tensors.
@@ -212,10 +252,10 @@ class GaussianAvatar(nn.Module):
         pe = positional_encoding((self.canonical - self.pe_center) / self.pe_halfsize, self.config.pe_freqs)
         if autocast and pe.is_cuda:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = self.mlp(pe, cond)
+                out = self.mlp(pe, cond, pose)
             out = out.float()
         else:
-            out = self.mlp(pe, cond)
+            out = self.mlp(pe, cond, pose)
         d_xyz, d_quat, d_scale = out.split([3, 4, 3], dim=-1)
         B = cond.shape[0]
         return Gaussians(

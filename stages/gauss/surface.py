@@ -46,11 +46,14 @@ class FaceSurface(nn.Module):
         shape: [S] identity coefficients (FLAME: 300).
         vt: optional [T, 2] UV coordinates; ft: optional [F, 3] UV indices per face.
         face_mask: optional [F] bool, faces allowed to carry Gaussians.
+        face_only: the mesh covers only the face (no scalp, ears or neck: the built-in stand-in),
+            so the avatar adds shell Gaussians beyond it (:mod:`stages.gauss.shell`).
     """
 
     def __init__(self, face_model: nn.Module, faces: Tensor, shape: Tensor, vt: Tensor | None = None,
-                 ft: Tensor | None = None, face_mask: Tensor | None = None):
+                 ft: Tensor | None = None, face_mask: Tensor | None = None, face_only: bool = False):
         super().__init__()
+        self.face_only = face_only
         self.face_mask = None if face_mask is None else torch.as_tensor(face_mask).bool()
         self.face_model = face_model
         self.register_buffer("faces", torch.as_tensor(faces).long(), persistent=False)
@@ -83,7 +86,8 @@ def flame_surface(data, shape) -> FaceSurface:
 
     Shape and expression coefficients beyond the model's are dropped (a stand-in model may have
     fewer than 300/100). Faces whose three vertices all lie in the model's ``boundary`` mask region
-    (when it has one) carry no Gaussians, as in FlashAvatar.
+    (when it has one) carry no Gaussians, as in FlashAvatar. The built-in stand-in (a face-only
+    mesh, ``data.name`` ``standin-*``) is marked ``face_only``.
     """
     import numpy as np
 
@@ -98,4 +102,5 @@ def flame_surface(data, shape) -> FaceSurface:
         face_mask = ~in_b[faces].all(-1)
     vt = None if data.vt is None else torch.as_tensor(np.asarray(data.vt, np.float32))
     ft = None if data.ft is None else torch.as_tensor(np.asarray(data.ft, np.int64))
-    return FaceSurface(FLAME(data), faces, torch.as_tensor(np.asarray(shape, np.float32)), vt, ft, face_mask)
+    return FaceSurface(FLAME(data), faces, torch.as_tensor(np.asarray(shape, np.float32)), vt, ft, face_mask,
+                       face_only=str(getattr(data, "name", "")).startswith("standin"))

@@ -62,6 +62,15 @@ class TrainConfig:
             off by default; docs/motion-format.md has what it does to winks, PSNR and mouth r).
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
+        pose_condition: the MLP also sees the head's rotation relative to the training frames' mean
+            (:meth:`stages.gauss.model.GaussianAvatar.pose_feature`; upstream: off).
+        shell: Gaussians on a scalp shell and a neck tube beyond the face model's mesh
+            (:mod:`stages.gauss.shell`): ``auto`` (default) where the mesh covers only the face
+            (the built-in stand-in, ``FaceSurface.face_only``; FLAME has its own scalp and neck),
+            ``on`` or ``off`` (upstream). ``shell_density``: shell Gaussians per area relative to
+            the face Gaussians' density; ``shell_neck_length``: how far the neck tube reaches below
+            the chin, in face heights; ``shell_scalp_scale``: size of the scalp ellipsoid
+            (:class:`stages.gauss.shell.ShellConfig`).
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
             The base rates are upstream's batch-1 values (SH 2.5e-3, opacity 5e-2, scale 5e-3,
             rotation 1e-3, MLP 1e-4, Adam betas 0.9/0.999). For batch ``B`` Adam follows the
@@ -110,6 +119,11 @@ class TrainConfig:
     triangle_scale: bool = False
     uv_resolution: int = 128
     area_samples: int = 14000
+    pose_condition: bool = False
+    shell: str = "auto"
+    shell_density: float = 0.25
+    shell_neck_length: float = 0.7
+    shell_scalp_scale: float = 1.0
     lr_scale: float = 4.0
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
@@ -133,7 +147,7 @@ class TrainConfig:
     def avatar_config(self) -> AvatarConfig:
         return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
                             pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale,
-                            triangle_scale=self.triangle_scale)
+                            triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0)
 
 
 def training_budget(cfg: TrainConfig, n_train: int) -> tuple[int, str]:
@@ -234,9 +248,52 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig) -> GaussianAvatar:
     else:
         face_idx, bary = area_samples(neutral, faces, cfg.area_samples, generator=g, face_mask=surface.face_mask)
     canonical = surface_points(neutral, faces, face_idx, bary)
+    offset = None
+    if cfg.shell not in ("auto", "on", "off"):
+        from stages.errors import bad_input
+
+        raise bad_input("config", f"unknown train.shell {cfg.shell!r}", "use auto, on or off")
+    if cfg.shell_density > 0 and (cfg.shell == "on" or (cfg.shell == "auto" and surface.face_only)):
+        face_idx, bary, canonical, offset = _add_shell(surface, cfg, face_idx, bary, canonical)
     torch.manual_seed(cfg.seed)
     return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config(),
-                          canonical_size=triangle_size(neutral, faces, face_idx))
+                          canonical_size=triangle_size(neutral, faces, face_idx), anchor_offset=offset)
+
+
+def _add_shell(surface: FaceSurface, cfg: TrainConfig, face_idx: Tensor, bary: Tensor, canonical: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The face Gaussians followed by the shell's (:mod:`stages.gauss.shell`), bound to the
+    triangles the jaw does not move; returns face_idx, bary, canonical, anchor offsets (zero for
+    the face Gaussians)."""
+    import math
+
+    from stages.face.rotation import axis_angle_to_matrix, matrix_to_rotation_6d
+    from stages.gauss.shell import ShellConfig, bind_to_mesh, rigid_faces, shell_points
+    from stages.gauss.surface import EXPRESSION_DIM, JAW_DIM, neutral_condition
+
+    neutral = surface.neutral().cpu()
+    faces = surface.faces.cpu()
+    v = neutral.double()[faces]
+    area = 0.5 * torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]).norm(dim=-1)
+    used = area if surface.face_mask is None else area[surface.face_mask.cpu()]
+    spacing = math.sqrt(float(used.sum()) / max(1, face_idx.shape[0]))
+    pts = shell_points(neutral, faces, spacing, ShellConfig(cfg.shell_density, neck_length=cfg.shell_neck_length,
+                                                              scalp_scale=cfg.shell_scalp_scale))
+    cond = neutral_condition(1, surface.shape.device)
+    jaw = matrix_to_rotation_6d(axis_angle_to_matrix(torch.tensor([[0.3, 0.0, 0.0]])))
+    cond[:, EXPRESSION_DIM:EXPRESSION_DIM + JAW_DIM] = jaw.to(cond)
+    rigid = rigid_faces(neutral, surface.vertices(cond)[0].cpu(), faces)
+    s_idx, s_bary, s_off = bind_to_mesh(pts, neutral, faces, rigid if rigid.any() else None)
+    zeros = torch.zeros(face_idx.shape[0], 3)
+    return (torch.cat([face_idx, s_idx]), torch.cat([bary, s_bary]), torch.cat([canonical, pts]),
+            torch.cat([zeros, s_off]))
+
+
+def mean_rotation(R: Tensor) -> Tensor:
+    """The chordal L2 mean of rotations: R [N, 3, 3] -> [3, 3] (the rotation nearest their average)."""
+    u, _, vh = torch.linalg.svd(R.mean(0))
+    d = torch.sign(torch.det(u @ vh))
+    return u @ torch.diag(torch.stack([torch.ones_like(d), torch.ones_like(d), d])) @ vh
 
 
 def cameras(R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -256,7 +313,7 @@ def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: 
     Returns:
         image [B, H, W, 3], alpha [B, H, W].
     """
-    g = model.pose(surface.vertices(cond), surface.faces, cond, autocast=amp)
+    g = model.pose(surface.vertices(cond), surface.faces, cond, autocast=amp, R=R)
     viewmats, centers = cameras(R, t)
     colors = model.colors(g, centers)
     render = render_gaussians_gsplat if renderer == "gsplat" else render_gaussians_reference
@@ -302,7 +359,7 @@ def load_avatar(path: str | Path) -> tuple[GaussianAvatar, dict]:
     sd = d["state_dict"]
     model = GaussianAvatar(sd["face_idx"], sd["bary"], sd["canonical"], avatar_config_from_dict(d["avatar_config"]),
                            canonical_size=sd.get("canonical_size"))
-    model.load_state_dict(sd)
+    model.load_state_dict(sd)  # files without anchor_offset (before the shell) load with zero offsets
     return model, d
 
 
@@ -360,7 +417,10 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     if cfg.lpips_weight > 0 and perceptual is None:
         log.info("LPIPS term off: no LPIPS (VGG) weights asset is available; training uses the Huber terms only")
 
-    model = build_avatar(surface, cfg).to(device)
+    model = build_avatar(surface, cfg)
+    if cfg.pose_condition:
+        model.pose_ref.copy_(mean_rotation(torch.from_numpy(seq.R[train_idx]).double()).float())
+    model = model.to(device)
     surface = surface.to(device)
     on_cuda = str(device).startswith("cuda")
     opt = torch.optim.Adam(model.param_groups(cfg.lr_scale, cfg.mlp_lr), eps=1e-15, fused=on_cuda or None)

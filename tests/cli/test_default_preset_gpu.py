@@ -75,7 +75,8 @@ def _run(video: Path, store: Path, actor: str, train_steps: int | None = None) -
     record = {"clip": video.name, "actor": actor, "device": torch.cuda.get_device_name(0),
               "seconds": round(seconds, 2), "stage_seconds": stages, "psnr_mean": report["psnr_mean"],
               "psnr_min": report["psnr_min"], "held_out": train.get("held_out"), "budget": train.get("budget"),
-              "stopped": train.get("stopped"), "train_images": train.get("images_this_run")}
+              "stopped": train.get("stopped"), "train_images": train.get("images_this_run"),
+              "gaussians": train.get("gaussians")}
     print("GPU-RECORD " + json.dumps(record), flush=True)
     return record
 

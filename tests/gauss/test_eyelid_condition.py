@@ -38,7 +38,7 @@ def _eye_avatar(triangle_scale: bool):
     data = load_face_model(None)
     surf = flame_surface(data, np.zeros(300, np.float32))
     model = build_avatar(surf, TrainConfig(uv_resolution=64, sh_degree=0, mlp_width=16, mlp_depth=1, pe_freqs=2,
-                                           triangle_scale=triangle_scale))
+                                           triangle_scale=triangle_scale, shell="off"))  # the face alone
     rgb = torch.tensor([0.85, 0.65, 0.55]).repeat(model.num_gaussians, 1)
     iris = torch.zeros(model.num_gaussians, dtype=torch.bool)
     for side in ("left", "right"):

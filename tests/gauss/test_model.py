@@ -120,3 +120,29 @@ def test_avatar_files_without_triangle_scale_load_as_trained(tmp_path):
     cond = neutral_condition(1)
     v = 1.5 * surf.vertices(cond)
     assert torch.allclose(loaded_old.pose(v, surf.faces, cond).scales, torch.exp(loaded_old.log_scale)[None])
+
+
+def test_pose_condition_moves_gaussians_with_the_head_rotation_only_when_on():
+    from stages.face.rotation import axis_angle_to_matrix
+    from stages.gauss.trainer import mean_rotation
+
+    surf = toy_surface()
+    small = dict(uv_resolution=8, sh_degree=0, mlp_width=16, mlp_depth=2, pe_freqs=2)
+    R = axis_angle_to_matrix(torch.tensor([[0.0, 0.0, 0.0], [0.3, 0.1, 0.0]]))
+    cond = neutral_condition(2)
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = build_avatar(surf, TrainConfig(**small, pose_condition=on))
+        torch.nn.init.normal_(model.mlp.out.weight)
+        assert ("pose_ref" in model.state_dict()) == on and ("mlp.pose_in.weight" in model.state_dict()) == on
+        feat = model.pose_feature(R)
+        pts = model.base_points(surf.vertices(cond), surf.faces)
+        g = model(pts, cond, pose=feat)
+        if on:
+            assert feat.shape == (2, 6) and torch.allclose(feat[0], torch.zeros(6))  # zero at the reference
+            assert not torch.allclose(g.means[0], g.means[1])
+            assert torch.allclose(model(pts, cond).means[0], g.means[0])  # None: the reference pose
+        else:
+            assert feat is None and torch.allclose(g.means[0], g.means[1])
+    Rs = axis_angle_to_matrix(torch.tensor([[0.1, 0.0, 0.0], [-0.1, 0.0, 0.0]]).double())
+    assert torch.allclose(mean_rotation(Rs), torch.eye(3, dtype=torch.float64), atol=1e-12)

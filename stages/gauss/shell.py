@@ -1,0 +1,182 @@
+"""Gaussians beyond the face model's mesh: a scalp shell and a neck tube (issue 19).
+
+The built-in stand-in face model is MediaPipe's face mesh: forehead to chin, ear to ear, nothing
+else. The ground truth holds hair, ears and the neck down to the collar, which Gaussians bound to
+that mesh can only reach by stretching from its edge (measured on wojtek.mp4: most of the held-out
+error lay there, ``bench/psnr_probe.py``). This module places extra Gaussians where a head has
+surface but the mesh has none, from the neutral mesh's own proportions (no data, deterministic):
+
+- the scalp: an ellipsoid around the cranium (width ``0.55 W``, depth ``0.62 W`` and height
+  ``0.8 H`` semi-axes, with ``W``, ``H`` the mesh's width and height), centred at ear level, its
+  front at the top of the forehead; points below ``0.25`` of its height under the ear level,
+  hidden behind the face (inside the mesh's outline seen from the front, behind its surface) or
+  on the back of the head (:data:`BACK`) are dropped;
+- the neck: an elliptic tube (``0.36 W`` across, ``0.33 W`` deep, its front a quarter of the
+  scalp's depth behind the forehead) under the head from ear level to ``neck_length`` face heights
+  below the chin, minus what lies behind the face, inside the scalp or at the back.
+
+Each shell point is bound to the nearest triangle that does not follow the jaw (the upper face,
+its centroid) plus a fixed offset in model space, so shell Gaussians move rigidly with the head
+(head pose is the camera's, as in FlashAvatar, where FLAME's neck also stays unposed); the
+deformation MLP adds per-frame offsets like for any other Gaussian.
+
+Shapes: ``V`` vertices, ``F`` faces, ``M`` shell points; metres, model space (+x the subject's
+left, +y up, +z out of the face).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ShellConfig:
+    """Attributes:
+        density: shell points per area relative to the face Gaussians' density (0: no shell).
+        scalp, neck: which parts to place.
+        neck_length: how far the neck tube reaches below the chin, in face heights.
+        scalp_scale: multiplier of the scalp ellipsoid's semi-axes (its front stays at the top of
+            the forehead): more than 1 for voluminous hair.
+    """
+
+    density: float = 0.25
+    scalp: bool = True
+    neck: bool = True
+    neck_length: float = 0.7
+    scalp_scale: float = 1.0
+
+
+BACK = -0.5
+"""Shell points whose outward direction points further back than this (z of the unit normal
+before scaling: 120 degrees from the front) are not placed: a talking-head video never sees the
+back of the head or neck (turning 45 degrees shows the surface up to 135 degrees from the front
+only at grazing angles)."""
+
+
+def _fibonacci_sphere(n: int) -> Tensor:
+    """[n, 3] float64 nearly even unit vectors (golden-angle spiral)."""
+    i = torch.arange(n, dtype=torch.float64) + 0.5
+    y = 1 - 2 * i / n
+    r = (1 - y * y).clamp_min(0).sqrt()
+    phi = math.pi * (3 - math.sqrt(5)) * i
+    return torch.stack([r * torch.cos(phi), y, r * torch.sin(phi)], -1)
+
+
+def _ellipsoid_area(a: float, b: float, c: float) -> float:
+    """Surface area of an ellipsoid (Knud Thomsen's approximation, within about 1%)."""
+    p = 1.6075
+    return 4 * math.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
+
+
+def _front_height(vertices: Tensor, faces: Tensor, cells: int = 48, subdiv: int = 8
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """The mesh's front surface as a height map over (x, y): ``(z_front [cells, cells], lo [2],
+    step [2])``; cells the mesh does not cover hold ``-inf``. Sampled at a barycentric grid of
+    ``subdiv`` steps per edge in every triangle, so that no covered cell is missed."""
+    v = vertices.double()
+    tri = v[faces.long()]  # [F, 3, 3]
+    k = torch.arange(subdiv + 1, dtype=torch.float64)
+    i, j = torch.meshgrid(k, k, indexing="ij")
+    ok = i + j <= subdiv
+    b = torch.stack([i[ok], j[ok], subdiv - i[ok] - j[ok]], -1) / subdiv  # [S, 3]
+    pts = torch.einsum("sk,fkd->fsd", b, tri).reshape(-1, 3)
+    lo = v[:, :2].min(0).values
+    step = (v[:, :2].max(0).values - lo).clamp_min(1e-9) / cells
+    ij = ((pts[:, :2] - lo) / step).floor().long().clamp(0, cells - 1)
+    z = torch.full((cells * cells,), -math.inf, dtype=torch.float64)
+    z = z.scatter_reduce(0, ij[:, 1] * cells + ij[:, 0], pts[:, 2], reduce="amax")
+    return z.view(cells, cells), lo, step
+
+
+def _behind_face(p: Tensor, zmap: Tensor, lo: Tensor, step: Tensor, margin: float) -> Tensor:
+    """bool [M]: points inside the face's outline seen from the front and not in front of it
+    (within ``margin`` of its surface or behind it)."""
+    cells = zmap.shape[0]
+    ij = ((p[:, :2] - lo) / step).floor().long()
+    inside = ((ij >= 0) & (ij < cells)).all(-1)
+    ij = ij.clamp(0, cells - 1)
+    z = zmap[ij[:, 1], ij[:, 0]]
+    return inside & torch.isfinite(z) & (p[:, 2] < z + margin)
+
+
+def shell_points(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConfig = ShellConfig()) -> Tensor:
+    """Scalp and neck points around a neutral face mesh (see the module docstring).
+
+    Args:
+        vertices: [V, 3] neutral mesh (metres).
+        faces: [F, 3] int.
+        spacing: mean distance between neighbouring face Gaussians (metres); shell points are
+            ``spacing / sqrt(density)`` apart.
+        cfg: :class:`ShellConfig`.
+
+    Returns:
+        [M, 3] float32 points (M = 0 when ``cfg.density <= 0``).
+    """
+    if cfg.density <= 0 or not (cfg.scalp or cfg.neck):
+        return torch.zeros(0, 3)
+    v = vertices.double()
+    lo, hi = v.min(0).values, v.max(0).values
+    W, H = float(hi[0] - lo[0]), float(hi[1] - lo[1])
+    cx = float((lo[0] + hi[0]) / 2)
+    ear_y = float(v[[int(v[:, 0].argmin()), int(v[:, 0].argmax())], 1].mean())
+    top = v[int(v[:, 1].argmax())]
+    chin_y = float(lo[1])
+    gap = spacing / math.sqrt(cfg.density)
+    zmap, zlo, zstep = _front_height(v, faces)
+    parts = []
+    a, b, c = (f * cfg.scalp_scale for f in (0.55 * W, 0.8 * H, 0.62 * W))
+    cz = float(top[2]) - c
+    if cfg.scalp:
+        n = max(1, round(_ellipsoid_area(a, b, c) / gap ** 2))
+        u = _fibonacci_sphere(n)
+        p = u * torch.tensor([a, b, c], dtype=torch.float64) + torch.tensor([cx, ear_y, cz], dtype=torch.float64)
+        keep = (p[:, 1] >= ear_y - 0.25 * b) & (u[:, 2] >= BACK) & ~_behind_face(p, zmap, zlo, zstep, gap)
+        parts.append(p[keep])
+    if cfg.neck:
+        rx, rz = 0.36 * W, 0.33 * W
+        nz = cz + 0.25 * c  # the throat about 2 cm behind the chin
+        y0, y1 = chin_y - cfg.neck_length * H, ear_y
+        circ = math.pi * (3 * (rx + rz) - math.sqrt((3 * rx + rz) * (rx + 3 * rz)))  # Ramanujan
+        na, ny = max(3, round(circ / gap)), max(2, round((y1 - y0) / gap))
+        ang = (torch.arange(na, dtype=torch.float64) + 0.5) * 2 * math.pi / na
+        ys = y0 + (torch.arange(ny, dtype=torch.float64) + 0.5) * (y1 - y0) / ny
+        A, Y = torch.meshgrid(ang, ys, indexing="ij")
+        p = torch.stack([cx + rx * torch.sin(A), Y, nz + rz * torch.cos(A)], -1).reshape(-1, 3)
+        keep = (torch.cos(A).reshape(-1) >= BACK) & ~_behind_face(p, zmap, zlo, zstep, gap)
+        if cfg.scalp:  # no neck inside the scalp ellipsoid
+            q = (p - torch.tensor([cx, ear_y, cz], dtype=torch.float64)) / torch.tensor([a, b, c], dtype=torch.float64)
+            keep &= (q * q).sum(-1) > 1.0
+        parts.append(p[keep])
+    return torch.cat(parts).float() if parts else torch.zeros(0, 3)
+
+
+def bind_to_mesh(points: Tensor, vertices: Tensor, faces: Tensor, allowed: Tensor | None = None
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Bind points to the nearest allowed triangle's centroid.
+
+    Args:
+        points: [M, 3]; vertices: [V, 3] the neutral mesh; faces: [F, 3] int.
+        allowed: optional [F] bool, the triangles points may bind to (e.g. those not moved by the jaw).
+
+    Returns:
+        face_idx [M] int64, bary [M, 3] float32 (all 1/3), offset [M, 3] float32 with
+        ``centroid(face_idx) + offset == points`` on ``vertices``.
+    """
+    cent = vertices.double()[faces.long()].mean(1)  # [F, 3]
+    ids = torch.arange(faces.shape[0]) if allowed is None else torch.nonzero(allowed.bool()).flatten()
+    d = torch.cdist(points.double(), cent[ids])
+    face_idx = ids[d.argmin(1)]
+    bary = torch.full((points.shape[0], 3), 1.0 / 3.0)
+    offset = (points.double() - cent[face_idx]).float()
+    return face_idx, bary, offset
+
+
+def rigid_faces(vertices_neutral: Tensor, vertices_open: Tensor, faces: Tensor, tol: float = 1e-4) -> Tensor:
+    """bool [F]: triangles whose vertices do not move (within ``tol`` metres) between the neutral
+    mesh and one with the jaw open: the triangles that follow the skull only."""
+    moved = (vertices_open.double() - vertices_neutral.double()).norm(dim=-1) > tol
+    return ~moved[faces.long()].any(-1)
