@@ -103,7 +103,8 @@ def _behind_face(p: Tensor, zmap: Tensor, lo: Tensor, step: Tensor, margin: floa
     return inside & torch.isfinite(z) & (p[:, 2] < z + margin)
 
 
-def shell_points(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConfig = ShellConfig()) -> Tensor:
+def shell_points(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConfig = ShellConfig(),
+                 silhouettes: "Silhouettes | None" = None) -> Tensor:
     """Scalp and neck points around a neutral face mesh (see the module docstring).
 
     Args:
@@ -112,12 +113,27 @@ def shell_points(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConf
         spacing: mean distance between neighbouring face Gaussians (metres); shell points are
             ``spacing / sqrt(density)`` apart.
         cfg: :class:`ShellConfig`.
+        silhouettes: training frames' head masks and cameras: each point then slides along its ray
+            from the shell's axis to the visual hull's boundary (:func:`fit_radially`), points with
+            no radius inside the hull are dropped. None: the plain ellipsoid and tube.
 
     Returns:
         [M, 3] float32 points (M = 0 when ``cfg.density <= 0``).
     """
     if cfg.density <= 0 or not (cfg.scalp or cfg.neck):
         return torch.zeros(0, 3)
+    p, centre = _shell_with_centres(vertices, faces, spacing, cfg)
+    if silhouettes is not None and len(p):
+        gap = spacing / math.sqrt(cfg.density)
+        p = fit_radially(p, centre, silhouettes, inset=0.5 * gap)
+        zmap, zlo, zstep = _front_height(vertices.double(), faces)
+        p = p[~_behind_face(p, zmap, zlo, zstep, gap)]
+    return p.float()
+
+
+def _shell_with_centres(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConfig) -> tuple[Tensor, Tensor]:
+    """The plain shell's points [M, 3] float64 and each one's centre [M, 3] (the scalp ellipsoid's
+    centre, or the neck tube's axis at the point's height)."""
     v = vertices.double()
     lo, hi = v.min(0).values, v.max(0).values
     W, H = float(hi[0] - lo[0]), float(hi[1] - lo[1])
@@ -127,7 +143,7 @@ def shell_points(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConf
     chin_y = float(lo[1])
     gap = spacing / math.sqrt(cfg.density)
     zmap, zlo, zstep = _front_height(v, faces)
-    parts = []
+    parts, centres = [], []
     a, b, c = (f * cfg.scalp_scale for f in (0.55 * W, 0.8 * H, 0.62 * W))
     cz = float(top[2]) - c
     if cfg.scalp:
@@ -136,6 +152,7 @@ def shell_points(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConf
         p = u * torch.tensor([a, b, c], dtype=torch.float64) + torch.tensor([cx, ear_y, cz], dtype=torch.float64)
         keep = (p[:, 1] >= ear_y - 0.25 * b) & (u[:, 2] >= BACK) & ~_behind_face(p, zmap, zlo, zstep, gap)
         parts.append(p[keep])
+        centres.append(torch.tensor([cx, ear_y, cz], dtype=torch.float64).expand(int(keep.sum()), 3))
     if cfg.neck:
         rx, rz = 0.36 * W, 0.33 * W
         nz = cz + 0.25 * c  # the throat about 2 cm behind the chin
@@ -151,7 +168,75 @@ def shell_points(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConf
             q = (p - torch.tensor([cx, ear_y, cz], dtype=torch.float64)) / torch.tensor([a, b, c], dtype=torch.float64)
             keep &= (q * q).sum(-1) > 1.0
         parts.append(p[keep])
-    return torch.cat(parts).float() if parts else torch.zeros(0, 3)
+        axis = p[keep].clone()
+        axis[:, 0], axis[:, 2] = cx, nz
+        centres.append(axis)
+    if not parts:
+        return torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64)
+    return torch.cat(parts), torch.cat(centres)
+
+
+@dataclass(frozen=True)
+class Silhouettes:
+    """Head masks of a few training frames and their cameras (model space to pixels).
+
+    Attributes:
+        masks: [K, S, S] bool, the ground-truth head (matte x neckhead > 0.5) at S px.
+        R: [K, 3, 3], t: [K, 3]: model to camera (OpenCV).  K: [K, 3, 3] intrinsics at S px.
+    """
+
+    masks: Tensor
+    R: Tensor
+    t: Tensor
+    K: Tensor
+
+
+def hull_votes(points: Tensor, sil: Silhouettes) -> Tensor:
+    """float [...]: for points [..., 3], the fraction of frames whose mask holds the point's
+    projection, among the frames it projects into (0 where it projects into none)."""
+    shp = points.shape[:-1]
+    p = points.reshape(-1, 3).double()
+    cam = torch.einsum("kij,mj->kmi", sil.R.double(), p) + sil.t.double()[:, None]  # [K, M, 3]
+    uv = torch.einsum("kij,kmj->kmi", sil.K.double(), cam)
+    z = uv[..., 2]
+    ok = z > 1e-6
+    u = torch.where(ok, uv[..., 0] / z.clamp_min(1e-6), torch.full_like(z, -1.0)).floor().long()
+    v = torch.where(ok, uv[..., 1] / z.clamp_min(1e-6), torch.full_like(z, -1.0)).floor().long()
+    k_n, h, w = sil.masks.shape
+    seen = ok & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    k = torch.arange(k_n)[:, None].expand_as(u)
+    hit = sil.masks[k, v.clamp(0, h - 1), u.clamp(0, w - 1)] & seen
+    n = seen.sum(0)
+    return (hit.sum(0).double() / n.clamp_min(1)).where(n > 0, torch.zeros_like(n, dtype=torch.float64)).reshape(shp)
+
+
+def fit_radially(points: Tensor, centres: Tensor, sil: Silhouettes, inset: float = 0.0,
+                 scales: tuple[float, float, int] = (0.6, 1.6, 41), quorum: float = 0.7) -> Tensor:
+    """Slide each point along the ray from its centre to the visual hull's boundary.
+
+    The candidates ``centre + s (point - centre)`` for ``s`` in ``linspace(*scales)`` are tested
+    against the masks (:func:`hull_votes`); the point moves to the outermost candidate inside the
+    masks of at least ``quorum`` of the frames that see it, then ``inset`` metres back towards its
+    centre (a Gaussian's own extent reaches past its centre). Points with no such candidate (e.g.
+    the neck below the collar cut) are dropped.
+
+    Args:
+        points, centres: [M, 3] (metres, model space).  sil: :class:`Silhouettes`.
+
+    Returns:
+        [M', 3] float64, M' <= M.
+    """
+    p, c = points.double(), centres.double()
+    s = torch.linspace(*scales, dtype=torch.float64)
+    cand = c[:, None] + s[None, :, None] * (p - c)[:, None]  # [M, S, 3]
+    inside = hull_votes(cand, sil) >= quorum  # [M, S]
+    any_in = inside.any(1)
+    last = (inside.double() * torch.arange(1, len(s) + 1, dtype=torch.float64)).argmax(1)  # the outermost
+    d = p - c
+    r = d.norm(dim=-1).clamp_min(1e-12) * s[last]
+    scale = s[last] * (1 - inset / r).clamp_min(0)
+    out = c + scale[:, None] * d
+    return out[any_in]
 
 
 def bind_to_mesh(points: Tensor, vertices: Tensor, faces: Tensor, allowed: Tensor | None = None
