@@ -253,3 +253,28 @@ def test_shell_silhouettes_read_the_training_masks(toy_dataset):
     assert torch.allclose(sil.R[-1], torch.from_numpy(np.asarray(seq.R[19], np.float32)))
     assert shell_silhouettes(layout, seq, list(range(20)), 0) is None
     assert isinstance(layout, DatasetLayout)
+
+
+def test_training_fits_the_shell_to_its_own_frames(toy_dataset, tmp_path, one_thread):
+    """train() places the shell from the training frames' masks (the held-out frames play no part)
+    and ``shell_fit_frames=0`` keeps the plain ellipsoid and tube."""
+    from stages.dataset.layout import DatasetLayout
+    from stages.gauss.data import TrackedSequence
+    from stages.gauss.synthetic import toy_surface
+    from stages.gauss.trainer import plan_training, shell_silhouettes, train
+
+    layout = DatasetLayout(toy_dataset)
+    surface = toy_surface()
+    cfg = TrainConfig(steps=1, batch_size=1, resolution=32, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1,
+                      uv_resolution=16, test_frames=0, test_fraction=0.15, checkpoint_every=0, workers=0,
+                      shell="on", shell_density=0.5, shell_fit_frames=6)
+    seq = TrackedSequence.load(layout)
+    train_idx = plan_training(cfg, len(seq), seq.face_span()).split.train
+    assert max(train_idx) < 20  # frames 20..23 are held out
+    fitted = build_avatar(surface, cfg, shell_silhouettes(layout, seq, train_idx, 6))
+    plain = build_avatar(surface, cfg)
+    assert fitted.num_gaussians != plain.num_gaussians or not torch.equal(fitted.canonical, plain.canonical)
+    got = train(cfg, surface, layout, tmp_path / "a", "cpu").model
+    assert torch.equal(got.canonical.cpu(), fitted.canonical)
+    off = train(TrainConfig(**{**cfg.__dict__, "shell_fit_frames": 0}), surface, layout, tmp_path / "b", "cpu").model
+    assert torch.equal(off.canonical.cpu(), plain.canonical)
