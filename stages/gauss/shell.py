@@ -15,6 +15,15 @@ surface but the mesh has none, from the neutral mesh's own proportions (no data,
   scalp's depth behind the forehead) under the head from ear level to ``neck_length`` face heights
   below the chin, minus what lies behind the face, inside the scalp or at the back.
 
+Fitted to the training frames (``silhouettes``, :func:`fit_radially`): each point then slides along
+its ray from the shell's centre (the scalp ellipsoid's centre; the neck tube's axis at the point's
+height) to the outermost radius, 0.6 to 1.6 times its own, whose projection lies inside the head
+masks of most of a few training frames (a visual hull, sampled along rays), less half a point
+spacing; points whose ray never meets the hull (the neck below the collar cut) are dropped. So the
+shell follows the actor's hair volume and neck instead of a fixed ellipsoid, which lay inside
+wojtek's hair at the crown (a see-through crack in renders looking down onto it) and stuck out
+past the collar.
+
 Each shell point is bound to the nearest triangle that does not follow the jaw (the upper face,
 its centroid) plus a fixed offset in model space, so shell Gaussians move rigidly with the head
 (head pose is the camera's, as in FlashAvatar, where FLAME's neck also stays unposed); the
