@@ -36,7 +36,7 @@ left, +y up, +z out of the face).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -50,6 +50,8 @@ class ShellConfig:
         neck_length: how far the neck tube reaches below the chin, in face heights.
         scalp_scale: multiplier of the scalp ellipsoid's semi-axes (its front stays at the top of
             the forehead): more than 1 for voluminous hair.
+        fit_inset: when fitted to silhouettes, how far inside the visual hull's boundary the points
+            sit, in point spacings.
     """
 
     density: float = 0.25
@@ -57,6 +59,7 @@ class ShellConfig:
     neck: bool = True
     neck_length: float = 0.7
     scalp_scale: float = 1.0
+    fit_inset: float = 0.5
 
 
 BACK = -0.5
@@ -131,13 +134,30 @@ def shell_points(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConf
     """
     if cfg.density <= 0 or not (cfg.scalp or cfg.neck):
         return torch.zeros(0, 3)
-    p, centre = _shell_with_centres(vertices, faces, spacing, cfg)
-    if silhouettes is not None and len(p):
-        gap = spacing / math.sqrt(cfg.density)
-        p = fit_radially(p, centre, silhouettes, inset=0.5 * gap)
+    v = vertices.double()
+    if silhouettes is None:
+        return _shell_with_centres(vertices, faces, spacing, cfg)[0].float()
+    # fitting spreads the points (rays fan out): start 4x denser and thin to the spacing afterwards
+    gap = spacing / math.sqrt(cfg.density)
+    p, centre = _shell_with_centres(vertices, faces, spacing, replace(cfg, density=4 * cfg.density))
+    if len(p):
+        front = float(v[int(v[:, 1].argmax()), 2])  # the forehead's top: the plain scalp's front
+        p = fit_radially(p, centre, silhouettes, inset=cfg.fit_inset * gap, max_z=front)
         zmap, zlo, zstep = _front_height(vertices.double(), faces)
-        p = p[~_behind_face(p, zmap, zlo, zstep, gap)]
+        p = thin_to_grid(p[~_behind_face(p, zmap, zlo, zstep, gap)], gap)
     return p.float()
+
+
+def thin_to_grid(points: Tensor, cell: float) -> Tensor:
+    """[M, 3] -> [M', 3]: the first point (in order) of each occupied cube of side ``cell``:
+    a surface sampled densely comes out about ``cell`` apart, wherever it was dense."""
+    if len(points) == 0:
+        return points
+    key = torch.floor(points.double() / cell).long()
+    _, inv = torch.unique(key, dim=0, return_inverse=True)
+    first = torch.full((int(inv.max()) + 1,), len(points), dtype=torch.long)
+    first = first.scatter_reduce(0, inv, torch.arange(len(points)), reduce="amin")
+    return points[first.sort().values]
 
 
 def _shell_with_centres(vertices: Tensor, faces: Tensor, spacing: float, cfg: ShellConfig) -> tuple[Tensor, Tensor]:
@@ -220,14 +240,17 @@ def hull_votes(points: Tensor, sil: Silhouettes) -> Tensor:
 
 
 def fit_radially(points: Tensor, centres: Tensor, sil: Silhouettes, inset: float = 0.0,
-                 scales: tuple[float, float, int] = (0.6, 1.6, 41), quorum: float = 0.7) -> Tensor:
+                 scales: tuple[float, float, int] = (0.6, 1.6, 41), quorum: float = 0.9,
+                 max_z: float = math.inf) -> Tensor:
     """Slide each point along the ray from its centre to the visual hull's boundary.
 
     The candidates ``centre + s (point - centre)`` for ``s`` in ``linspace(*scales)`` are tested
     against the masks (:func:`hull_votes`); the point moves to the outermost candidate inside the
     masks of at least ``quorum`` of the frames that see it, then ``inset`` metres back towards its
-    centre (a Gaussian's own extent reaches past its centre). Points with no such candidate (e.g.
-    the neck below the collar cut) are dropped.
+    centre (a Gaussian's own extent reaches past its centre). Candidates in front of ``max_z``
+    count as outside: near-frontal views cannot tell how far forward a point lies (a ray leaving
+    the forehead's top stays inside every mask), the face model's front can. Points with no such
+    candidate (e.g. the neck below the collar cut) are dropped.
 
     Args:
         points, centres: [M, 3] (metres, model space).  sil: :class:`Silhouettes`.
@@ -238,7 +261,7 @@ def fit_radially(points: Tensor, centres: Tensor, sil: Silhouettes, inset: float
     p, c = points.double(), centres.double()
     s = torch.linspace(*scales, dtype=torch.float64)
     cand = c[:, None] + s[None, :, None] * (p - c)[:, None]  # [M, S, 3]
-    inside = hull_votes(cand, sil) >= quorum  # [M, S]
+    inside = (hull_votes(cand, sil) >= quorum) & (cand[..., 2] <= max_z)  # [M, S]
     any_in = inside.any(1)
     last = (inside.double() * torch.arange(1, len(s) + 1, dtype=torch.float64)).argmax(1)  # the outermost
     d = p - c

@@ -129,6 +129,7 @@ class TrainConfig:
     shell_neck_length: float = 0.7
     shell_scalp_scale: float = 1.0
     shell_fit_frames: int = 24
+    shell_fit_inset: float = 0.5
     lr_scale: float = 4.0
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
@@ -303,7 +304,8 @@ def _add_shell(surface: FaceSurface, cfg: TrainConfig, face_idx: Tensor, bary: T
     used = area if surface.face_mask is None else area[surface.face_mask.cpu()]
     spacing = math.sqrt(float(used.sum()) / max(1, face_idx.shape[0]))
     pts = shell_points(neutral, faces, spacing, ShellConfig(cfg.shell_density, neck_length=cfg.shell_neck_length,
-                                                              scalp_scale=cfg.shell_scalp_scale), silhouettes)
+                                                              scalp_scale=cfg.shell_scalp_scale,
+                                                              fit_inset=cfg.shell_fit_inset), silhouettes)
     cond = neutral_condition(1, surface.shape.device)
     jaw = matrix_to_rotation_6d(axis_angle_to_matrix(torch.tensor([[0.3, 0.0, 0.0]])))
     cond[:, EXPRESSION_DIM:EXPRESSION_DIM + JAW_DIM] = jaw.to(cond)

@@ -278,3 +278,30 @@ def test_training_fits_the_shell_to_its_own_frames(toy_dataset, tmp_path, one_th
     assert torch.equal(got.canonical.cpu(), fitted.canonical)
     off = train(TrainConfig(**{**cfg.__dict__, "shell_fit_frames": 0}), surface, layout, tmp_path / "b", "cpu").model
     assert torch.equal(off.canonical.cpu(), plain.canonical)
+
+
+def test_fit_radially_stops_at_max_z():
+    """Frontal masks cannot bound depth; ``max_z`` (the face's front) does."""
+    from stages.gauss.shell import _fibonacci_sphere, fit_radially
+
+    sil = _sphere_views(radius=0.1, size=128)
+    u = _fibonacci_sphere(200)
+    u = u[u[:, 2] > 0.3]  # rays heading forward
+    free = fit_radially(0.07 * u, torch.zeros_like(u), sil)
+    capped = fit_radially(0.07 * u, torch.zeros_like(u), sil, max_z=0.05)
+    assert float(free[:, 2].max()) > 0.06
+    assert len(capped) == len(u) and float(capped[:, 2].max()) <= 0.05 + 1e-12
+
+
+def test_thin_to_grid_keeps_one_point_per_cell():
+    from stages.gauss.shell import thin_to_grid
+
+    g = torch.arange(0, 0.05, 0.001, dtype=torch.float64)
+    x, y = torch.meshgrid(g, g, indexing="ij")
+    p = torch.stack([x.flatten(), y.flatten(), torch.zeros(x.numel(), dtype=torch.float64)], -1) + 1e-4
+    q = thin_to_grid(p, 0.005)
+    assert len(q) == 100  # 10 x 10 cells of 5 mm on a 5 cm square
+    cells = torch.floor(q / 0.005).long()
+    assert len(torch.unique(cells, dim=0)) == len(q)
+    assert all(bool((p == r).all(-1).any()) for r in q[:10])  # a subset of the input, in order
+    assert torch.equal(thin_to_grid(q, 0.005), q) and len(thin_to_grid(p[:0], 0.005)) == 0
