@@ -74,7 +74,8 @@ class TrainConfig:
             (:class:`stages.gauss.shell.ShellConfig`); ``shell_fit_frames``: training frames whose
             head masks the shell is fitted to before training (each point slides along its ray to
             the visual hull's boundary, :func:`stages.gauss.shell.fit_radially`; 0: the plain
-            ellipsoid and tube).
+            ellipsoid and tube); ``shell_fit_inset``: how far inside that boundary, in shell point
+            spacings.
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
             The base rates are upstream's batch-1 values (SH 2.5e-3, opacity 5e-2, scale 5e-3,
             rotation 1e-3, MLP 1e-4, Adam betas 0.9/0.999). For batch ``B`` Adam follows the
@@ -129,7 +130,7 @@ class TrainConfig:
     shell_neck_length: float = 0.7
     shell_scalp_scale: float = 1.0
     shell_fit_frames: int = 24
-    shell_fit_inset: float = 0.5
+    shell_fit_inset: float = 1.5
     lr_scale: float = 4.0
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
