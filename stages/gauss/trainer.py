@@ -37,6 +37,7 @@ from stages.gauss.model import AvatarConfig, GaussianAvatar, avatar_config_from_
 from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
 from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
 from stages.gauss.sampling import area_samples, surface_points, triangle_size, uv_texel_samples
+from stages.gauss.shell import Silhouettes
 from stages.gauss.surface import FaceSurface
 
 log = logging.getLogger("avatar.gauss")
@@ -70,7 +71,11 @@ class TrainConfig:
             ``on`` or ``off`` (upstream). ``shell_density``: shell Gaussians per area relative to
             the face Gaussians' density; ``shell_neck_length``: how far the neck tube reaches below
             the chin, in face heights; ``shell_scalp_scale``: size of the scalp ellipsoid
-            (:class:`stages.gauss.shell.ShellConfig`).
+            (:class:`stages.gauss.shell.ShellConfig`); ``shell_fit_frames``: training frames whose
+            head masks the shell is fitted to before training (each point slides along its ray to
+            the visual hull's boundary, :func:`stages.gauss.shell.fit_radially`; 0: the plain
+            ellipsoid and tube); ``shell_fit_inset``: how far inside that boundary, in shell point
+            spacings.
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
             The base rates are upstream's batch-1 values (SH 2.5e-3, opacity 5e-2, scale 5e-3,
             rotation 1e-3, MLP 1e-4, Adam betas 0.9/0.999). For batch ``B`` Adam follows the
@@ -124,6 +129,8 @@ class TrainConfig:
     shell_density: float = 0.25
     shell_neck_length: float = 0.7
     shell_scalp_scale: float = 1.0
+    shell_fit_frames: int = 24
+    shell_fit_inset: float = 1.5
     lr_scale: float = 4.0
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
@@ -237,9 +244,15 @@ def choose_renderer(name: str, device: str) -> str:
     return name
 
 
-def build_avatar(surface: FaceSurface, cfg: TrainConfig) -> GaussianAvatar:
+def shell_active(surface: FaceSurface, cfg: TrainConfig) -> bool:
+    """Whether the avatar gets shell Gaussians (``cfg.shell``, the face model's coverage)."""
+    return cfg.shell_density > 0 and (cfg.shell == "on" or (cfg.shell == "auto" and surface.face_only))
+
+
+def build_avatar(surface: FaceSurface, cfg: TrainConfig, silhouettes: Silhouettes | None = None) -> GaussianAvatar:
     """Place the Gaussians (UV texels where the model has UVs, else area samples) and build the
-    model, deterministically from ``cfg.seed``. CPU tensors."""
+    model, deterministically from ``cfg.seed``. CPU tensors. ``silhouettes``: training frames' head
+    masks the shell is fitted to (:func:`shell_silhouettes`), or None (the plain shell)."""
     g = torch.Generator().manual_seed(cfg.seed)
     neutral = surface.neutral().cpu()
     faces = surface.faces.cpu()
@@ -253,15 +266,29 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig) -> GaussianAvatar:
         from stages.errors import bad_input
 
         raise bad_input("config", f"unknown train.shell {cfg.shell!r}", "use auto, on or off")
-    if cfg.shell_density > 0 and (cfg.shell == "on" or (cfg.shell == "auto" and surface.face_only)):
-        face_idx, bary, canonical, offset = _add_shell(surface, cfg, face_idx, bary, canonical)
+    if shell_active(surface, cfg):
+        face_idx, bary, canonical, offset = _add_shell(surface, cfg, face_idx, bary, canonical, silhouettes)
     torch.manual_seed(cfg.seed)
     return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config(),
                           canonical_size=triangle_size(neutral, faces, face_idx), anchor_offset=offset)
 
 
-def _add_shell(surface: FaceSurface, cfg: TrainConfig, face_idx: Tensor, bary: Tensor, canonical: Tensor
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def shell_silhouettes(layout: DatasetLayout, seq: TrackedSequence, train_idx: list[int], frames: int,
+                      resolution: int = 256) -> Silhouettes | None:
+    """Head masks (matte x neckhead > 0.5) and cameras of ``frames`` training frames spread evenly
+    over ``train_idx``, at ``resolution`` px, for fitting the shell; None when ``frames <= 0``."""
+    if frames <= 0 or not train_idx:
+        return None
+    pick = sorted({train_idx[round(i * (len(train_idx) - 1) / max(frames - 1, 1))] for i in range(frames)})
+    data = AvatarFrames(layout, seq, pick, resolution, (0.0, 0.0, 0.0))
+    items = [data[j] for j in range(len(data))]
+    masks = torch.stack([(it["alpha"].float() / 255) * (it["neckhead"].float() / 255) > 0.5 for it in items])
+    return Silhouettes(masks, torch.stack([it["R"] for it in items]), torch.stack([it["t"] for it in items]),
+                       torch.stack([it["K"] for it in items]))
+
+
+def _add_shell(surface: FaceSurface, cfg: TrainConfig, face_idx: Tensor, bary: Tensor, canonical: Tensor,
+               silhouettes: Silhouettes | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The face Gaussians followed by the shell's (:mod:`stages.gauss.shell`), bound to the
     triangles the jaw does not move; returns face_idx, bary, canonical, anchor offsets (zero for
     the face Gaussians)."""
@@ -278,7 +305,8 @@ def _add_shell(surface: FaceSurface, cfg: TrainConfig, face_idx: Tensor, bary: T
     used = area if surface.face_mask is None else area[surface.face_mask.cpu()]
     spacing = math.sqrt(float(used.sum()) / max(1, face_idx.shape[0]))
     pts = shell_points(neutral, faces, spacing, ShellConfig(cfg.shell_density, neck_length=cfg.shell_neck_length,
-                                                              scalp_scale=cfg.shell_scalp_scale))
+                                                              scalp_scale=cfg.shell_scalp_scale,
+                                                              fit_inset=cfg.shell_fit_inset), silhouettes)
     cond = neutral_condition(1, surface.shape.device)
     jaw = matrix_to_rotation_6d(axis_angle_to_matrix(torch.tensor([[0.3, 0.0, 0.0]])))
     cond[:, EXPRESSION_DIM:EXPRESSION_DIM + JAW_DIM] = jaw.to(cond)
@@ -417,7 +445,11 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     if cfg.lpips_weight > 0 and perceptual is None:
         log.info("LPIPS term off: no LPIPS (VGG) weights asset is available; training uses the Huber terms only")
 
-    model = build_avatar(surface, cfg)
+    sil = shell_silhouettes(layout, seq, train_idx, cfg.shell_fit_frames) if shell_active(surface, cfg) else None
+    model = build_avatar(surface, cfg, sil)
+    if sil is not None:
+        log.info("shell fitted to %d training frames' head masks: %d Gaussians in all", len(sil.masks),
+                 model.num_gaussians)
     if cfg.pose_condition:
         model.pose_ref.copy_(mean_rotation(torch.from_numpy(seq.R[train_idx]).double()).float())
     model = model.to(device)

@@ -145,3 +145,181 @@ def test_bundle_keeps_shell_offsets_and_pose_reference(standin, tmp_path):
     assert set(back.state_dict()) == set(ref)
     for k, v in back.state_dict().items():
         assert torch.equal(v, ref[k]), k
+
+
+# --- fitting the shell to the training silhouettes (a radial visual hull) ---
+
+def _sphere_views(radius: float = 0.1, size: int = 64, yaws=(-0.5, 0.0, 0.5)) -> "Silhouettes":
+    """Masks of a sphere at the origin seen from ``yaws`` (radians about +y), 1 m away, f = size."""
+    from stages.gauss.shell import Silhouettes
+
+    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))  # model +z faces the camera
+    K = torch.tensor([[size, 0, size / 2], [0, size, size / 2], [0, 0, 1]], dtype=torch.float64)
+    uu, vv = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="xy")
+    ray = torch.stack([(uu - size / 2) / size, (vv - size / 2) / size, torch.ones_like(uu)], -1).double()
+    ray = ray / ray.norm(dim=-1, keepdim=True)
+    # the sphere's centre is at (0, 0, 1) in every camera: a ray hits it where its distance to it < radius
+    ez = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    dist = (ez - ray[..., 2:3] * ray).norm(dim=-1)  # |c - (c.r) r| with c = (0,0,1)
+    mask = dist < radius
+    Rs = []
+    for a in yaws:
+        c, s = np.cos(a), np.sin(a)
+        Rs.append(flip @ torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64))
+    n = len(yaws)
+    return Silhouettes(mask.expand(n, -1, -1).clone(), torch.stack(Rs), torch.tensor([[0.0, 0, 1]] * n).double(),
+                       K.expand(n, -1, -1).clone())
+
+
+def test_hull_votes_count_the_masks_holding_a_point():
+    from stages.gauss.shell import hull_votes
+
+    sil = _sphere_views()
+    p = torch.tensor([[0.0, 0, 0], [0.0, 0.09, 0], [0.0, 0.2, 0], [5.0, 0, 0]])
+    v = hull_votes(p, sil)
+    assert v.tolist() == [1.0, 1.0, 0.0, 0.0]  # centre and just inside the top: all views; outside: none
+    # a mask emptied in one view: the point is held by 2 of the 3 frames
+    sil.masks[1] = False
+    assert abs(float(hull_votes(p[:1], sil)[0]) - 2 / 3) < 1e-9
+    # a point no frame sees (behind every camera) gets no vote
+    assert float(hull_votes(torch.tensor([[0.0, 0, -3.0]]), sil)[0]) == 0.0
+    assert hull_votes(torch.zeros(4, 5, 3), sil).shape == (4, 5)
+
+
+def test_fit_radially_moves_points_to_the_hull_boundary():
+    from stages.gauss.shell import _fibonacci_sphere, fit_radially
+
+    sil = _sphere_views(radius=0.1, size=512)  # 2 mm pixels at 1 m
+    u = _fibonacci_sphere(400)
+    u = u[u[:, 2] > -0.3]
+    for r0 in (0.07, 0.13):  # an ellipsoid inside the hair, or one sticking out of it
+        out = fit_radially(r0 * u, torch.zeros_like(u), sil, inset=0.0, scales=(0.5, 2.0, 151))
+        assert len(out) == len(u)  # every ray meets the hull
+        r = out.norm(dim=-1)
+        step = r0 * 1.5 / 150
+        # never outside the sphere's silhouette in any view, never inside the sphere by more than a step
+        # plus a pixel and a half (2 mm each)
+        assert float(r.min()) > 0.1 - step - 0.003
+        top = out[out[:, 1] > 0.9 * r]  # the top: on the rim of every view, so the hull is the sphere there
+        assert len(top) and float((top.norm(dim=-1) - 0.1).abs().max()) < step + 0.003
+    # the inset pulls every point back towards its centre by that much
+    a = fit_radially(0.07 * u, torch.zeros_like(u), sil, inset=0.0)
+    b = fit_radially(0.07 * u, torch.zeros_like(u), sil, inset=0.01)
+    assert torch.allclose(a.norm(dim=-1) - b.norm(dim=-1), torch.full((len(a),), 0.01, dtype=torch.float64))
+    # rays that never meet the hull (empty masks) drop their points
+    sil.masks[:] = False
+    assert len(fit_radially(0.07 * u, torch.zeros_like(u), sil)) == 0
+
+
+def test_fitted_shell_lies_in_the_silhouettes_and_follows_them(standin):
+    """On the stand-in, with masks of a made-up head larger than the plain ellipsoid: the fitted
+    shell's points sit inside the masks and further out than the plain shell's."""
+    from stages.gauss.shell import Silhouettes, hull_votes
+
+    v, f = standin.neutral(), standin.faces
+    plain = shell_points(v, f, 0.004, ShellConfig(density=0.5))
+    # a frontal camera 0.6 m away; the mask: the plain shell's and the face's projections, dilated
+    R = torch.diag(torch.tensor([1.0, -1.0, -1.0]))[None]
+    t = torch.tensor([[0.0, 0.0, 0.6]]) - torch.einsum("ij,j->i", R[0], v.mean(0))[None]
+    size = 160  # the whole head in view: 1 px = 3 mm
+    K = torch.tensor([[[200.0, 0, size / 2], [0, 200.0, size / 2], [0, 0, 1]]])
+    pts = torch.cat([plain, v])
+    cam = pts @ R[0].T + t[0]
+    uv = (cam @ K[0].T)[:, :2] / (cam @ K[0].T)[:, 2:]
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    ij = uv.floor().long().clamp(0, size - 1)
+    mask[ij[:, 1], ij[:, 0]] = True
+    mask = torch.nn.functional.max_pool2d(mask[None, None].float(), 9, 1, 4)[0, 0] > 0  # 4 px wider all round
+    sil = Silhouettes(mask[None], R, t, K)
+    fitted = shell_points(v, f, 0.004, ShellConfig(density=0.5), silhouettes=sil)
+    assert len(fitted) > 0.5 * len(plain)
+    assert float(hull_votes(fitted, sil).min()) >= 0.7
+    # the masks reach past the plain shell: the fitted points' outline is wider and taller
+    assert float(fitted[:, 0].max() - fitted[:, 0].min()) > float(plain[:, 0].max() - plain[:, 0].min())
+    assert float(fitted[:, 1].max()) > float(plain[:, 1].max())
+    assert torch.equal(fitted, shell_points(v, f, 0.004, ShellConfig(density=0.5), silhouettes=sil))
+
+
+def test_shell_silhouettes_read_the_training_masks(toy_dataset):
+    from stages.dataset.layout import DatasetLayout
+    from stages.gauss.data import TrackedSequence, find_dataset_root
+    from stages.gauss.trainer import shell_silhouettes
+
+    layout = find_dataset_root([p for p in toy_dataset.rglob("*") if p.is_file()])
+    seq = TrackedSequence.load(layout)
+    sil = shell_silhouettes(layout, seq, list(range(20)), 5, resolution=32)
+    assert sil.masks.shape == (5, 32, 32) and sil.masks.dtype == torch.bool
+    assert 0 < float(sil.masks.float().mean()) < 1  # a head, not the whole frame
+    assert torch.allclose(sil.R[-1], torch.from_numpy(np.asarray(seq.R[19], np.float32)))
+    assert shell_silhouettes(layout, seq, list(range(20)), 0) is None
+    assert isinstance(layout, DatasetLayout)
+
+
+def test_training_fits_the_shell_to_its_own_frames(toy_dataset, tmp_path, one_thread):
+    """train() places the shell from the training frames' masks (the held-out frames play no part)
+    and ``shell_fit_frames=0`` keeps the plain ellipsoid and tube (on the toy head, hairless, the
+    two agree: the fit falls back to the plain shell)."""
+    from stages.dataset.layout import DatasetLayout
+    from stages.gauss.data import TrackedSequence
+    from stages.gauss.synthetic import toy_surface
+    from stages.gauss.trainer import plan_training, shell_silhouettes, train
+
+    layout = DatasetLayout(toy_dataset)
+    surface = toy_surface()
+    cfg = TrainConfig(steps=1, batch_size=1, resolution=32, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1,
+                      uv_resolution=16, test_frames=0, test_fraction=0.15, checkpoint_every=0, workers=0,
+                      shell="on", shell_density=0.5, shell_fit_frames=6)
+    seq = TrackedSequence.load(layout)
+    train_idx = plan_training(cfg, len(seq), seq.face_span()).split.train
+    assert max(train_idx) < 20  # frames 20..23 are held out
+    fitted = build_avatar(surface, cfg, shell_silhouettes(layout, seq, train_idx, 6))
+    plain = build_avatar(surface, cfg)
+    got = train(cfg, surface, layout, tmp_path / "a", "cpu").model
+    assert torch.equal(got.canonical.cpu(), fitted.canonical)
+    off = train(TrainConfig(**{**cfg.__dict__, "shell_fit_frames": 0}), surface, layout, tmp_path / "b", "cpu").model
+    assert torch.equal(off.canonical.cpu(), plain.canonical)
+
+
+def test_fit_radially_stops_at_max_z():
+    """Frontal masks cannot bound depth; ``max_z`` (the face's front) does."""
+    from stages.gauss.shell import _fibonacci_sphere, fit_radially
+
+    sil = _sphere_views(radius=0.1, size=128)
+    u = _fibonacci_sphere(200)
+    u = u[u[:, 2] > 0.3]  # rays heading forward
+    free = fit_radially(0.07 * u, torch.zeros_like(u), sil)
+    capped = fit_radially(0.07 * u, torch.zeros_like(u), sil, max_z=0.05)
+    assert float(free[:, 2].max()) > 0.06
+    assert len(capped) == len(u) and float(capped[:, 2].max()) <= 0.05 + 1e-12
+
+
+def test_thin_to_grid_keeps_one_point_per_cell():
+    from stages.gauss.shell import thin_to_grid
+
+    g = torch.arange(0, 0.05, 0.001, dtype=torch.float64)
+    x, y = torch.meshgrid(g, g, indexing="ij")
+    p = torch.stack([x.flatten(), y.flatten(), torch.zeros(x.numel(), dtype=torch.float64)], -1) + 1e-4
+    q = thin_to_grid(p, 0.005)
+    assert len(q) == 100  # 10 x 10 cells of 5 mm on a 5 cm square
+    cells = torch.floor(q / 0.005).long()
+    assert len(torch.unique(cells, dim=0)) == len(q)
+    assert all(bool((p == r).all(-1).any()) for r in q[:10])  # a subset of the input, in order
+    assert torch.equal(thin_to_grid(q, 0.005), q) and len(thin_to_grid(p[:0], 0.005)) == 0
+
+
+def test_a_shell_carved_away_falls_back_to_the_plain_one(standin):
+    """Masks holding only the face (no hair, no neck) would leave next to no shell: the plain one stays."""
+    from stages.gauss.shell import MIN_FITTED, Silhouettes
+
+    v, f = standin.neutral(), standin.faces
+    plain = shell_points(v, f, 0.004, ShellConfig(density=0.5))
+    R = torch.diag(torch.tensor([1.0, -1.0, -1.0]))[None]
+    t = torch.tensor([[0.0, 0.0, 0.6]]) - torch.einsum("ij,j->i", R[0], v.mean(0))[None]
+    K = torch.tensor([[[200.0, 0, 80], [0, 200.0, 80], [0, 0, 1]]])
+    cam = v @ R[0].T + t[0]
+    uv = ((cam @ K[0].T)[:, :2] / (cam @ K[0].T)[:, 2:]).floor().long().clamp(0, 159)
+    mask = torch.zeros(160, 160, dtype=torch.bool)
+    mask[uv[:, 1], uv[:, 0]] = True  # the face's vertices only
+    sil = Silhouettes(mask[None], R, t, K)
+    assert 0 < MIN_FITTED < 1
+    assert torch.equal(shell_points(v, f, 0.004, ShellConfig(density=0.5), silhouettes=sil), plain)
