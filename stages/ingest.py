@@ -265,7 +265,7 @@ def run(ctx: StageContext) -> None:
     if n_out == 0:
         raise bad_input(label, "the video has zero frames", "upload a video that contains the talking head")
     if n_out < cfg.min_face_frames and cfg.fixed_crop is None:
-        raise bad_input(label, f"too few frames with a face: the video has only {n_out} frames at {OUTPUT_FPS} fps, "
+        raise bad_input(label, f"too few frames with a face: the video has only {n_out} frame{'s' if n_out != 1 else ''} at {OUTPUT_FPS} fps, "
                         f"the minimum is {cfg.min_face_frames}",
                         f"upload a longer video (at least {cfg.min_face_frames / OUTPUT_FPS:.0f} s with the face visible)")
     ctx.progress.set_total(n_out)

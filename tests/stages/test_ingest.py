@@ -182,6 +182,10 @@ def test_face_checks_exit_2(tmp_path, capsys, wojtek):
     put_video(tmp_path / "few", "a", short, {"detect_samples": 8})
     code, line = cli(tmp_path / "few", "a", capsys)
     assert code == 2 and "too few frames with a face: the video has only 60 frames at 25 fps, the minimum is 100" in line
+    one = compose_clip(wojtek, tmp_path / "one.mp4", 1, size=(256, 256), faces=((0, 0, 256),))
+    put_video(tmp_path / "one", "a", one, {"detect_samples": 8})
+    code, line = cli(tmp_path / "one", "a", capsys)
+    assert code == 2 and "the video has only 1 frame at 25 fps" in line, line
     put_video(tmp_path / "small", "a", short, {"detect_samples": 8, "min_face_frames": 10, "min_face_px": 200})
     code, line = cli(tmp_path / "small", "a", capsys)
     assert code == 2 and "face too small:" in line and "the minimum is 200 px" in line and "record closer" in line
