@@ -97,14 +97,8 @@ def stage_inputs(decl: StageDecl, actor: str, store: Store, pipeline: PipelineCo
     """Digests of everything the stage reads: the video (first stage), upstream outputs, assets.
     An upstream stage in ``pending`` (still running in this shard-overlapped run) that has not
     finished yet is left out (:mod:`stages.runner.feed`)."""
-    inputs: dict[str, str] = {}
-    if not decl.needs:
-        key = actor_key(actor, "input", "video.mp4")
-        try:
-            inputs["video"] = store.sha256(key)
-        except KeyError:
-            raise BadInput(f"{store.uri}/{key}: no input video for actor {actor!r}; "
-                           "upload one (avatar run --video PATH, or avatar submit --video PATH)") from None
+    own = own_inputs(decl, actor, store, pipeline, module)
+    inputs = {k: v for k, v in own.items() if k == "video"}  # the order manifests have always had
     for up in decl.needs:
         key = actor_key(actor, up, MANIFEST)
         try:
@@ -114,9 +108,7 @@ def stage_inputs(decl: StageDecl, actor: str, store: Store, pipeline: PipelineCo
                 continue
             raise BadInput(f"{store.uri}/{key}: stage {up!r} has not finished for actor {actor!r}; "
                            f"run it first (avatar stage {up} --actor {actor} --store {store.uri})") from None
-    for kind in getattr(module, "ASSETS", ()) if module is not None else ():
-        if kind in pipeline.assets:
-            inputs[f"asset:{kind}"] = pipeline.assets[kind]
+    inputs.update({k: v for k, v in own.items() if k != "video"})
     return inputs
 
 

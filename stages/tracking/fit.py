@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -214,25 +214,11 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
                     free.append((name, pool[name]))
         if not free or (level.photometric and photo is None):
             continue
-        for _, tensor in free:
-            tensor.requires_grad_(True)
-        opt = torch.optim.Adam([{"params": [t], "lr": schedule.lr[n], "base_lr": schedule.lr[n]} for n, t in free],
-                               betas=schedule.betas, fused=all(t.is_cuda for _, t in free) or None)
-        loss = torch.zeros(())
-        for step in range(level.steps):
-            factor = schedule.lr_factor(step, level.steps)
-            for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * factor
+        def level_loss(step: int, use_photo: bool = use_photo) -> Tensor:
             p, sh = current()
-            loss, _ = _weighted_terms(model, problem, p, sh, weights, photo, use_photo, step, focal0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if on_step is not None:
-                on_step(level.name, step)
-        for _, tensor in free:
-            tensor.requires_grad_(False)
-        history[level.name] = float(loss.detach())
+            return _weighted_terms(model, problem, p, sh, weights, photo, use_photo, step, focal0)[0]
+
+        history[level.name] = _adam_level(level, free, schedule, level_loss, on_step)
         if not math.isfinite(history[level.name]):
             raise FloatingPointError(f"tracking diverged in level {level.name!r} (loss {history[level.name]})")
 
@@ -244,6 +230,32 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
     return FitResult(params=p.detach(), shared=Shared(sh.shape.detach(), sh.focal.detach(), sh.pp.detach()),
                      error_px=err, history=history)
 
+
+
+def _adam_level(level, free: list[tuple[str, Tensor]], schedule: Schedule,  # noqa: ANN001 - a schedule level
+                loss_at: Callable[[int], Tensor], on_step=None) -> float:  # noqa: ANN001
+    """One level of ``schedule``: Adam on the ``free`` (name, tensor) pairs, each at its name's
+    learning rate times the schedule's factor, for ``level.steps`` steps of ``loss_at(step)``
+    (a scalar); ``on_step(level name, step)`` after each. Returns the last step's loss (may be
+    non-finite: the caller says what diverged)."""
+    for _, tensor in free:
+        tensor.requires_grad_(True)
+    opt = torch.optim.Adam([{"params": [t], "lr": schedule.lr[n], "base_lr": schedule.lr[n]} for n, t in free],
+                           betas=schedule.betas, fused=all(t.is_cuda for _, t in free) or None)
+    loss = torch.zeros(())
+    for step in range(level.steps):
+        factor = schedule.lr_factor(step, level.steps)
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        loss = loss_at(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(level.name, step)
+    for _, tensor in free:
+        tensor.requires_grad_(False)
+    return float(loss.detach())
 
 def fit_appearance(loss_fn, params: dict[str, Tensor], schedule: Schedule, weight: float,  # noqa: ANN001
                    on_step=None) -> dict[str, float]:
@@ -272,24 +284,7 @@ def fit_appearance(loss_fn, params: dict[str, Tensor], schedule: Schedule, weigh
         free = [(name, params[name]) for name in level.free if name in params]
         if not level.photometric or not free:
             continue
-        for _, tensor in free:
-            tensor.requires_grad_(True)
-        opt = torch.optim.Adam([{"params": [t], "lr": schedule.lr[n], "base_lr": schedule.lr[n]} for n, t in free],
-                               betas=schedule.betas, fused=all(t.is_cuda for _, t in free) or None)
-        loss = torch.zeros(())
-        for step in range(level.steps):
-            factor = schedule.lr_factor(step, level.steps)
-            for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * factor
-            loss = weight * loss_fn()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if on_step is not None:
-                on_step(level.name, step)
-        for _, tensor in free:
-            tensor.requires_grad_(False)
-        history[level.name] = float(loss.detach())
+        history[level.name] = _adam_level(level, free, schedule, lambda step: weight * loss_fn(), on_step)
         if not math.isfinite(history[level.name]):
             raise FloatingPointError(f"appearance fit diverged in level {level.name!r}")
     return history
