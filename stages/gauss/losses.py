@@ -26,3 +26,13 @@ def avatar_loss(image: Tensor, gt: Tensor, mouth: Tensor, *, delta: float = 0.1,
     l_img = huber(image, gt, delta)
     l_mouth = huber(image * m, gt * m, delta)
     return l_img + mouth_weight * l_mouth, {"huber": l_img.detach(), "mouth": l_mouth.detach()}
+
+
+def silhouette_loss(alpha: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute difference of the render's alpha and the ground truth's head mask. Scalar.
+
+    Args:
+        alpha: [B, H, W] the render's accumulated opacity, 0..1.
+        target: [B, H, W] matte x neckhead, 0..1 (what :func:`stages.gauss.data.composite_gt` keeps).
+    """
+    return (alpha - target).abs().mean()

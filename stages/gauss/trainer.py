@@ -32,7 +32,7 @@ from stages.dataset.layout import DatasetLayout
 from stages.gauss import checkpoint as ckpt
 from stages.gauss.data import (AvatarFrames, PipelineInfo, Split, StepBatchSampler, TrackedSequence, background_rgb,
                                choose_split, training_batches)
-from stages.gauss.losses import avatar_loss
+from stages.gauss.losses import avatar_loss, silhouette_loss
 from stages.gauss.model import AvatarConfig, GaussianAvatar, avatar_config_from_dict
 from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
 from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
@@ -85,6 +85,8 @@ class TrainConfig:
             default 4.0 is sqrt(16). Linear scaling (16x) would put the opacity logits' rate at 0.8
             a step, past where Adam stays stable. The tiny preset (batch 2, 200 steps) uses 4.0 too.
         huber_delta, mouth_weight: the loss (Huber 0.1, 40x inside the mouth).
+        silhouette_weight: weight of an L1 term between the render's alpha and the ground truth's
+            matte x neckhead (:func:`stages.gauss.losses.silhouette_loss`; 0: off, upstream).
         lpips_weight, lpips_start: LPIPS inside neck-and-head from this fraction of the steps on,
             only where a ``vgg16`` asset exists. Default 0 (off): measured with real VGG-16 weights
             on wojtek.mp4 (docs/identity.md), FlashAvatar's :data:`FLASHAVATAR_LPIPS_WEIGHT` lowered
@@ -135,6 +137,7 @@ class TrainConfig:
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
     mouth_weight: float = 40.0
+    silhouette_weight: float = 0.0
     lpips_weight: float = 0.0
     lpips_start: float = 0.1
     background: str = "green"
@@ -491,8 +494,12 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
             g["lr"] = lr * f
         gt = frames.ground_truth(b)
         mouth = b["mouth"].float() / 255.0
-        image, _ = render_frames(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg, renderer, use_amp)
+        image, alpha = render_frames(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg, renderer,
+                                     use_amp)
         loss, parts = avatar_loss(image, gt, mouth, delta=cfg.huber_delta, mouth_weight=cfg.mouth_weight)
+        if cfg.silhouette_weight > 0:
+            head = (b["alpha"].float() / 255.0) * (b["neckhead"].float() / 255.0)
+            loss = loss + cfg.silhouette_weight * silhouette_loss(alpha, head)
         if perceptual is not None and cfg.lpips_weight > 0 and lpips_on(step, cfg.steps, cfg.lpips_start):
             loss = loss + cfg.lpips_weight * masked_lpips(perceptual, image, gt, b["neckhead"].float() / 255.0,
                                                            amp=use_amp)
