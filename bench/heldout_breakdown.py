@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REGIONS = ("band", "face", "hair", "neck", "bg")
+BAND_PARTS = ("band_above_chin", "band_below_chin")
 
 
 def _cpu() -> float:
@@ -106,6 +107,7 @@ def score(model, surface, frames, bg, renderer, device, band_px, keep_images=Fal
     s = frames.resolution
     chin = int(surface.neutral()[:, 1].argmin())
     sums = dict.fromkeys(REGIONS, 0.0)
+    parts = dict.fromkeys(BAND_PARTS, 0.0)
     per_frame, kept = [], []
     with torch.no_grad():
         for i in range(0, len(frames), 8):
@@ -124,21 +126,27 @@ def score(model, surface, frames, bg, renderer, device, band_px, keep_images=Fal
                 reg = regions(fg[k], mesh[k], chin_row[k], band_px)
                 for name, r in zip(REGIONS, reg):
                     sums[name] += float(se[k][r].sum())
+                below = np.arange(s)[:, None] > chin_row[k]
+                parts["band_below_chin"] += float(se[k][reg[0] & below].sum())
+                parts["band_above_chin"] += float(se[k][reg[0] & ~below].sum())
                 mse = se[k].sum() / (s * s * 3)
                 per_frame.append((int(b["index"][k]), float(-10 * np.log10(max(mse, 1e-12)))))
                 if keep_images:
                     kept.append((int(b["index"][k]), img[k].cpu().numpy(), gt[k].cpu().numpy(), se[k], reg))
-    return per_frame, sums, kept
+    return per_frame, (sums, parts), kept
 
 
-def summarise(per_frame, sums, n_px):  # noqa: ANN001, ANN201
+def summarise(per_frame, sums_parts, n_px):  # noqa: ANN001, ANN201
     import numpy as np
 
+    sums, parts = sums_parts
     tot = sum(sums.values())
     ps = [p for _, p in per_frame]
     return {"frames": len(ps), "psnr": round(float(np.mean(ps)), 2), "psnr_min": round(float(np.min(ps)), 2),
-            "share": {k: round(v / tot, 3) for k, v in sums.items()},
-            "psnr_if_zero": {k: round(float(-10 * np.log10(max(tot - v, 1e-12) / n_px)), 2) for k, v in sums.items()}}
+            "mse": float(tot / n_px),
+            "share": {k: round(v / tot, 3) for k, v in {**sums, **parts}.items()},
+            "psnr_if_zero": {k: round(float(-10 * np.log10(max(tot - v, 1e-12) / n_px)), 2)
+                             for k, v in {**sums, **parts}.items()}}
 
 
 def matte_terms(layout, seq, test, s, bg):  # noqa: ANN001, ANN201
@@ -174,11 +182,14 @@ def matte_terms(layout, seq, test, s, bg):  # noqa: ANN001, ANN201
 def tracking_terms(seq, train, test, per_frame):  # noqa: ANN001, ANN201
     """Held-out pose and expression against the training frames'."""
     import numpy as np
-    from scipy.spatial.transform import Rotation
+    import torch
 
-    R = np.asarray(seq.R, np.float64)
-    mean = Rotation.from_matrix(R[train]).mean()
-    rel = (Rotation.from_matrix(R) * mean.inv()).as_rotvec(degrees=True)  # [N, 3]
+    from stages.face.rotation import matrix_to_axis_angle
+    from stages.gauss.trainer import mean_rotation
+
+    R = torch.from_numpy(np.asarray(seq.R, np.float64))
+    mean = mean_rotation(R[train])
+    rel = np.degrees(matrix_to_axis_angle(R @ mean.T).numpy())  # [N, 3]
     ang = np.linalg.norm(rel, axis=1)
     t = np.asarray(seq.t, np.float64) * 1000.0
     x = np.asarray(seq.cond[:, :106], np.float64)
