@@ -75,7 +75,9 @@ class TrainConfig:
             head masks the shell is fitted to before training (each point slides along its ray to
             the visual hull's boundary, :func:`stages.gauss.shell.fit_radially`; 0: the plain
             ellipsoid and tube); ``shell_fit_inset``: how far inside that boundary, in shell point
-            spacings.
+            spacings; ``shell_expression``: whether the deformation MLP gives the shell Gaussians
+            offsets that follow the expression (False: the neutral condition's offsets in every
+            frame, :class:`stages.gauss.model.AvatarConfig`).
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
             The base rates are upstream's batch-1 values (SH 2.5e-3, opacity 5e-2, scale 5e-3,
             rotation 1e-3, MLP 1e-4, Adam betas 0.9/0.999). For batch ``B`` Adam follows the
@@ -137,6 +139,7 @@ class TrainConfig:
     shell_scalp_scale: float = 1.0
     shell_fit_frames: int = 24
     shell_fit_inset: float = 1.5
+    shell_expression: bool = True
     lr_scale: float = 4.0
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
@@ -162,7 +165,8 @@ class TrainConfig:
     def avatar_config(self) -> AvatarConfig:
         return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
                             pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale,
-                            triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0)
+                            triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0,
+                            shell_expression=self.shell_expression)
 
 
 def training_budget(cfg: TrainConfig, n_train: int) -> tuple[int, str]:
