@@ -57,12 +57,6 @@ class AvatarConfig:
         pose_dim: 0 (upstream: the MLP sees no head pose) or 6: the MLP also sees the head's
             rotation relative to the training clip's mean rotation (6D, zero at the mean), so
             Gaussians can move with pose (the neck against the collar); see :meth:`GaussianAvatar.pose_feature`.
-        shell_expression: whether shell Gaussians (those with a non-zero anchor offset: scalp and
-            neck, :mod:`stages.gauss.shell`) see the frame's condition vector. ``False``: the MLP
-            gives them the offsets of the neutral condition (zero expression, closed jaw, eyes
-            ahead), the same in every frame, so hair and neck ride the skull rigidly (plus the pose
-            input where ``pose_dim``) and cannot key per-frame detail to a training frame's
-            expression code. Avatars written before this setting had ``True``.
     """
 
     sh_degree: int = 3
@@ -75,7 +69,6 @@ class AvatarConfig:
     offset_scale: float = 0.01
     triangle_scale: bool = False
     pose_dim: int = 0
-    shell_expression: bool = True
 
 
 def avatar_config_from_dict(d: dict) -> AvatarConfig:
@@ -263,8 +256,6 @@ class GaussianAvatar(nn.Module):
             out = out.float()
         else:
             out = self.mlp(pe, cond, pose)
-        if not self.config.shell_expression:
-            out = self._neutral_shell(out, pe, cond, pose, autocast)
         d_xyz, d_quat, d_scale = out.split([3, 4, 3], dim=-1)
         B = cond.shape[0]
         return Gaussians(
@@ -274,25 +265,6 @@ class GaussianAvatar(nn.Module):
             opacities=torch.sigmoid(self.opacity_logit).unsqueeze(0).expand(B, -1),
             sh=torch.cat([self.sh_dc, self.sh_rest], dim=1),
         )
-
-    def _neutral_shell(self, out: Tensor, pe: Tensor, cond: Tensor, pose: Tensor | None, autocast: bool) -> Tensor:
-        """``out`` [B, N, 10] with the shell Gaussians' rows replaced by the MLP's output for the
-        neutral condition (``config.shell_expression`` off)."""
-        from stages.gauss.surface import neutral_condition
-
-        shell = self.anchor_offset.abs().sum(-1) > 0
-        if not bool(shell.any()):
-            return out
-        neutral = neutral_condition(cond.shape[0], cond.device).to(cond.dtype)
-        if autocast and pe.is_cuda:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                still = self.mlp(pe[shell], neutral, pose)
-            still = still.float()
-        else:
-            still = self.mlp(pe[shell], neutral, pose)
-        out = out.clone()
-        out[:, shell] = still.to(out.dtype)
-        return out
 
     def _scales(self, d_scale: Tensor, size_ratio: Tensor | None) -> Tensor:
         """[B, N, 3] standard deviations: ``exp(log_scale + d_scale)``, times the triangle size ratio."""

@@ -75,9 +75,7 @@ class TrainConfig:
             head masks the shell is fitted to before training (each point slides along its ray to
             the visual hull's boundary, :func:`stages.gauss.shell.fit_radially`; 0: the plain
             ellipsoid and tube); ``shell_fit_inset``: how far inside that boundary, in shell point
-            spacings; ``shell_expression``: whether the deformation MLP gives the shell Gaussians
-            offsets that follow the expression (False: the neutral condition's offsets in every
-            frame, :class:`stages.gauss.model.AvatarConfig`).
+            spacings.
         lr_scale: multiplier of every learning rate; mlp_lr: the MLP's learning rate before scaling.
             The base rates are upstream's batch-1 values (SH 2.5e-3, opacity 5e-2, scale 5e-3,
             rotation 1e-3, MLP 1e-4, Adam betas 0.9/0.999). For batch ``B`` Adam follows the
@@ -87,10 +85,6 @@ class TrainConfig:
             default 4.0 is sqrt(16). Linear scaling (16x) would put the opacity logits' rate at 0.8
             a step, past where Adam stays stable. The tiny preset (batch 2, 200 steps) uses 4.0 too.
         huber_delta, mouth_weight: the loss (Huber 0.1, 40x inside the mouth).
-        cond_noise: during training the deformation MLP sees each frame's condition vector plus
-            Gaussian noise of this many standard deviations of that component over the training
-            frames (the mesh keeps the tracked values); 0: off (upstream). Against an MLP that keys
-            per-frame detail to the exact expression code of a training frame.
         silhouette_weight: weight of an L1 term between the render's alpha and the ground truth's
             matte x neckhead (:func:`stages.gauss.losses.silhouette_loss`; 0: off, upstream).
         lpips_weight, lpips_start: LPIPS inside neck-and-head from this fraction of the steps on,
@@ -139,13 +133,11 @@ class TrainConfig:
     shell_scalp_scale: float = 1.0
     shell_fit_frames: int = 24
     shell_fit_inset: float = 1.5
-    shell_expression: bool = True
     lr_scale: float = 4.0
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
     mouth_weight: float = 40.0
     silhouette_weight: float = 0.0
-    cond_noise: float = 0.0
     lpips_weight: float = 0.0
     lpips_start: float = 0.1
     background: str = "green"
@@ -165,8 +157,7 @@ class TrainConfig:
     def avatar_config(self) -> AvatarConfig:
         return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
                             pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale,
-                            triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0,
-                            shell_expression=self.shell_expression)
+                            triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0)
 
 
 def training_budget(cfg: TrainConfig, n_train: int) -> tuple[int, str]:
@@ -343,20 +334,17 @@ def cameras(R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: Tensor, t: Tensor, K: Tensor,
-                  resolution: int, background: Tensor, renderer: str, amp: bool = False,
-                  mlp_cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                  resolution: int, background: Tensor, renderer: str, amp: bool = False) -> tuple[Tensor, Tensor]:
     """Render B frames of the avatar (face model, MLP, SH colours, rasteriser; all batched).
 
     Args:
         cond: [B, 120]; R: [B, 3, 3]; t: [B, 3]; K: [B, 3, 3] intrinsics at ``resolution``.
         background: [3] colour.  renderer: ``gsplat`` or ``reference``.
-        mlp_cond: [B, 120] what the deformation MLP sees instead of ``cond`` (training's
-            condition noise, ``TrainConfig.cond_noise``); None: ``cond``. The mesh follows ``cond``.
 
     Returns:
         image [B, H, W, 3], alpha [B, H, W].
     """
-    g = model.pose(surface.vertices(cond), surface.faces, cond if mlp_cond is None else mlp_cond, autocast=amp, R=R)
+    g = model.pose(surface.vertices(cond), surface.faces, cond, autocast=amp, R=R)
     viewmats, centers = cameras(R, t)
     colors = model.colors(g, centers)
     render = render_gaussians_gsplat if renderer == "gsplat" else render_gaussians_reference
@@ -495,7 +483,6 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     log.info("input: %s%s", pipeline.source, f" ({'built' if pipeline.cache_built else 'reused'} "
              f"{pipeline.cache_path} in {pipeline.cache_seconds:.2f} s)" if pipeline.source == "cache" else "")
 
-    cond_std = (cfg.cond_noise * torch.from_numpy(seq.cond[train_idx]).std(0)).to(device) if cfg.cond_noise > 0 else None
     t0 = time.monotonic()
     step = start
     losses: list[float] = []
@@ -507,9 +494,8 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
             g["lr"] = lr * f
         gt = frames.ground_truth(b)
         mouth = b["mouth"].float() / 255.0
-        noisy = None if cond_std is None else b["cond"] + torch.randn_like(b["cond"]) * cond_std
         image, alpha = render_frames(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg, renderer,
-                                     use_amp, mlp_cond=noisy)
+                                     use_amp)
         loss, parts = avatar_loss(image, gt, mouth, delta=cfg.huber_delta, mouth_weight=cfg.mouth_weight)
         if cfg.silhouette_weight > 0:
             head = (b["alpha"].float() / 255.0) * (b["neckhead"].float() / 255.0)

@@ -146,33 +146,3 @@ def test_pose_condition_moves_gaussians_with_the_head_rotation_only_when_on():
             assert feat is None and torch.allclose(g.means[0], g.means[1])
     Rs = axis_angle_to_matrix(torch.tensor([[0.1, 0.0, 0.0], [-0.1, 0.0, 0.0]]).double())
     assert torch.allclose(mean_rotation(Rs), torch.eye(3, dtype=torch.float64), atol=1e-12)
-
-
-@pytest.mark.parametrize("follows", [True, False])
-def test_shell_gaussians_can_ignore_the_expression(follows):
-    """AvatarConfig.shell_expression off: Gaussians with an anchor offset (the shell) get the neutral
-    condition's MLP outputs in every frame; those on the surface still follow the expression."""
-    from stages.gauss.model import AvatarConfig, GaussianAvatar
-
-    torch.manual_seed(0)
-    surf = toy_surface()
-    base = build_avatar(surf, TrainConfig(uv_resolution=16, sh_degree=1, mlp_width=32, mlp_depth=2, pe_freqs=3))
-    offset = torch.zeros(base.num_gaussians, 3)
-    offset[:40] = 0.01  # the first 40 play shell Gaussians
-    cfg = AvatarConfig(sh_degree=1, mlp_width=32, mlp_depth=2, pe_freqs=3, shell_expression=follows)
-    model = GaussianAvatar(base.face_idx, base.bary, base.canonical, cfg, anchor_offset=offset)
-    torch.nn.init.normal_(model.mlp.out.weight, std=0.5)
-    cond = neutral_condition(3)
-    cond[1, 0] = 2.0
-    cond[2, 3] = -1.5
-    verts = surf.vertices(cond)
-    g = model.pose(verts, surf.faces, cond)
-    moved = g.means - model.base_points(verts, surf.faces)  # the MLP's offsets, [3, N, 3]
-    shell_change = (moved[1:, :40] - moved[:1, :40]).abs().max()
-    face_change = (moved[1:, 40:] - moved[:1, 40:]).abs().max()
-    assert face_change > 1e-3
-    if follows:
-        assert shell_change > 1e-3
-    else:
-        assert shell_change < 1e-6  # float rounding of means - base points only
-        assert torch.equal(g.scales[1, :40], g.scales[0, :40]) and torch.equal(g.quats[2, :40], g.quats[0, :40])

@@ -135,12 +135,10 @@ def _alpha_error(model, surface, layout, cfg):
     return float((alpha - head).abs().mean())
 
 
-def test_silhouette_term_and_condition_noise(toy_dataset, tmp_path, one_thread):
-    """train.silhouette_weight pulls the render's alpha towards the head masks; train.cond_noise
-    changes only what the MLP sees (the mesh follows the tracked condition) and stays deterministic."""
+def test_silhouette_term_pulls_the_render_alpha_to_the_head_masks(toy_dataset, tmp_path, one_thread):
+    """train.silhouette_weight: the same short training with the term ends with the render's alpha
+    closer to the training frames' matte x neckhead than without it."""
     from dataclasses import replace
-
-    from stages.gauss.trainer import render_frames
 
     layout = DatasetLayout(toy_dataset)
     surface = toy_surface()
@@ -149,22 +147,4 @@ def test_silhouette_term_and_condition_noise(toy_dataset, tmp_path, one_thread):
     sil = train(replace(cfg, silhouette_weight=1.0), surface, layout, tmp_path / "sil", "cpu").model
     e_plain, e_sil = _alpha_error(plain, surface, layout, cfg), _alpha_error(sil, surface, layout, cfg)
     print(f"alpha error on training frames: {e_plain:.4f} plain, {e_sil:.4f} with the silhouette term")
-    assert e_sil < 0.9 * e_plain
-
-    noisy_cfg = replace(cfg, cond_noise=0.5, steps=8)
-    a = train(noisy_cfg, surface, layout, tmp_path / "n1", "cpu").model
-    b = train(noisy_cfg, surface, layout, tmp_path / "n2", "cpu").model
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    c = train(replace(cfg, steps=8), surface, layout, tmp_path / "n0", "cpu").model
-    assert not torch.equal(a.mlp.out.weight, c.mlp.out.weight)
-    # mlp_cond reaches the MLP only: the same condition gives the same picture, another one moves Gaussians
-    seq = TrackedSequence.load(layout)
-    frames = AvatarFrames(layout, seq, [0, 5], cfg.resolution, (0.0, 1.0, 0.0))
-    bt = torch.utils.data.default_collate([frames[0], frames[1]])
-    bg = torch.tensor([0.0, 1.0, 0.0])
-    args = (bt["cond"], bt["R"], bt["t"], bt["K"], cfg.resolution, bg, "reference")
-    with torch.no_grad():
-        same = render_frames(a, surface, *args)[0]
-        assert torch.equal(render_frames(a, surface, *args, mlp_cond=bt["cond"].clone())[0], same)
-        other = render_frames(a, surface, *args, mlp_cond=bt["cond"].flip(0))[0]
-    assert (other - same).abs().max() > 1e-3
+    assert e_sil < 0.93 * e_plain  # measured 0.0113 -> 0.0101
