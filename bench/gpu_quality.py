@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_VARIANTS = {"base": {}, "silhouette": {"silhouette_weight": 0.1}}
+DEFAULT_VARIANTS = {"base": {}, "silhouette": {"silhouette_weight": 0.1}, "pose": {"pose_condition": True}}
 
 
 def main() -> None:
