@@ -6,8 +6,9 @@
 Runs bench/heldout_breakdown.py once per (variant, seed) with ``--preset full --device cuda`` (the
 train stage's defaults plus the variant's overrides; 512 px training and scoring, gsplat) in a
 fresh process each, and prints one JSON object: for every run the held-out PSNR (mean, worst), the
-PSNR of 40 training frames, the held-out error's split by region and the training seconds; then
-per variant the mean over seeds and the difference to the first variant. On a CPU-only machine it
+PSNR of 40 training frames, the held-out error's split by region and the training seconds (one
+line per run as it finishes), then a last line with every run, the mean over seeds per variant and
+its difference to the first variant. On a CPU-only machine it
 refuses (exit 2): the default preset needs CUDA.
 """
 
@@ -30,7 +31,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--eval-res", type=int, default=512)
     ap.add_argument("--png-dir")
-    ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per run")
     a = ap.parse_args()
     import torch
 
@@ -54,6 +55,7 @@ def main() -> None:
                          "held_out_min": r["held_out"]["psnr_min"], "train_psnr": r["train"]["psnr"],
                          "share": r["held_out"]["share"], "train_wall_s": r["train_wall_s"],
                          "gaussians": r["gaussians"]})
+            print(json.dumps(runs[-1]), flush=True)  # one line per run: what a cut-off call still shows
     means = {}
     for name in variants:
         ok = [r["held_out_psnr"] for r in runs if r["variant"] == name and "held_out_psnr" in r]
