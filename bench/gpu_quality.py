@@ -46,7 +46,11 @@ def main() -> None:
                    "--preset", "full", "--device", "cuda", "--eval-res", str(a.eval_res)]
             if a.png_dir:
                 cmd += ["--png-dir", str(Path(a.png_dir) / f"{name}_s{seed}")]
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+            except subprocess.TimeoutExpired:
+                runs.append({"variant": name, "seed": seed, "error": f"over {a.timeout} s"})
+                continue
             if p.returncode != 0:
                 runs.append({"variant": name, "seed": seed, "error": p.stderr[-2000:]})
                 continue
