@@ -1,4 +1,5 @@
-"""The eye region's held-out error: PSNR of the render against the footage inside a mask around
+"""The eye region: which Gaussians sit around the eyes (:func:`eye_region_gaussians`, from the face
+model's ``left_eye_region`` / ``right_eye_region`` vertex masks), and its held-out error: PSNR of the render against the footage inside a mask around
 both eyes, built from the frame's MediaPipe landmarks (blinks and winks live there, and a
 whole-frame PSNR hardly sees them).
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
+from torch import Tensor
 
 from stages.tracking.eyelids import EYES_MP
 
@@ -50,3 +53,24 @@ def masked_psnr(image: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float | 
     scale = 255.0 if image.dtype == np.uint8 else 1.0
     d = (image[mask].astype(np.float64) - gt[mask].astype(np.float64)) / scale
     return float(-10.0 * np.log10(max(float((d ** 2).mean()), 1e-12)))
+
+
+EYE_REGION_MASKS = ("left_eye_region", "right_eye_region")
+
+
+def eye_region_gaussians(masks: dict, faces: Tensor, face_idx: Tensor) -> Tensor:
+    """bool [N]: the Gaussians whose triangle has a vertex in the face model's eye regions
+    (``left_eye_region``, ``right_eye_region``: lids, eye opening and brows on the stand-in; FLAME's
+    masks of the same names). All False when the model has neither mask.
+
+    Args:
+        masks: region name -> vertex indices (``FaceModelData.masks``).
+        faces: [F, 3] int.  face_idx: [N] each Gaussian's face.
+    """
+    idx = [np.asarray(masks[k], np.int64).reshape(-1) for k in EYE_REGION_MASKS if k in (masks or {})]
+    if not idx:
+        return torch.zeros(face_idx.shape[0], dtype=torch.bool)
+    n_v = int(faces.max()) + 1
+    in_region = torch.zeros(n_v, dtype=torch.bool)
+    in_region[torch.as_tensor(np.concatenate(idx))] = True
+    return in_region[faces.long()[face_idx.long()].cpu()].any(-1)

@@ -32,8 +32,8 @@ from stages.dataset.layout import DatasetLayout
 from stages.gauss import checkpoint as ckpt
 from stages.gauss.data import (AvatarFrames, PipelineInfo, Split, StepBatchSampler, TrackedSequence, background_rgb,
                                choose_split, training_batches)
-from stages.gauss.losses import avatar_loss
-from stages.gauss.model import AvatarConfig, GaussianAvatar, avatar_config_from_dict
+from stages.gauss.losses import avatar_loss, binding_loss
+from stages.gauss.model import AvatarConfig, GaussianAvatar, Gaussians, avatar_config_from_dict
 from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
 from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
 from stages.gauss.sampling import area_samples, surface_points, triangle_size, uv_texel_samples
@@ -61,6 +61,14 @@ class TrainConfig:
         sh_degree, mlp_width, mlp_depth, pe_freqs, init_opacity, offset_scale, triangle_scale: see
             :class:`AvatarConfig` (``triangle_scale``: Gaussians grow and shrink with their triangle;
             off by default; docs/motion-format.md has what it does to winks, PSNR and mouth r).
+        triangle_frame: Gaussians live in their triangle's local frame (offsets, rotations and
+            per-axis scales follow the triangle; :mod:`stages.gauss.triangle_frame`); exclusive
+            with ``triangle_scale``.
+        binding_region, binding_pos_weight, binding_pos_threshold, binding_scale_weight,
+            binding_scale_threshold: the binding regulariser (:func:`stages.gauss.losses.binding_loss`):
+            weights of the position and scale terms (0: off), their thresholds in triangle sizes,
+            and where they apply: ``eyes`` (the Gaussians of the eye region,
+            :func:`stages.gauss.eye_region.eye_region_gaussians`) or ``all`` (every surface Gaussian).
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
         pose_condition: the MLP also sees the head's rotation relative to the training frames' mean
@@ -122,6 +130,12 @@ class TrainConfig:
     init_opacity: float = 0.5
     offset_scale: float = 0.01
     triangle_scale: bool = False
+    triangle_frame: bool = False
+    binding_region: str = "eyes"
+    binding_pos_weight: float = 0.0
+    binding_pos_threshold: float = 1.0
+    binding_scale_weight: float = 0.0
+    binding_scale_threshold: float = 0.6
     uv_resolution: int = 128
     area_samples: int = 14000
     pose_condition: bool = False
@@ -154,7 +168,8 @@ class TrainConfig:
     def avatar_config(self) -> AvatarConfig:
         return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
                             pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale,
-                            triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0)
+                            triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0,
+                            triangle_frame=self.triangle_frame)
 
 
 def training_budget(cfg: TrainConfig, n_train: int) -> tuple[int, str]:
@@ -269,8 +284,11 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig, silhouettes: Silhouette
     if shell_active(surface, cfg):
         face_idx, bary, canonical, offset = _add_shell(surface, cfg, face_idx, bary, canonical, silhouettes)
     torch.manual_seed(cfg.seed)
+    from stages.gauss.triangle_frame import triangle_basis
+
     return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config(),
-                          canonical_size=triangle_size(neutral, faces, face_idx), anchor_offset=offset)
+                          canonical_size=triangle_size(neutral, faces, face_idx), anchor_offset=offset,
+                          canonical_basis=triangle_basis(neutral, faces, face_idx))
 
 
 def shell_silhouettes(layout: DatasetLayout, seq: TrackedSequence, train_idx: list[int], frames: int,
@@ -332,6 +350,14 @@ def cameras(R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
 
 def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: Tensor, t: Tensor, K: Tensor,
                   resolution: int, background: Tensor, renderer: str, amp: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`render_frames_and_gaussians` without the Gaussians."""
+    image, alpha, _ = render_frames_and_gaussians(model, surface, cond, R, t, K, resolution, background, renderer, amp)
+    return image, alpha
+
+
+def render_frames_and_gaussians(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: Tensor, t: Tensor,
+                                K: Tensor, resolution: int, background: Tensor, renderer: str, amp: bool = False
+                                ) -> tuple[Tensor, Tensor, Gaussians]:
     """Render B frames of the avatar (face model, MLP, SH colours, rasteriser; all batched).
 
     Args:
@@ -339,13 +365,15 @@ def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: 
         background: [3] colour.  renderer: ``gsplat`` or ``reference``.
 
     Returns:
-        image [B, H, W, 3], alpha [B, H, W].
+        image [B, H, W, 3], alpha [B, H, W], and the posed :class:`stages.gauss.model.Gaussians`.
     """
     g = model.pose(surface.vertices(cond), surface.faces, cond, autocast=amp, R=R)
     viewmats, centers = cameras(R, t)
     colors = model.colors(g, centers)
     render = render_gaussians_gsplat if renderer == "gsplat" else render_gaussians_reference
-    return render(g.means, g.quats, g.scales, g.opacities, colors, viewmats, K, resolution, resolution, background)
+    image, alpha = render(g.means, g.quats, g.scales, g.opacities, colors, viewmats, K, resolution, resolution,
+                          background)
+    return image, alpha, g
 
 
 RESUME_IGNORES = ("steps", "budget_images_per_frame", "budget_min_images", "budget_max_images", "workers", "log_every", "checkpoint_every", "frame_cache", "prefetch")
@@ -386,7 +414,7 @@ def load_avatar(path: str | Path) -> tuple[GaussianAvatar, dict]:
     d = ckpt.load(path, ckpt.AVATAR_FORMAT)
     sd = d["state_dict"]
     model = GaussianAvatar(sd["face_idx"], sd["bary"], sd["canonical"], avatar_config_from_dict(d["avatar_config"]),
-                           canonical_size=sd.get("canonical_size"))
+                           canonical_size=sd.get("canonical_size"), canonical_basis=sd.get("canonical_basis"))
     model.load_state_dict(sd)  # files without anchor_offset (before the shell) load with zero offsets
     return model, d
 
@@ -469,6 +497,7 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
         else:
             log.warning("%s was written with another config (or is past step %d); starting afresh", src, cfg.steps)
 
+    binding = binding_terms(model, surface, cfg)
     frames = AvatarFrames(layout, seq, train_idx, cfg.resolution, background_rgb(cfg.background))
     if cfg.init_color_frames > 0 and start == 0:
         seen = init_colors_from_frames(model, surface, frames, cfg.init_color_frames)
@@ -491,8 +520,14 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
             g["lr"] = lr * f
         gt = frames.ground_truth(b)
         mouth = b["mouth"].float() / 255.0
-        image, _ = render_frames(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg, renderer, use_amp)
+        image, _, g = render_frames_and_gaussians(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg,
+                                                  renderer, use_amp)
         loss, parts = avatar_loss(image, gt, mouth, delta=cfg.huber_delta, mouth_weight=cfg.mouth_weight)
+        if binding is not None:
+            size, mask = binding
+            l_pos, l_scale = binding_loss(g.offsets, g.base_scales, size, mask, pos_threshold=cfg.binding_pos_threshold,
+                                          scale_threshold=cfg.binding_scale_threshold)
+            loss = loss + cfg.binding_pos_weight * l_pos + cfg.binding_scale_weight * l_scale
         if perceptual is not None and cfg.lpips_weight > 0 and lpips_on(step, cfg.steps, cfg.lpips_start):
             loss = loss + cfg.lpips_weight * masked_lpips(perceptual, image, gt, b["neckhead"].float() / 255.0,
                                                            amp=use_amp)
@@ -524,6 +559,34 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     return TrainResult(model=model, steps=step, steps_run=step - start, images=run_images, seconds=seconds,
                        images_per_s=run_images / max(seconds, 1e-9), last_loss=last, resumed_from=start, losses=losses,
                        pipeline=pipeline, plan=plan, stop_reason=stop)
+
+
+def binding_terms(model: GaussianAvatar, surface: FaceSurface, cfg: TrainConfig) -> tuple[Tensor, Tensor] | None:
+    """(triangle sizes [N] on the neutral mesh, bool [N] Gaussians the binding regulariser applies to)
+    on the model's device, or None when its weights are zero or no Gaussian is in the region. Shell
+    Gaussians (anchor offsets) are never in it; neither are Gaussians on degenerate triangles."""
+    if cfg.binding_pos_weight <= 0 and cfg.binding_scale_weight <= 0:
+        return None
+    from stages.gauss.eye_region import eye_region_gaussians
+    from stages.gauss.model import MIN_TRIANGLE_SIZE
+
+    if cfg.binding_region not in ("eyes", "all"):
+        from stages.errors import bad_input
+
+        raise bad_input("config", f"unknown train.binding_region {cfg.binding_region!r}", "use eyes or all")
+    dev = model.face_idx.device
+    faces = surface.faces.to(dev)
+    size = triangle_size(surface.neutral().to(dev), faces, model.face_idx)
+    mask = (size > MIN_TRIANGLE_SIZE) & ~model.anchor_offset.ne(0).any(-1)
+    if cfg.binding_region == "eyes":
+        mask &= eye_region_gaussians(surface.masks, faces.cpu(), model.face_idx.cpu()).to(dev)
+    if not bool(mask.any()):
+        log.info("binding regulariser: no Gaussian in region %r; off", cfg.binding_region)
+        return None
+    log.info("binding regulariser on %d Gaussians (%s): position x%g above %g triangle sizes, scale x%g above %g",
+             int(mask.sum()), cfg.binding_region, cfg.binding_pos_weight, cfg.binding_pos_threshold,
+             cfg.binding_scale_weight, cfg.binding_scale_threshold)
+    return size, mask
 
 
 @torch.no_grad()
