@@ -6,7 +6,7 @@ neutral's, as ``avatar drive`` transfers them), under candidate changes: every M
 zeroed, the Gaussians of the eye-opening triangles hidden, the Gaussians whose posed centre lies
 inside the shut eye's 2-D lid outline hidden, and so on. MediaPipe reads each render's per-eye lid
 gap over eye width (:func:`stages.tracking.eyelids.eye_opening_np`). Prints one JSON object and
-writes one PNG per variant (open | shut | wink, cropped to the eyes) to ``--out``.
+writes one PNG per variant (open / shut / wink / blink through expression 2, top to bottom, cropped to the eyes) to ``--out``.
 
     python bench/blink_probe.py --store /tmp/blinkb_drive/store --actor b --out /tmp/probe
 """
@@ -32,13 +32,17 @@ from stages.motion.format import load_motion  # noqa: E402
 from stages.motion.transfer import median_rotation, neutral_of  # noqa: E402
 from stages.tracking.eyelids import EYES_MP, eye_opening_np  # noqa: E402
 
-LIDS = {"open": (0.0, 0.0), "shut": (1.0, 1.0), "wink": (1.0, 0.0)}
+LIDS = {"open": ((0.0, 0.0), 0.0), "shut": ((1.0, 1.0), 0.0), "wink": ((1.0, 0.0), 0.0),
+        "blink_exp2": ((0.2, 0.2), 0.6)}
+"""State -> (eyelids added to the neutral's, expression 2 added): the stand-in's expression 2 closes both
+eyes, and a driver's tracked blink lands there (A's blink in the drive test: about +0.5 and eyelids +0.2)."""
 
 
 def _conds(neutral_cond: np.ndarray) -> torch.Tensor:
     c = np.tile(neutral_cond, (len(LIDS), 1))
-    for i, lids in enumerate(LIDS.values()):
+    for i, (lids, exp2) in enumerate(LIDS.values()):
         c[i, -2:] = np.clip(neutral_cond[-2:] + np.asarray(lids), -0.5, 1.5)
+        c[i, 2] += exp2
     return torch.as_tensor(c, dtype=torch.float32)
 
 
@@ -74,6 +78,10 @@ def main() -> None:
         g0 = model.pose(verts, faces, cond, R=R)
         base = model.base_points(verts, faces)
         pe_off = g0.means - base  # [n, N, 3] the MLP's position offsets
+        # the MLP asked only about conditions inside the range of the actor's own frames (the mesh gets all)
+        seen = torch.as_tensor(m.cond())
+        cond_c = torch.minimum(torch.maximum(cond, seen.amin(0)), seen.amax(0))
+        g_c = model(base, cond_c, size_ratio=model.size_ratio(verts, faces), frame=model.triangle_frames(verts, faces))
     viewmats, centers = cameras(R, t)
     colors = model.colors(g0, centers).detach()
 
@@ -114,6 +122,7 @@ def main() -> None:
 
     variants = {
         "as_trained": (False, none),
+        "mlp_cond_clamped": ("clamped", none),
         "offsets_zeroed": (True, none),
         "hide_opening": (False, on_opening),
         "hide_lid_triangles": (False, touches_lid),
@@ -133,14 +142,15 @@ def main() -> None:
     import PIL.Image
 
     eye_box = pix_open[[33, 263, 159, 386, 145, 374]]
-    lo = np.floor(eye_box.min(0) - [40 * s, 40 * s]).astype(int).clip(0, args.resolution - 1)
-    hi = np.ceil(eye_box.max(0) + [40 * s, 40 * s]).astype(int).clip(0, args.resolution)
+    lo = np.floor(eye_box.min(0) - [12 * s, 16 * s]).astype(int).clip(0, args.resolution - 1)
+    hi = np.ceil(eye_box.max(0) + [12 * s, 16 * s]).astype(int).clip(0, args.resolution)
     with FaceMeshTracker(static=True) as fm:
         for name, (zero, hide) in variants.items():
-            means = base if zero else g0.means
-            op = g0.opacities.clone()
+            g = g_c if zero == "clamped" else g0
+            means = base if zero is True else g.means
+            op = g.opacities.clone()
             op[:, hide] = 0.0
-            img, _ = render_gaussians_reference(means, g0.quats, g0.scales, op, colors, viewmats, K,
+            img, _ = render_gaussians_reference(means, g.quats, g.scales, op, colors, viewmats, K,
                                                 args.resolution, args.resolution, bg)
             rgb = (img.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
             res = []
@@ -149,8 +159,9 @@ def main() -> None:
                 r = fm.process(f512)
                 res.append(eye_opening_np(r.points[None, :, :2])[0].round(3).tolist() if r.ok else None)
             out["variants"][name] = dict(zip(LIDS, res))
-            PIL.Image.fromarray(np.concatenate([f[lo[1]:hi[1], lo[0]:hi[0]] for f in rgb], 1)).save(
-                args.out / f"{name}.png")
+            strip = np.concatenate([f[lo[1]:hi[1], lo[0]:hi[0]] for f in rgb], 0)  
+            im = PIL.Image.fromarray(strip)
+            im.resize((im.width * 2, im.height * 2), PIL.Image.LANCZOS).save(args.out / f"{name}.png")
     print(json.dumps(out))
 
 

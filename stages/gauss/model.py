@@ -34,6 +34,9 @@ from stages.gauss.sh import eval_sh, num_sh_bases, rgb_to_sh0
 from stages.gauss.surface import COND_DIM
 
 
+COND_OPEN = 1e6
+"""The clamp range of a condition entry before :meth:`GaussianAvatar.set_cond_range` (no clamp)."""
+
 MIN_TRIANGLE_SIZE = 1e-6
 """metres: a neutral triangle smaller than this (sqrt of its area) is degenerate (a UV sphere's pole)."""
 
@@ -59,6 +62,11 @@ class AvatarConfig:
             deformation from the neutral mesh (:mod:`stages.gauss.triangle_frame`); replaces
             ``triangle_scale`` (the two are exclusive). Shell Gaussians (anchor offsets) keep
             model-space offsets. Files written before it existed had none.
+        cond_clamp: the MLP sees each condition entry clamped to the range the training frames
+            held (buffers ``cond_lo``, ``cond_hi``; the face model still gets the whole condition):
+            driven beyond what the actor showed (a blink by an actor who never shut an eye), the
+            network is not asked to extrapolate (its weights for an input that never varied are
+            still their random initial values) and the mesh carries the motion alone.
         pose_dim: 0 (upstream: the MLP sees no head pose) or 6: the MLP also sees the head's
             rotation relative to the training clip's mean rotation (6D, zero at the mean), so
             Gaussians can move with pose (the neck against the collar); see :meth:`GaussianAvatar.pose_feature`.
@@ -75,12 +83,13 @@ class AvatarConfig:
     triangle_scale: bool = False
     pose_dim: int = 0
     triangle_frame: bool = False
+    cond_clamp: bool = False
 
 
 def avatar_config_from_dict(d: dict) -> AvatarConfig:
     """The :class:`AvatarConfig` stored in an avatar file or bundle; a file without ``triangle_scale``
     predates it and was trained without it (``False``)."""
-    return AvatarConfig(**{"triangle_scale": False, "triangle_frame": False, **d})
+    return AvatarConfig(**{"triangle_scale": False, "triangle_frame": False, "cond_clamp": False, **d})
 
 
 @dataclass
@@ -155,11 +164,14 @@ class GaussianAvatar(nn.Module):
         canonical_basis: [N, 3, 3] each Gaussian's triangle on the neutral mesh as columns
             ``[e1 e2 n]`` (:func:`stages.gauss.triangle_frame.triangle_basis`); needed when
             ``config.triangle_frame`` (a loader may pass zeros and load the stored values).
+        frame_mask: optional [N] bool, the Gaussians that live in their triangle's frame when
+            ``config.triangle_frame`` (None: every surface Gaussian; shell Gaussians never do).
     """
 
     def __init__(self, face_idx: Tensor, bary: Tensor, canonical: Tensor, config: AvatarConfig,
                  init_rgb: Tensor | None = None, canonical_size: Tensor | None = None,
-                 anchor_offset: Tensor | None = None, canonical_basis: Tensor | None = None):
+                 anchor_offset: Tensor | None = None, canonical_basis: Tensor | None = None,
+                 frame_mask: Tensor | None = None):
         super().__init__()
         self.config = config
         n = face_idx.shape[0]
@@ -178,6 +190,8 @@ class GaussianAvatar(nn.Module):
             if canonical_basis is None or canonical_basis.shape != (n, 3, 3):
                 raise ValueError(f"triangle_frame needs canonical_basis [{n}, 3, 3] (the neutral mesh's triangles)")
             self.register_buffer("canonical_basis", canonical_basis.float().clone())
+            fm = torch.ones(n, dtype=torch.bool) if frame_mask is None else frame_mask.bool().clone()
+            self.register_buffer("frame_mask", fm & ~off.ne(0).any(-1))
         lo, hi = canonical.min(0).values, canonical.max(0).values
         self.register_buffer("pe_center", ((lo + hi) / 2).float())
         self.register_buffer("pe_halfsize", ((hi - lo).max() / 2 * 1.1).clamp_min(1e-6).float().reshape(1))
@@ -204,6 +218,26 @@ class GaussianAvatar(nn.Module):
         self.mlp = DeformMLP(pe_dim, config.cond_dim, config.mlp_width, config.mlp_depth, config.pose_dim)
         if config.pose_dim > 0:
             self.register_buffer("pose_ref", torch.eye(3))
+        if config.cond_clamp:  # set from the training frames (:meth:`set_cond_range`); open until then
+            self.register_buffer("cond_lo", torch.full((config.cond_dim,), -COND_OPEN))
+            self.register_buffer("cond_hi", torch.full((config.cond_dim,), COND_OPEN))
+
+    @torch.no_grad()
+    def set_cond_range(self, cond: Tensor) -> None:
+        """Clamp the MLP's condition to the per-entry min and max of ``cond`` [F, cond_dim] (the
+        training frames' conditions); only with ``config.cond_clamp``."""
+        if not self.config.cond_clamp:
+            raise ValueError("this avatar does not clamp its condition (config.cond_clamp is off)")
+        c = cond.reshape(-1, self.config.cond_dim).to(self.cond_lo)
+        self.cond_lo.copy_(c.amin(0))
+        self.cond_hi.copy_(c.amax(0))
+
+    def mlp_condition(self, cond: Tensor) -> Tensor:
+        """What the MLP sees of ``cond`` [B, cond_dim]: clamped to the training range with
+        ``config.cond_clamp``, else ``cond`` itself."""
+        if not self.config.cond_clamp:
+            return cond
+        return torch.minimum(torch.maximum(cond, self.cond_lo.to(cond.dtype)), self.cond_hi.to(cond.dtype))
 
     @property
     def num_gaussians(self) -> int:
@@ -239,17 +273,18 @@ class GaussianAvatar(nn.Module):
     def triangle_frames(self, vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor] | None:
         """Each Gaussian's triangle deformation ``F`` and frame rotation ``Q`` on the posed meshes,
         both [B, N, 3, 3] (:func:`stages.gauss.triangle_frame.triangle_deformation`); the identity
-        for shell Gaussians; ``None`` when ``config.triangle_frame`` is off."""
+        outside ``frame_mask`` (shell Gaussians, and those outside the frame's region); ``None``
+        when ``config.triangle_frame`` is off."""
         if not self.config.triangle_frame:
             return None
         from stages.gauss.triangle_frame import triangle_basis, triangle_deformation
 
         basis = self.canonical_basis.to(vertices.dtype)
         F, Q = triangle_deformation(triangle_basis(vertices, faces, self.face_idx), basis)
-        shell = self.anchor_offset.ne(0).any(-1)
-        if bool(shell.any()):
+        out = ~self.frame_mask
+        if bool(out.any()):
             eye = torch.eye(3, dtype=F.dtype, device=F.device)
-            F, Q = torch.where(shell[:, None, None], eye, F), torch.where(shell[:, None, None], eye, Q)
+            F, Q = torch.where(out[:, None, None], eye, F), torch.where(out[:, None, None], eye, Q)
         return F, Q
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
@@ -292,6 +327,7 @@ class GaussianAvatar(nn.Module):
             raise ValueError("this avatar's Gaussians live in their triangles' frames: pass frame "
                              "(GaussianAvatar.pose does)")
         pe = positional_encoding((self.canonical - self.pe_center) / self.pe_halfsize, self.config.pe_freqs)
+        cond = self.mlp_condition(cond)
         if autocast and pe.is_cuda:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 out = self.mlp(pe, cond, pose)
@@ -306,7 +342,9 @@ class GaussianAvatar(nn.Module):
         if frame is not None and self.config.triangle_frame:
             from stages.gauss.triangle_frame import in_triangle_frame
 
-            means, quats_f, scales_f = in_triangle_frame(points, offsets, quats, scales, *frame)
+            surface = ~self.anchor_offset.ne(0).any(-1)
+            shift = offsets[:, surface].mean(1, keepdim=True) if bool(surface.any()) else None
+            means, quats_f, scales_f = in_triangle_frame(points, offsets, quats, scales, *frame, shift=shift)
         else:
             means, quats_f, scales_f = points + offsets, quats, scales
         return Gaussians(

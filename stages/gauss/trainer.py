@@ -62,8 +62,11 @@ class TrainConfig:
             :class:`AvatarConfig` (``triangle_scale``: Gaussians grow and shrink with their triangle;
             off by default; docs/motion-format.md has what it does to winks, PSNR and mouth r).
         triangle_frame: Gaussians live in their triangle's local frame (offsets, rotations and
-            per-axis scales follow the triangle; :mod:`stages.gauss.triangle_frame`); exclusive
-            with ``triangle_scale``.
+            per-axis scales follow the triangle; :mod:`stages.gauss.triangle_frame`); off where
+            ``triangle_scale`` (the older, isotropic form) is set. ``triangle_frame_region``: ``eyes`` (the Gaussians of the eye
+            region, :func:`stages.gauss.eye_region.eye_region_gaussians`) or ``all``.
+        cond_clamp: the MLP sees the condition clamped to the training frames' range
+            (:class:`stages.gauss.model.AvatarConfig`).
         binding_region, binding_pos_weight, binding_pos_threshold, binding_scale_weight,
             binding_scale_threshold: the binding regulariser (:func:`stages.gauss.losses.binding_loss`):
             weights of the position and scale terms (0: off), their thresholds in triangle sizes,
@@ -130,7 +133,9 @@ class TrainConfig:
     init_opacity: float = 0.5
     offset_scale: float = 0.01
     triangle_scale: bool = False
-    triangle_frame: bool = False
+    triangle_frame: bool = True
+    triangle_frame_region: str = "eyes"
+    cond_clamp: bool = False
     binding_region: str = "eyes"
     binding_pos_weight: float = 0.0
     binding_pos_threshold: float = 1.0
@@ -169,7 +174,7 @@ class TrainConfig:
         return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
                             pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale,
                             triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0,
-                            triangle_frame=self.triangle_frame)
+                            triangle_frame=self.triangle_frame and not self.triangle_scale, cond_clamp=self.cond_clamp)
 
 
 def training_budget(cfg: TrainConfig, n_train: int) -> tuple[int, str]:
@@ -286,9 +291,29 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig, silhouettes: Silhouette
     torch.manual_seed(cfg.seed)
     from stages.gauss.triangle_frame import triangle_basis
 
-    return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config(),
+    config = cfg.avatar_config()
+    frame_mask = None
+    if config.triangle_frame:
+        frame_mask = region_mask(surface, face_idx, cfg.triangle_frame_region, "triangle_frame_region")
+        if not bool(frame_mask.any()):  # e.g. "eyes" on a face model without eye-region masks
+            config = dataclasses.replace(config, triangle_frame=False)
+    return GaussianAvatar(face_idx, bary, canonical, config,
                           canonical_size=triangle_size(neutral, faces, face_idx), anchor_offset=offset,
-                          canonical_basis=triangle_basis(neutral, faces, face_idx))
+                          canonical_basis=triangle_basis(neutral, faces, face_idx), frame_mask=frame_mask)
+
+
+def region_mask(surface: FaceSurface, face_idx: Tensor, region: str, setting: str) -> Tensor:
+    """bool [N]: the Gaussians of ``region`` (``eyes``: :func:`stages.gauss.eye_region.eye_region_gaussians`;
+    ``all``); BadInput naming ``train.<setting>`` for anything else."""
+    if region == "all":
+        return torch.ones(face_idx.shape[0], dtype=torch.bool)
+    if region == "eyes":
+        from stages.gauss.eye_region import eye_region_gaussians
+
+        return eye_region_gaussians(surface.masks, surface.faces.cpu(), face_idx.cpu())
+    from stages.errors import bad_input
+
+    raise bad_input("config", f"unknown train.{setting} {region!r}", "use eyes or all")
 
 
 def shell_silhouettes(layout: DatasetLayout, seq: TrackedSequence, train_idx: list[int], frames: int,
@@ -414,7 +439,8 @@ def load_avatar(path: str | Path) -> tuple[GaussianAvatar, dict]:
     d = ckpt.load(path, ckpt.AVATAR_FORMAT)
     sd = d["state_dict"]
     model = GaussianAvatar(sd["face_idx"], sd["bary"], sd["canonical"], avatar_config_from_dict(d["avatar_config"]),
-                           canonical_size=sd.get("canonical_size"), canonical_basis=sd.get("canonical_basis"))
+                           canonical_size=sd.get("canonical_size"), canonical_basis=sd.get("canonical_basis"),
+                           frame_mask=sd.get("frame_mask"))
     model.load_state_dict(sd)  # files without anchor_offset (before the shell) load with zero offsets
     return model, d
 
@@ -478,6 +504,8 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     if sil is not None:
         log.info("shell fitted to %d training frames' head masks: %d Gaussians in all", len(sil.masks),
                  model.num_gaussians)
+    if cfg.cond_clamp:
+        model.set_cond_range(torch.from_numpy(seq.cond[train_idx]))
     if cfg.pose_condition:
         model.pose_ref.copy_(mean_rotation(torch.from_numpy(seq.R[train_idx]).double()).float())
     model = model.to(device)
@@ -567,19 +595,13 @@ def binding_terms(model: GaussianAvatar, surface: FaceSurface, cfg: TrainConfig)
     Gaussians (anchor offsets) are never in it; neither are Gaussians on degenerate triangles."""
     if cfg.binding_pos_weight <= 0 and cfg.binding_scale_weight <= 0:
         return None
-    from stages.gauss.eye_region import eye_region_gaussians
     from stages.gauss.model import MIN_TRIANGLE_SIZE
 
-    if cfg.binding_region not in ("eyes", "all"):
-        from stages.errors import bad_input
-
-        raise bad_input("config", f"unknown train.binding_region {cfg.binding_region!r}", "use eyes or all")
     dev = model.face_idx.device
     faces = surface.faces.to(dev)
     size = triangle_size(surface.neutral().to(dev), faces, model.face_idx)
     mask = (size > MIN_TRIANGLE_SIZE) & ~model.anchor_offset.ne(0).any(-1)
-    if cfg.binding_region == "eyes":
-        mask &= eye_region_gaussians(surface.masks, faces.cpu(), model.face_idx.cpu()).to(dev)
+    mask &= region_mask(surface, model.face_idx, cfg.binding_region, "binding_region").to(dev)
     if not bool(mask.any()):
         log.info("binding regulariser: no Gaussian in region %r; off", cfg.binding_region)
         return None

@@ -15,7 +15,11 @@ width; where the lid skin above stretches down over the eye, ``F`` stretches it.
 Per Gaussian, with ``d`` the MLP's position offset, ``R = [r1 r2 r3]`` its rotation and ``s`` its
 standard deviations (canonical frame):
 
-- position: ``base + F d`` (offsets rotate and scale with the triangle);
+- position: ``base + dbar + F (d - dbar)``: each offset's deviation from the mean offset ``dbar`` of
+  the head's surface Gaussians rotates and scales with the triangle. The mean itself is the
+  avatar's shift against the tracked mesh (a trained tiny avatar's offsets share a common 5-10 mm,
+  while they differ by about 1 mm from each other), and a squashed triangle must not squash it,
+  or its Gaussians would part from their neighbours;
 - rotation: ``Q R`` with ``Q`` the rotation of the triangle's orthonormal frame (edge ``e1``,
   normal), from neutral to posed (GaussianAvatars' per-triangle rotation);
 - scale: ``s_k |F r_k|`` per axis (the length that axis has after the deformation).
@@ -116,19 +120,25 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
                         aw * bz + ax * by - ay * bx + az * bw], -1)
 
 
-def in_triangle_frame(points: Tensor, offsets: Tensor, quats: Tensor, scales: Tensor, F: Tensor, Q: Tensor
-                      ) -> tuple[Tensor, Tensor, Tensor]:
+def in_triangle_frame(points: Tensor, offsets: Tensor, quats: Tensor, scales: Tensor, F: Tensor, Q: Tensor,
+                      shift: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Posed Gaussians from canonical-frame ones (see the module docstring).
 
     Args:
         points: [B, N, 3] base points on the posed mesh.  offsets: [B, N, 3] position offsets in the
             canonical frame (metres on the neutral mesh).  quats: [B, N, 4] ``wxyz`` (any norm > 0).
         scales: [B, N, 3] standard deviations.  F, Q: [B, N, 3, 3] (:func:`triangle_deformation`).
+        shift: optional [B, 1, 3] the part of the offsets shared by the whole head (the avatar's
+            mean offset against the tracked mesh), applied as it is; only each offset's deviation
+            from it, ``offsets - shift``, follows ``F`` (None: all of it does).
 
     Returns:
         means [B, N, 3], quats [B, N, 4] (unit), scales [B, N, 3].
     """
-    means = points + (F @ offsets.unsqueeze(-1)).squeeze(-1)
+    if shift is None:
+        means = points + (F @ offsets.unsqueeze(-1)).squeeze(-1)
+    else:
+        means = points + shift + (F @ (offsets - shift).unsqueeze(-1)).squeeze(-1)
     axes = quat_to_rotmat(quats)  # [B, N, 3, 3], columns r_k
     stretch = (F @ axes).norm(dim=-2)  # [B, N, 3]: |F r_k|
     qn = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
