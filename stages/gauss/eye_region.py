@@ -58,6 +58,16 @@ def masked_psnr(image: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float | 
 EYE_REGION_MASKS = ("left_eye_region", "right_eye_region")
 
 
+def eye_region_faces(masks: dict, faces: Tensor) -> Tensor:
+    """bool [F]: the faces with a vertex in the face model's eye regions (see :func:`eye_region_gaussians`)."""
+    idx = [np.asarray(masks[k], np.int64).reshape(-1) for k in EYE_REGION_MASKS if k in (masks or {})]
+    if not idx:
+        return torch.zeros(faces.shape[0], dtype=torch.bool)
+    in_region = torch.zeros(int(faces.max()) + 1, dtype=torch.bool)
+    in_region[torch.as_tensor(np.concatenate(idx))] = True
+    return in_region[faces.long().cpu()].any(-1)
+
+
 def eye_region_gaussians(masks: dict, faces: Tensor, face_idx: Tensor) -> Tensor:
     """bool [N]: the Gaussians whose triangle has a vertex in the face model's eye regions
     (``left_eye_region``, ``right_eye_region``: lids, eye opening and brows on the stand-in; FLAME's
@@ -67,10 +77,4 @@ def eye_region_gaussians(masks: dict, faces: Tensor, face_idx: Tensor) -> Tensor
         masks: region name -> vertex indices (``FaceModelData.masks``).
         faces: [F, 3] int.  face_idx: [N] each Gaussian's face.
     """
-    idx = [np.asarray(masks[k], np.int64).reshape(-1) for k in EYE_REGION_MASKS if k in (masks or {})]
-    if not idx:
-        return torch.zeros(face_idx.shape[0], dtype=torch.bool)
-    n_v = int(faces.max()) + 1
-    in_region = torch.zeros(n_v, dtype=torch.bool)
-    in_region[torch.as_tensor(np.concatenate(idx))] = True
-    return in_region[faces.long()[face_idx.long()].cpu()].any(-1)
+    return eye_region_faces(masks, faces)[face_idx.long().cpu()]

@@ -34,9 +34,6 @@ from stages.gauss.sh import eval_sh, num_sh_bases, rgb_to_sh0
 from stages.gauss.surface import COND_DIM
 
 
-COND_OPEN = 1e6
-"""The clamp range of a condition entry before :meth:`GaussianAvatar.set_cond_range` (no clamp)."""
-
 MIN_TRIANGLE_SIZE = 1e-6
 """metres: a neutral triangle smaller than this (sqrt of its area) is degenerate (a UV sphere's pole)."""
 
@@ -62,11 +59,6 @@ class AvatarConfig:
             deformation from the neutral mesh (:mod:`stages.gauss.triangle_frame`); replaces
             ``triangle_scale`` (the two are exclusive). Shell Gaussians (anchor offsets) keep
             model-space offsets. Files written before it existed had none.
-        cond_clamp: the MLP sees each condition entry clamped to the range the training frames
-            held (buffers ``cond_lo``, ``cond_hi``; the face model still gets the whole condition):
-            driven beyond what the actor showed (a blink by an actor who never shut an eye), the
-            network is not asked to extrapolate (its weights for an input that never varied are
-            still their random initial values) and the mesh carries the motion alone.
         pose_dim: 0 (upstream: the MLP sees no head pose) or 6: the MLP also sees the head's
             rotation relative to the training clip's mean rotation (6D, zero at the mean), so
             Gaussians can move with pose (the neck against the collar); see :meth:`GaussianAvatar.pose_feature`.
@@ -83,13 +75,12 @@ class AvatarConfig:
     triangle_scale: bool = False
     pose_dim: int = 0
     triangle_frame: bool = False
-    cond_clamp: bool = False
 
 
 def avatar_config_from_dict(d: dict) -> AvatarConfig:
     """The :class:`AvatarConfig` stored in an avatar file or bundle; a file without ``triangle_scale``
     predates it and was trained without it (``False``)."""
-    return AvatarConfig(**{"triangle_scale": False, "triangle_frame": False, "cond_clamp": False, **d})
+    return AvatarConfig(**{"triangle_scale": False, "triangle_frame": False, **d})
 
 
 @dataclass
@@ -218,26 +209,6 @@ class GaussianAvatar(nn.Module):
         self.mlp = DeformMLP(pe_dim, config.cond_dim, config.mlp_width, config.mlp_depth, config.pose_dim)
         if config.pose_dim > 0:
             self.register_buffer("pose_ref", torch.eye(3))
-        if config.cond_clamp:  # set from the training frames (:meth:`set_cond_range`); open until then
-            self.register_buffer("cond_lo", torch.full((config.cond_dim,), -COND_OPEN))
-            self.register_buffer("cond_hi", torch.full((config.cond_dim,), COND_OPEN))
-
-    @torch.no_grad()
-    def set_cond_range(self, cond: Tensor) -> None:
-        """Clamp the MLP's condition to the per-entry min and max of ``cond`` [F, cond_dim] (the
-        training frames' conditions); only with ``config.cond_clamp``."""
-        if not self.config.cond_clamp:
-            raise ValueError("this avatar does not clamp its condition (config.cond_clamp is off)")
-        c = cond.reshape(-1, self.config.cond_dim).to(self.cond_lo)
-        self.cond_lo.copy_(c.amin(0))
-        self.cond_hi.copy_(c.amax(0))
-
-    def mlp_condition(self, cond: Tensor) -> Tensor:
-        """What the MLP sees of ``cond`` [B, cond_dim]: clamped to the training range with
-        ``config.cond_clamp``, else ``cond`` itself."""
-        if not self.config.cond_clamp:
-            return cond
-        return torch.minimum(torch.maximum(cond, self.cond_lo.to(cond.dtype)), self.cond_hi.to(cond.dtype))
 
     @property
     def num_gaussians(self) -> int:
@@ -327,7 +298,6 @@ class GaussianAvatar(nn.Module):
             raise ValueError("this avatar's Gaussians live in their triangles' frames: pass frame "
                              "(GaussianAvatar.pose does)")
         pe = positional_encoding((self.canonical - self.pe_center) / self.pe_halfsize, self.config.pe_freqs)
-        cond = self.mlp_condition(cond)
         if autocast and pe.is_cuda:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 out = self.mlp(pe, cond, pose)

@@ -65,8 +65,9 @@ class TrainConfig:
             per-axis scales follow the triangle; :mod:`stages.gauss.triangle_frame`); off where
             ``triangle_scale`` (the older, isotropic form) is set. ``triangle_frame_region``: ``eyes`` (the Gaussians of the eye
             region, :func:`stages.gauss.eye_region.eye_region_gaussians`) or ``all``.
-        cond_clamp: the MLP sees the condition clamped to the training frames' range
-            (:class:`stages.gauss.model.AvatarConfig`).
+        eye_face_samples: extra Gaussians on every face of the eye region (0, 1, 3 or 4 at fixed
+            barycentric points, :func:`stages.gauss.sampling.face_samples`), beside the UV texels'
+            (which leave about a quarter of the stand-in's eye-region faces without any).
         binding_region, binding_pos_weight, binding_pos_threshold, binding_scale_weight,
             binding_scale_threshold: the binding regulariser (:func:`stages.gauss.losses.binding_loss`):
             weights of the position and scale terms (0: off), their thresholds in triangle sizes,
@@ -135,7 +136,7 @@ class TrainConfig:
     triangle_scale: bool = False
     triangle_frame: bool = True
     triangle_frame_region: str = "eyes"
-    cond_clamp: bool = False
+    eye_face_samples: int = 0
     binding_region: str = "eyes"
     binding_pos_weight: float = 0.0
     binding_pos_threshold: float = 1.0
@@ -174,7 +175,7 @@ class TrainConfig:
         return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
                             pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale,
                             triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0,
-                            triangle_frame=self.triangle_frame and not self.triangle_scale, cond_clamp=self.cond_clamp)
+                            triangle_frame=self.triangle_frame and not self.triangle_scale)
 
 
 def training_budget(cfg: TrainConfig, n_train: int) -> tuple[int, str]:
@@ -280,6 +281,15 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig, silhouettes: Silhouette
         face_idx, bary = uv_texel_samples(surface.vt, surface.ft, cfg.uv_resolution, surface.face_mask)
     else:
         face_idx, bary = area_samples(neutral, faces, cfg.area_samples, generator=g, face_mask=surface.face_mask)
+    if cfg.eye_face_samples > 0:
+        from stages.gauss.eye_region import eye_region_faces
+        from stages.gauss.sampling import face_samples
+
+        eye = eye_region_faces(surface.masks, faces)
+        if surface.face_mask is not None:
+            eye &= surface.face_mask.cpu()
+        e_idx, e_bary = face_samples(torch.nonzero(eye).reshape(-1), cfg.eye_face_samples)
+        face_idx, bary = torch.cat([face_idx, e_idx]), torch.cat([bary, e_bary])
     canonical = surface_points(neutral, faces, face_idx, bary)
     offset = None
     if cfg.shell not in ("auto", "on", "off"):
@@ -504,8 +514,6 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     if sil is not None:
         log.info("shell fitted to %d training frames' head masks: %d Gaussians in all", len(sil.masks),
                  model.num_gaussians)
-    if cfg.cond_clamp:
-        model.set_cond_range(torch.from_numpy(seq.cond[train_idx]))
     if cfg.pose_condition:
         model.pose_ref.copy_(mean_rotation(torch.from_numpy(seq.R[train_idx]).double()).float())
     model = model.to(device)

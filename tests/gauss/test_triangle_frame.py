@@ -175,3 +175,33 @@ def test_eye_region_gaussians_of_the_standin_are_around_its_eyes():
     assert d.max() < 0.05  # within a few centimetres of an eye (brows included)
     assert (pts[:, 1] > neutral[1, 1]).all()  # all above the nose tip (MediaPipe point 1): no mouth
     assert not eye_region_gaussians({}, surf.faces, model.face_idx).any()
+
+
+def test_bundle_of_a_triangle_frame_avatar_is_version_3_and_poses_as_the_avatar(tmp_path):
+    from stages.export.actor import ActorAvatar
+    from stages.export.bundle import read_bundle, write_bundle
+    from stages.export.pose import pose_gaussians
+    from stages.face.model import load_face_model
+    from stages.gauss.surface import flame_surface
+
+    surf = flame_surface(load_face_model(None), torch.zeros(300))
+    cfg = TrainConfig(uv_resolution=16, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1, triangle_frame=True)
+    model = build_avatar(surf, cfg)
+    assert model.config.triangle_frame and 0 < int(model.frame_mask.sum()) < model.num_gaussians  # the eyes only
+    with torch.no_grad():
+        model.mlp.out.weight[:3].normal_(std=0.1)  # position offsets only: the scales change with the mesh alone
+    meta = {"shape": surf.shape, "num_vertices": 478, "num_faces": 906, "steps": 0}
+    out = write_bundle(tmp_path / "b", ActorAvatar("a", model, meta, surf, None, {"kind": "standin"}))
+    back, doc = read_bundle(out)
+    assert doc["format"] == "avatar-bundle/3" and doc["avatar_config"]["triangle_frame"]
+    ref = model.state_dict()
+    assert set(back.state_dict()) == set(ref)
+    for k, v in back.state_dict().items():
+        assert torch.equal(v, ref[k]), k
+    cond = neutral_condition(2)
+    cond[1, -2:] = 1.0  # both eyes shut
+    mine, theirs = pose_gaussians(back, surf, cond), pose_gaussians(model, surf, cond)
+    assert torch.equal(mine.means, theirs.means) and torch.equal(mine.scales, theirs.scales)
+    # shutting the eyes squashes the frame's Gaussians only
+    moved = (theirs.scales[1] - theirs.scales[0]).abs().amax(-1) > 1e-7
+    assert moved.any() and not moved[~model.frame_mask].any()
