@@ -120,8 +120,11 @@ def main() -> None:
     N = model.num_gaussians
     none = torch.zeros(N, dtype=torch.bool)
 
+    fr = model.triangle_frames(verts, faces)
+    area_ratio = torch.linalg.det(fr[0]).clamp(0, 1) if fr is not None else None  # [n, N]: det F = area ratio
     variants = {
         "as_trained": (False, none),
+        "opacity_times_area_ratio": ("fade", none),
         "mlp_cond_clamped": ("clamped", none),
         "offsets_zeroed": (True, none),
         "hide_opening": (False, on_opening),
@@ -150,8 +153,10 @@ def main() -> None:
             means = base if zero is True else g.means
             op = g.opacities.clone()
             op[:, hide] = 0.0
+            if zero == "fade" and area_ratio is not None:
+                op = op * area_ratio
             img, _ = render_gaussians_reference(means, g.quats, g.scales, op, colors, viewmats, K,
-                                                args.resolution, args.resolution, bg)
+                                                args.resolution, args.resolution, bg, covars=g.covars)
             rgb = (img.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
             res = []
             for f in rgb:

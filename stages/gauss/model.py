@@ -94,6 +94,9 @@ class Gaussians:
             neutral mesh), for the regulariser that keeps Gaussians near their triangles.
         base_scales: [B, N, 3] standard deviations before any triangle scaling (metres on the
             neutral mesh), for the scale regulariser.
+        covars: [B, N, 3, 3] covariances (metres^2) when the Gaussians live in their triangles'
+            frames: the renderers draw these (``quats`` and ``scales`` are then the per-axis
+            approximation; :meth:`quats_scales` gives the exact ones).
     """
 
     means: Tensor
@@ -103,6 +106,18 @@ class Gaussians:
     sh: Tensor
     offsets: Tensor | None = None
     base_scales: Tensor | None = None
+    covars: Tensor | None = None
+
+
+def exact_quats_scales(g: "Gaussians") -> tuple[Tensor, Tensor]:
+    """[B, N, 4], [B, N, 3]: the rotations and scales that draw exactly what the renderers draw (from
+    ``covars`` where set, :func:`stages.gauss.triangle_frame.covariance_to_quats_scales`; else
+    ``quats``, ``scales``), for the PLY export and the viewer (no gradient through ``covars``)."""
+    if g.covars is None:
+        return g.quats, g.scales
+    from stages.gauss.triangle_frame import covariance_to_quats_scales
+
+    return covariance_to_quats_scales(g.covars)
 
 
 def positional_encoding(x: Tensor, freqs: int) -> Tensor:
@@ -309,19 +324,18 @@ class GaussianAvatar(nn.Module):
         offsets = d_xyz * self.config.offset_scale
         quats = self.quat.unsqueeze(0) + d_quat
         scales = self._scales(d_scale, size_ratio)
+        covars = None
         if frame is not None and self.config.triangle_frame:
             from stages.gauss.triangle_frame import in_triangle_frame
 
-            surface = ~self.anchor_offset.ne(0).any(-1)
-            shift = offsets[:, surface].mean(1, keepdim=True) if bool(surface.any()) else None
-            means, quats_f, scales_f = in_triangle_frame(points, offsets, quats, scales, *frame, shift=shift)
+            means, quats_f, scales_f, covars = in_triangle_frame(points, offsets, quats, scales, *frame)
         else:
             means, quats_f, scales_f = points + offsets, quats, scales
         return Gaussians(
             means=means, quats=quats_f, scales=scales_f,
             opacities=torch.sigmoid(self.opacity_logit).unsqueeze(0).expand(B, -1),
             sh=torch.cat([self.sh_dc, self.sh_rest], dim=1),
-            offsets=offsets, base_scales=scales,
+            offsets=offsets, base_scales=scales, covars=covars,
         )
 
     def _scales(self, d_scale: Tensor, size_ratio: Tensor | None) -> Tensor:

@@ -407,7 +407,7 @@ def render_frames_and_gaussians(model: GaussianAvatar, surface: FaceSurface, con
     colors = model.colors(g, centers)
     render = render_gaussians_gsplat if renderer == "gsplat" else render_gaussians_reference
     image, alpha = render(g.means, g.quats, g.scales, g.opacities, colors, viewmats, K, resolution, resolution,
-                          background)
+                          background, covars=g.covars)
     return image, alpha, g
 
 

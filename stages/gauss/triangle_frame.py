@@ -15,21 +15,16 @@ width; where the lid skin above stretches down over the eye, ``F`` stretches it.
 Per Gaussian, with ``d`` the MLP's position offset, ``R = [r1 r2 r3]`` its rotation and ``s`` its
 standard deviations (canonical frame):
 
-- position: ``base + dbar + F (d - dbar)``: each offset's deviation from the mean offset ``dbar`` of
-  the head's surface Gaussians rotates and scales with the triangle. The mean itself is the
-  avatar's shift against the tracked mesh (a trained tiny avatar's offsets share a common 5-10 mm,
-  while they differ by about 1 mm from each other), and a squashed triangle must not squash it,
-  or its Gaussians would part from their neighbours;
+- position: ``base + F d`` (offsets rotate and scale with the triangle);
 - rotation: ``Q R`` with ``Q`` the rotation of the triangle's orthonormal frame (edge ``e1``,
   normal), from neutral to posed (GaussianAvatars' per-triangle rotation);
-- scale: ``s_k |F r_k|`` per axis (the length that axis has after the deformation).
-
-The exact image of the Gaussian under ``F`` has covariance ``F R S^2 R^T F^T``
-(:func:`deformed_covariance_reference`); the per-axis form equals it when the Gaussian's axes are
-``F``'s principal axes (a squash or stretch along the triangle's sides, a rotation) and keeps a
-quaternion and three scales per Gaussian otherwise, which the rasterisers, the PLY export and
-the viewer take as they are (no eigen-decomposition, whose gradient is undefined for the equal
-scales every Gaussian starts with).
+- shape: the exact image of the Gaussian under ``F``, covariance ``F R S^2 R^T F^T``, which the
+  rasterisers take as it is (gsplat's ``covars``; no eigen-decomposition in training, whose
+  gradient is undefined for the equal scales every Gaussian starts with). The PLY export and the
+  viewer store a quaternion and three scales: :func:`covariance_to_quats_scales` gives them.
+  Beside it, the per-axis form: rotation ``Q R``, scales ``s_k |F r_k|`` (equal to the exact one
+  when the Gaussian's axes are ``F``'s principal axes, e.g. a squash along a triangle's side, or
+  a rotation; an oblique Gaussian shrinks less than exactly).
 
 Shapes: ``B`` frames, ``N`` Gaussians. Positions in metres.
 """
@@ -120,29 +115,37 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
                         aw * bz + ax * by - ay * bx + az * bw], -1)
 
 
-def in_triangle_frame(points: Tensor, offsets: Tensor, quats: Tensor, scales: Tensor, F: Tensor, Q: Tensor,
-                      shift: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def in_triangle_frame(points: Tensor, offsets: Tensor, quats: Tensor, scales: Tensor, F: Tensor, Q: Tensor
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Posed Gaussians from canonical-frame ones (see the module docstring).
 
     Args:
         points: [B, N, 3] base points on the posed mesh.  offsets: [B, N, 3] position offsets in the
             canonical frame (metres on the neutral mesh).  quats: [B, N, 4] ``wxyz`` (any norm > 0).
         scales: [B, N, 3] standard deviations.  F, Q: [B, N, 3, 3] (:func:`triangle_deformation`).
-        shift: optional [B, 1, 3] the part of the offsets shared by the whole head (the avatar's
-            mean offset against the tracked mesh), applied as it is; only each offset's deviation
-            from it, ``offsets - shift``, follows ``F`` (None: all of it does).
 
     Returns:
-        means [B, N, 3], quats [B, N, 4] (unit), scales [B, N, 3].
+        means [B, N, 3]; quats [B, N, 4] (unit) and scales [B, N, 3] of the per-axis form; covars
+        [B, N, 3, 3], the exact ``F R S^2 R^T F^T`` (what the renderers draw).
     """
-    if shift is None:
-        means = points + (F @ offsets.unsqueeze(-1)).squeeze(-1)
-    else:
-        means = points + shift + (F @ (offsets - shift).unsqueeze(-1)).squeeze(-1)
+    means = points + (F @ offsets.unsqueeze(-1)).squeeze(-1)
     axes = quat_to_rotmat(quats)  # [B, N, 3, 3], columns r_k
-    stretch = (F @ axes).norm(dim=-2)  # [B, N, 3]: |F r_k|
+    FR = F @ axes
+    stretch = FR.norm(dim=-2)  # [B, N, 3]: |F r_k|
     qn = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return means, quat_multiply(rotmat_to_quat(Q), qn), scales * stretch
+    M = FR * scales.unsqueeze(-2)
+    return means, quat_multiply(rotmat_to_quat(Q), qn), scales * stretch, M @ M.transpose(-1, -2)
+
+
+@torch.no_grad()
+def covariance_to_quats_scales(covars: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotation and standard deviations of covariances, for consumers that store Gaussians as a
+    quaternion and three scales (the PLY export, the viewer): covars [..., 3, 3] -> quats [..., 4]
+    (unit, wxyz), scales [..., 3] (eigen-decomposition; no gradient)."""
+    evals, evecs = torch.linalg.eigh(covars.double())
+    flip = torch.where(torch.linalg.det(evecs) < 0, -1.0, 1.0).to(evecs.dtype)
+    evecs = torch.cat([evecs[..., :, :2], evecs[..., :, 2:] * flip[..., None, None]], -1)  # a proper rotation
+    return rotmat_to_quat(evecs).to(covars.dtype), evals.clamp_min(0).sqrt().to(covars.dtype)
 
 
 def deformed_covariance_reference(quats: Tensor, scales: Tensor, F: Tensor) -> Tensor:

@@ -62,14 +62,14 @@ def test_per_axis_frame_equals_the_exact_deformed_covariance_for_aligned_gaussia
     F, Q = triangle_deformation(triangle_basis(squashed, f, idx)[None], basis)
     s = torch.tensor([[[0.003, 0.002, 0.0005]]], dtype=torch.float64)
     aligned = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]], dtype=torch.float64)
-    means, q, sc = in_triangle_frame(torch.zeros(1, 1, 3, dtype=torch.float64),
+    means, q, sc, _ = in_triangle_frame(torch.zeros(1, 1, 3, dtype=torch.float64),
                                      torch.tensor([[[0.0, 0.004, 0.001]]], dtype=torch.float64), aligned, s, F, Q)
     assert torch.allclose(sc[0, 0], torch.tensor([0.003, 0.0004, 0.0005], dtype=torch.float64))
     assert torch.allclose(means[0, 0], torch.tensor([0.0, 0.0008, 0.001], dtype=torch.float64))  # offset squashed too
     exact = deformed_covariance_reference(aligned[0], s[0], F[0])
     assert torch.allclose(covariance_3d(q[0], sc[0]), exact, atol=1e-15)
     diag = torch.tensor([[[math.cos(math.pi / 8), 0.0, 0.0, math.sin(math.pi / 8)]]], dtype=torch.float64)  # 45 deg about z
-    _, q45, s45 = in_triangle_frame(torch.zeros(1, 1, 3, dtype=torch.float64), torch.zeros(1, 1, 3, dtype=torch.float64),
+    _, q45, s45, _ = in_triangle_frame(torch.zeros(1, 1, 3, dtype=torch.float64), torch.zeros(1, 1, 3, dtype=torch.float64),
                                     diag, s, F, Q)
     ours = torch.linalg.eigvalsh(covariance_3d(q45[0], s45[0]))
     true = torch.linalg.eigvalsh(deformed_covariance_reference(diag[0], s[0], F[0]))
@@ -78,7 +78,7 @@ def test_per_axis_frame_equals_the_exact_deformed_covariance_for_aligned_gaussia
     Rm = _random_rotations(1, seed=5)[0]
     F, Q = triangle_deformation(triangle_basis(v @ Rm.T, f, idx)[None], basis)
     qr = rotmat_to_quat(_random_rotations(1, seed=6))[None]
-    _, q2, s2 = in_triangle_frame(torch.zeros(1, 1, 3, dtype=torch.float64), torch.zeros(1, 1, 3, dtype=torch.float64),
+    _, q2, s2, _ = in_triangle_frame(torch.zeros(1, 1, 3, dtype=torch.float64), torch.zeros(1, 1, 3, dtype=torch.float64),
                                   qr, s, F, Q)
     assert torch.allclose(covariance_3d(q2[0], s2[0]), deformed_covariance_reference(qr[0], s[0], F[0]), atol=1e-15)
 
@@ -102,17 +102,15 @@ def test_avatar_in_the_triangle_frame_is_the_plain_avatar_on_the_neutral_mesh_an
     assert torch.allclose(gf.means[0], gp.means[0], atol=1e-7)
     assert torch.allclose(covariance_3d(gf.quats[0], gf.scales[0]), covariance_3d(gp.quats[0], gp.scales[0]),
                           atol=1e-9, rtol=1e-4)  # float32 frames: 1e-9 m^2 of 7e-5
-    # squashed: an offset's deviation from the head's mean offset, along its triangle's plane, is
-    # squashed as the mesh is; its part along the normal stays that long and turns with the normal;
-    # the mean offset (the avatar's shift against the mesh) stays; no Gaussian grows
+    # squashed: an offset's part along its triangle's plane is squashed as the mesh is; its part along
+    # the normal stays that long and turns with the normal; no Gaussian grows
     base = framed.base_points(verts, surf.faces)
     ok = framed.canonical_basis.det().abs() > 1e-18
     n0 = framed.canonical_basis[:, :, 2]
     n1 = triangle_basis(verts[1], surf.faces, framed.face_idx)[:, :, 2]
-    dbar = gf.offsets[1].mean(0)
-    d = gf.offsets[1] - dbar
+    d = gf.offsets[1]
     along = (d * n0).sum(-1, keepdim=True)
-    expect = dbar + (d - along * n0) * torch.tensor([1.0, 0.5, 1.0]) + along * n1
+    expect = (d - along * n0) * torch.tensor([1.0, 0.5, 1.0]) + along * n1
     assert torch.allclose((gf.means[1] - base[1])[ok], expect[ok], atol=1e-7)
     assert not torch.allclose((gf.means[1] - base[1])[ok], gf.offsets[1][ok], atol=1e-5)
     assert (gf.scales[1] <= gf.base_scales[1] * (1 + 1e-5)).all()
@@ -205,3 +203,37 @@ def test_bundle_of_a_triangle_frame_avatar_is_version_3_and_poses_as_the_avatar(
     # shutting the eyes squashes the frame's Gaussians only
     moved = (theirs.scales[1] - theirs.scales[0]).abs().amax(-1) > 1e-7
     assert moved.any() and not moved[~model.frame_mask].any()
+
+
+def test_exact_covariance_of_any_gaussian_and_its_rotation_and_scales():
+    """The covariances the renderers draw are ``F R S^2 R^T F^T`` for any orientation; their
+    eigen-decomposition (for the PLY export and the viewer) gives back the same covariance."""
+    g = torch.Generator().manual_seed(4)
+    n = 64
+    F = torch.randn(1, n, 3, 3, generator=g, dtype=torch.float64)
+    q = torch.randn(1, n, 4, generator=g, dtype=torch.float64)
+    s = torch.rand(1, n, 3, generator=g, dtype=torch.float64) * 0.01 + 0.001
+    z = torch.zeros(1, n, 3, dtype=torch.float64)
+    _, _, _, cov = in_triangle_frame(z, z, q, s, F, torch.eye(3, dtype=torch.float64).expand(1, n, 3, 3))
+    assert torch.allclose(cov[0], deformed_covariance_reference(q[0], s[0], F[0]), atol=1e-18, rtol=1e-10)
+    from stages.gauss.triangle_frame import covariance_to_quats_scales
+
+    q2, s2 = covariance_to_quats_scales(cov)
+    assert torch.allclose(covariance_3d(q2, s2), cov, atol=1e-16, rtol=1e-8)
+
+
+def test_reference_renderer_draws_covariances_as_their_quats_and_scales():
+    from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
+
+    g = torch.Generator().manual_seed(5)
+    n = 40
+    means = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.05
+    q = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    s = torch.rand(n, 3, generator=g, dtype=torch.float64) * 0.01 + 0.002
+    o = torch.rand(n, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    c = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    vm = viewmat_from_rt(torch.eye(3, dtype=torch.float64), torch.tensor([0, 0, 0.5], dtype=torch.float64))
+    K = torch.tensor([[60.0, 0, 16], [0, 60.0, 16], [0, 0, 1]], dtype=torch.float64)
+    a_img, a_alpha = render_gaussians_reference(means, q, s, o, c, vm, K, 32, 32)
+    b_img, b_alpha = render_gaussians_reference(means, None, None, o, c, vm, K, 32, 32, covars=covariance_3d(q, s))
+    assert torch.allclose(a_img, b_img, atol=1e-12) and torch.allclose(a_alpha, b_alpha, atol=1e-12)
