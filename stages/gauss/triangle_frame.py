@@ -70,16 +70,22 @@ def triangle_deformation(posed_basis: Tensor, canonical_basis: Tensor) -> tuple[
 
     Returns:
         F [B, N, 3, 3] and Q [B, N, 3, 3]; both the identity for a triangle degenerate on the
-        neutral mesh (|det| below :data:`MIN_DET`) or collapsed to a line on the posed one.
+        neutral mesh (|det| below :data:`MIN_DET`). A triangle collapsed on the posed mesh (no
+        normal: a shut eye's iris disc shrinks to a point) keeps the neutral normal: ``F`` then maps
+        the triangle's plane onto the collapsed edges (its Gaussians flatten to nothing seen from the
+        front) and ``Q`` is the identity.
     """
     ok = canonical_basis.det().abs() > MIN_DET  # [N]
     eye = torch.eye(3, dtype=canonical_basis.dtype, device=canonical_basis.device)
-    inv = torch.linalg.inv(torch.where(ok[:, None, None], canonical_basis, eye))
-    ok_posed = ok & (posed_basis[..., 2].norm(dim=-1) > 0.5)  # [B, N]: the posed normal exists
-    F = posed_basis @ inv
-    Q = _orthonormal(posed_basis) @ _orthonormal(torch.where(ok[:, None, None], canonical_basis, eye)).transpose(-1, -2)
-    keep = ok_posed[..., None, None]
-    return torch.where(keep, F, eye), torch.where(keep, Q, eye)
+    canon = torch.where(ok[:, None, None], canonical_basis, eye)
+    inv = torch.linalg.inv(canon)
+    has_normal = posed_basis[..., 2].norm(dim=-1) > 0.5  # [B, N]: the posed triangle has an area
+    posed = torch.where(has_normal[..., None, None], posed_basis,
+                        torch.cat([posed_basis[..., :2], canon[..., 2:].expand_as(posed_basis[..., 2:])], -1))
+    F = torch.where(ok[:, None, None], posed @ inv, eye)
+    Q = _orthonormal(posed_basis) @ _orthonormal(canon).transpose(-1, -2)
+    Q = torch.where((ok & has_normal)[..., None, None], Q, eye)
+    return F, Q
 
 
 def rotmat_to_quat(R: Tensor) -> Tensor:

@@ -237,3 +237,20 @@ def test_reference_renderer_draws_covariances_as_their_quats_and_scales():
     a_img, a_alpha = render_gaussians_reference(means, q, s, o, c, vm, K, 32, 32)
     b_img, b_alpha = render_gaussians_reference(means, None, None, o, c, vm, K, 32, 32, covars=covariance_3d(q, s))
     assert torch.allclose(a_img, b_img, atol=1e-12) and torch.allclose(a_alpha, b_alpha, atol=1e-12)
+
+
+def test_a_triangle_collapsed_to_a_point_flattens_its_gaussians():
+    """A shut eye shrinks the stand-in's iris disc to a point: the Gaussians on it must flatten to
+    nothing seen along the normal, not keep their size."""
+    v, f = _triangle()
+    idx = torch.zeros(1, dtype=torch.long)
+    basis = triangle_basis(v, f, idx)
+    point = v.mean(0, keepdim=True).expand(3, 3)
+    F, Q = triangle_deformation(triangle_basis(point, f, idx)[None], basis)
+    q = rotmat_to_quat(_random_rotations(1, seed=8))[None]
+    s = torch.full((1, 1, 3), 0.003, dtype=torch.float64)
+    z = torch.zeros(1, 1, 3, dtype=torch.float64)
+    _, _, _, cov = in_triangle_frame(z, z, q, s, F, Q)
+    in_plane = cov[0, 0, :2, :2]  # the triangle lies in z = 0: x and y are its plane
+    assert in_plane.abs().max() < 1e-20 and cov[0, 0, 2, 2] > 1e-6
+    assert torch.equal(Q[0, 0], torch.eye(3, dtype=Q.dtype))
