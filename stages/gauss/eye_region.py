@@ -58,17 +58,23 @@ def masked_psnr(image: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float | 
 EYE_REGION_MASKS = ("left_eye_region", "right_eye_region")
 
 
-def eye_region_faces(masks: dict, faces: Tensor) -> Tensor:
-    """bool [F]: the faces with a vertex in the face model's eye regions (see :func:`eye_region_gaussians`)."""
+def eye_region_faces(masks: dict, faces: Tensor, grow: int = 0) -> Tensor:
+    """bool [F]: the faces with a vertex in the face model's eye regions (see :func:`eye_region_gaussians`),
+    grown by ``grow`` rings of neighbouring faces (sharing a vertex)."""
     idx = [np.asarray(masks[k], np.int64).reshape(-1) for k in EYE_REGION_MASKS if k in (masks or {})]
     if not idx:
         return torch.zeros(faces.shape[0], dtype=torch.bool)
+    faces = faces.long().cpu()
     in_region = torch.zeros(int(faces.max()) + 1, dtype=torch.bool)
     in_region[torch.as_tensor(np.concatenate(idx))] = True
-    return in_region[faces.long().cpu()].any(-1)
+    out = in_region[faces].any(-1)
+    for _ in range(grow):
+        in_region[faces[out].reshape(-1)] = True
+        out = in_region[faces].any(-1)
+    return out
 
 
-def eye_region_gaussians(masks: dict, faces: Tensor, face_idx: Tensor) -> Tensor:
+def eye_region_gaussians(masks: dict, faces: Tensor, face_idx: Tensor, grow: int = 0) -> Tensor:
     """bool [N]: the Gaussians whose triangle has a vertex in the face model's eye regions
     (``left_eye_region``, ``right_eye_region``: lids, eye opening and brows on the stand-in; FLAME's
     masks of the same names). All False when the model has neither mask.
@@ -76,5 +82,6 @@ def eye_region_gaussians(masks: dict, faces: Tensor, face_idx: Tensor) -> Tensor
     Args:
         masks: region name -> vertex indices (``FaceModelData.masks``).
         faces: [F, 3] int.  face_idx: [N] each Gaussian's face.
+        grow: rings of neighbouring faces added around the region (:func:`eye_region_faces`).
     """
-    return eye_region_faces(masks, faces)[face_idx.long().cpu()]
+    return eye_region_faces(masks, faces, grow)[face_idx.long().cpu()]

@@ -16,6 +16,14 @@ neutral mesh the factor is 1; where a shut eyelid collapses the eye-opening tria
 about 0.4 on the stand-in, whose opening triangles flatten to 16% of their area), so the Gaussians
 that drew the iris there shrink instead of staying their size behind the closed lid.
 
+Optionally (``AvatarConfig.triangle_frame``) the Gaussians live in their triangle's local frame
+(GaussianAvatars' binding, :mod:`stages.gauss.triangle_frame`): the MLP's position offsets, the
+rotations and the shapes follow each triangle's deformation ``F`` from the neutral mesh, so a lid
+triangle that slides down takes its Gaussians with it and an eye-opening triangle squashed by a shut
+lid squashes its Gaussians (vertically, keeping their width). The renderers then draw the exact
+covariances ``F R S^2 R^T F^T`` (``Gaussians.covars``); the PLY export and the viewer get them as
+rotations and scales (:func:`exact_quats_scales`). On the neutral mesh ``F`` is the identity.
+
 Speed: the first MLP layer is split into a position part (computed once per step, [N, W]) and a
 condition part ([B, W]), summed by broadcasting, which is exactly the layer applied to
 ``cat(pe(x), cond)`` but costs one [N, W] matmul instead of B of them.

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -135,7 +136,7 @@ class TrainConfig:
     offset_scale: float = 0.01
     triangle_scale: bool = False
     triangle_frame: bool = True
-    triangle_frame_region: str = "eyes"
+    triangle_frame_region: str = "eyes_grown"
     eye_face_samples: int = 0
     binding_region: str = "eyes"
     binding_pos_weight: float = 0.0
@@ -313,17 +314,28 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig, silhouettes: Silhouette
 
 
 def region_mask(surface: FaceSurface, face_idx: Tensor, region: str, setting: str) -> Tensor:
-    """bool [N]: the Gaussians of ``region`` (``eyes``: :func:`stages.gauss.eye_region.eye_region_gaussians`;
-    ``all``); BadInput naming ``train.<setting>`` for anything else."""
+    """bool [N]: the Gaussians of ``region``: ``eyes`` (:func:`stages.gauss.eye_region.eye_region_gaussians`),
+    ``eyes_grown`` (the same grown by one ring of faces: the skin between lids and brows that
+    stretches over a shut eye), ``all``, or ``no_mouth`` (all but those on triangles with a vertex in the face model's ``lips``
+    mask: the lips and the triangles that close the mouth, which stretch when the jaw opens);
+    BadInput naming ``train.<setting>`` for anything else."""
     if region == "all":
         return torch.ones(face_idx.shape[0], dtype=torch.bool)
-    if region == "eyes":
+    if region == "no_mouth":
+        lips = surface.masks.get("lips")
+        if lips is None or len(lips) == 0:
+            return torch.ones(face_idx.shape[0], dtype=torch.bool)
+        faces = surface.faces.cpu().long()
+        on_lips = torch.zeros(int(faces.max()) + 1, dtype=torch.bool)
+        on_lips[torch.as_tensor(np.asarray(lips, np.int64))] = True
+        return ~on_lips[faces[face_idx.long().cpu()]].any(-1)
+    if region in ("eyes", "eyes_grown"):
         from stages.gauss.eye_region import eye_region_gaussians
 
-        return eye_region_gaussians(surface.masks, surface.faces.cpu(), face_idx.cpu())
+        return eye_region_gaussians(surface.masks, surface.faces.cpu(), face_idx.cpu(), 1 if region == "eyes_grown" else 0)
     from stages.errors import bad_input
 
-    raise bad_input("config", f"unknown train.{setting} {region!r}", "use eyes or all")
+    raise bad_input("config", f"unknown train.{setting} {region!r}", "use eyes, eyes_grown, no_mouth or all")
 
 
 def shell_silhouettes(layout: DatasetLayout, seq: TrackedSequence, train_idx: list[int], frames: int,
