@@ -135,8 +135,8 @@ class TrainConfig:
     init_opacity: float = 0.5
     offset_scale: float = 0.01
     triangle_scale: bool = False
-    triangle_frame: bool = True
-    triangle_frame_region: str = "eyes_grown"
+    triangle_frame: bool = False
+    triangle_frame_region: str = "all"
     eye_face_samples: int = 0
     binding_region: str = "eyes"
     binding_pos_weight: float = 0.0

@@ -56,7 +56,7 @@ def test_deterministic_init():
 
 def _small(triangle_scale: bool = True) -> TrainConfig:
     return TrainConfig(uv_resolution=16, sh_degree=1, mlp_width=16, mlp_depth=1, pe_freqs=2,
-                       triangle_scale=triangle_scale, triangle_frame=False)
+                       triangle_scale=triangle_scale)
 
 
 def test_gaussians_follow_their_triangle_size():

@@ -83,8 +83,7 @@ def test_shell_gaussians_ride_the_skull_not_the_jaw(standin):
 def test_avatar_files_round_trip_and_old_files_load(standin, tmp_path):
     from stages.gauss.trainer import avatar_dict
 
-    cfg = TrainConfig(uv_resolution=16, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1, shell_density=0.25,
-                      triangle_frame=False)  # an avatar file of before the triangle frame
+    cfg = TrainConfig(uv_resolution=16, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1, shell_density=0.25)
     model = build_avatar(standin, cfg)
     torch.save(avatar_dict(model, standin, cfg, 0, 0), tmp_path / "a.pt")
     back, _ = load_avatar(tmp_path / "a.pt")
@@ -99,8 +98,7 @@ def test_avatar_files_round_trip_and_old_files_load(standin, tmp_path):
 def test_shell_fills_the_scalp_in_a_render(standin):
     """Rendered from the front at initialisation, the region above the forehead is covered with
     the shell and mostly empty without it."""
-    base = dict(uv_resolution=32, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1, init_opacity=0.9,
-                triangle_frame=False)  # the shell alone (forward() without the triangles' frames)
+    base = dict(uv_resolution=32, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1, init_opacity=0.9)
     cond = neutral_condition(1)
     R = torch.diag(torch.tensor([1.0, -1.0, -1.0]))[None]  # camera looking at the face (+z towards it)
     t = torch.tensor([[0.0, 0.0, 0.6]])

@@ -183,7 +183,8 @@ def test_bundle_of_a_triangle_frame_avatar_is_version_3_and_poses_as_the_avatar(
     from stages.gauss.surface import flame_surface
 
     surf = flame_surface(load_face_model(None), torch.zeros(300))
-    cfg = TrainConfig(uv_resolution=16, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1, triangle_frame=True)
+    cfg = TrainConfig(uv_resolution=16, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1, triangle_frame=True,
+                      triangle_frame_region="eyes")
     model = build_avatar(surf, cfg)
     assert model.config.triangle_frame and 0 < int(model.frame_mask.sum()) < model.num_gaussians  # the eyes only
     with torch.no_grad():
