@@ -331,12 +331,14 @@ def test_driver_without_a_face_is_one_line_exit_2_and_nothing_done(driven, tmp_p
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("triangle_scale", [False, True], ids=["plain", "triangle_scale"])
-def test_full_preset_avatar_blinks_and_talks_with_the_driver(tmp_path, triangle_scale):
+@pytest.mark.parametrize("train", [{}, {"triangle_scale": True}, {"triangle_frame": True}],
+                         ids=["plain", "triangle_scale", "triangle_frame"])
+def test_full_preset_avatar_blinks_and_talks_with_the_driver(tmp_path, train):
     """On the GPU, the same ground truth at full quality: B (full preset, 150 frames, 512 px) driven by A's video
     with the head held still (``--pose fixed``: the 2-D measures then move with the face only). MediaPipe on
     drive.mp4: B's eye closure follows A's eyelids (A blinks about three times) and B's mouth A's. Run with and
-    without ``train.triangle_scale`` (Gaussians that follow their triangle's size), to decide its default."""
+    without ``train.triangle_scale`` (Gaussians that follow their triangle's size) and ``train.triangle_frame``
+    (Gaussians in their triangle's frame), to decide their defaults."""
     import torch
 
     if not torch.cuda.is_available():
@@ -356,7 +358,7 @@ def test_full_preset_avatar_blinks_and_talks_with_the_driver(tmp_path, triangle_
     from stages.store.local import LocalStore
 
     prepare_actor(LocalStore(store), "b", tmp_path / "b.mp4", None, "full",
-                  overrides={"train": {"triangle_scale": triangle_scale}})
+                  overrides={"train": train})
     assert main(["run", "--actor", "b", "--video", str(tmp_path / "b.mp4"), "--store", str(store),
                  "--device", "cuda"]) == 0
     assert main(["drive", "--actor", "b", "--video", str(tmp_path / "a.mp4"), "--store", str(store),
@@ -374,7 +376,7 @@ def test_full_preset_avatar_blinks_and_talks_with_the_driver(tmp_path, triangle_
     lids = gt["eyelids"].mean(1)[ok]
     closure = _closure(pts)[ok].mean(1)
     r_mouth, r_eyes = np.corrcoef(mouth, mouth_gt)[0, 1], np.corrcoef(closure, lids)[0, 1]
-    print(f"full preset, triangle_scale {triangle_scale}, pose fixed, {ok.sum()} frames: mouth r {r_mouth:.3f} "
+    print(f"full preset, train {train}, pose fixed, {ok.sum()} frames: mouth r {r_mouth:.3f} "
           f"with A's, eye closure r {r_eyes:.3f} "
           f"with A's eyelids (old 2-point opening {np.corrcoef(-eyes, lids)[0, 1]:.3f}; A's blinks at frames "
           f"{np.flatnonzero(gt['eyelids'].mean(1) > 0.5).tolist()})")

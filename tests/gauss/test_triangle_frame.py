@@ -255,3 +255,19 @@ def test_a_triangle_collapsed_to_a_point_flattens_its_gaussians():
     in_plane = cov[0, 0, :2, :2]  # the triangle lies in z = 0: x and y are its plane
     assert in_plane.abs().max() < 1e-20 and cov[0, 0, 2, 2] > 1e-6
     assert torch.equal(Q[0, 0], torch.eye(3, dtype=Q.dtype))
+
+
+def test_eye_face_samples_add_gaussians_on_every_eye_region_face():
+    from stages.face.model import load_face_model
+    from stages.gauss.eye_region import eye_region_faces
+    from stages.gauss.surface import flame_surface
+
+    surf = flame_surface(load_face_model(None), torch.zeros(300))
+    small = dict(uv_resolution=16, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1, shell="off")
+    plain = build_avatar(surf, TrainConfig(**small))
+    more = build_avatar(surf, TrainConfig(**small, eye_face_samples=3))
+    eye = eye_region_faces(surf.masks, surf.faces) & surf.face_mask
+    assert more.num_gaussians == plain.num_gaussians + 3 * int(eye.sum())
+    counts = torch.bincount(more.face_idx, minlength=surf.faces.shape[0])
+    assert (counts[eye] >= 3).all()
+    assert eye_region_faces(surf.masks, surf.faces, grow=1).sum() > eye.sum()
