@@ -271,3 +271,32 @@ def test_eye_face_samples_add_gaussians_on_every_eye_region_face():
     counts = torch.bincount(more.face_idx, minlength=surf.faces.shape[0])
     assert (counts[eye] >= 3).all()
     assert eye_region_faces(surf.masks, surf.faces, grow=1).sum() > eye.sum()
+
+
+def test_export_pose_draws_what_the_renderer_draws_for_a_shut_eye():
+    """The PLY export and the viewer get a triangle-frame avatar's covariances as rotations and scales
+    (``pose_gaussians``): rendered from those, a shut-eye frame is the renderer's own image."""
+    from stages.export.pose import pose_gaussians
+    from stages.face.model import load_face_model
+    from stages.gauss.render_ref import render_gaussians_reference
+    from stages.gauss.surface import flame_surface
+    from stages.gauss.trainer import cameras
+
+    surf = flame_surface(load_face_model(None), torch.zeros(300))
+    model = build_avatar(surf, TrainConfig(uv_resolution=32, sh_degree=0, mlp_width=8, mlp_depth=1, pe_freqs=1,
+                                           shell="off", triangle_frame=True, init_opacity=0.9))
+    with torch.no_grad():
+        model.mlp.out.weight.normal_(std=0.05)
+    cond = neutral_condition(1)
+    cond[0, -2:] = 1.0
+    R = torch.diag(torch.tensor([1.0, -1.0, -1.0]))[None]
+    t = torch.tensor([[0.0, 0.0, 0.5]])
+    K = torch.tensor([[[150.0, 0, 32], [0, 150.0, 32], [0, 0, 1]]])
+    vm, centers = cameras(R, t)
+    with torch.no_grad():
+        g = model.pose(surf.vertices(cond), surf.faces, cond)
+        colors = model.colors(g, centers)
+        a, _ = render_gaussians_reference(g.means, None, None, g.opacities, colors, vm, K, 64, 64, covars=g.covars)
+        p = pose_gaussians(model, surf, cond)
+        b, _ = render_gaussians_reference(p.means, p.quats, p.scales, g.opacities, colors, vm, K, 64, 64)
+    assert g.covars is not None and (a - b).abs().max() < 1e-4
