@@ -63,17 +63,20 @@ class TrainConfig:
             :class:`AvatarConfig` (``triangle_scale``: Gaussians grow and shrink with their triangle;
             off by default; docs/motion-format.md has what it does to winks, PSNR and mouth r).
         triangle_frame: Gaussians live in their triangle's local frame (offsets, rotations and
-            per-axis scales follow the triangle; :mod:`stages.gauss.triangle_frame`); off where
-            ``triangle_scale`` (the older, isotropic form) is set. ``triangle_frame_region``: ``eyes`` (the Gaussians of the eye
-            region, :func:`stages.gauss.eye_region.eye_region_gaussians`) or ``all``.
+            shapes follow the triangle's deformation; :mod:`stages.gauss.triangle_frame`). Off by
+            default (measured in docs/motion-format.md: a driven blink reaches the render, the drive
+            test's mouth r moves below 0.9 at its seed); off where ``triangle_scale`` (the older,
+            isotropic form) is set. ``triangle_frame_region``: which Gaussians (:func:`region_mask`:
+            ``all``, ``eyes``, ``eyes_grown``, ``no_mouth``).
         eye_face_samples: extra Gaussians on every face of the eye region (0, 1, 3 or 4 at fixed
             barycentric points, :func:`stages.gauss.sampling.face_samples`), beside the UV texels'
-            (which leave about a quarter of the stand-in's eye-region faces without any).
+            (which leave about a quarter of the stand-in's eye-region faces without any). Off:
+            measured without benefit (docs/motion-format.md).
         binding_region, binding_pos_weight, binding_pos_threshold, binding_scale_weight,
             binding_scale_threshold: the binding regulariser (:func:`stages.gauss.losses.binding_loss`):
-            weights of the position and scale terms (0: off), their thresholds in triangle sizes,
-            and where they apply: ``eyes`` (the Gaussians of the eye region,
-            :func:`stages.gauss.eye_region.eye_region_gaussians`) or ``all`` (every surface Gaussian).
+            weights of the position and scale terms (0: off, the default: on the drive test's actor
+            it cost 1.3-2.3 dB and did not shut the eye, docs/motion-format.md), their thresholds in
+            triangle sizes, and where they apply (:func:`region_mask`).
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
         pose_condition: the MLP also sees the head's rotation relative to the training frames' mean
