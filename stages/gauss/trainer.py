@@ -75,8 +75,9 @@ class TrainConfig:
         binding_region, binding_pos_weight, binding_pos_threshold, binding_scale_weight,
             binding_scale_threshold: the binding regulariser (:func:`stages.gauss.losses.binding_loss`):
             weights of the position and scale terms (0: off, the default: on the drive test's actor
-            it cost 1.3-2.3 dB and did not shut the eye, docs/motion-format.md), their thresholds in
-            triangle sizes, and where they apply (:func:`region_mask`).
+            it cost 0.4-2.3 dB and did not shut the eye, docs/motion-format.md), their thresholds in
+            triangle sizes, and where they apply (:func:`region_mask`). Positions count from the head's
+            mean offset (the avatar's common shift against the tracked mesh stays free).
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
         pose_condition: the MLP also sees the head's rotation relative to the training frames' mean
@@ -576,7 +577,10 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
         loss, parts = avatar_loss(image, gt, mouth, delta=cfg.huber_delta, mouth_weight=cfg.mouth_weight)
         if binding is not None:
             size, mask = binding
-            l_pos, l_scale = binding_loss(g.offsets, g.base_scales, size, mask, pos_threshold=cfg.binding_pos_threshold,
+            # offsets against the head's mean offset (the avatar's common shift against the tracked mesh)
+            surface_g = ~model.anchor_offset.ne(0).any(-1)
+            rel = g.offsets - g.offsets[:, surface_g].mean(1, keepdim=True)
+            l_pos, l_scale = binding_loss(rel, g.base_scales, size, mask, pos_threshold=cfg.binding_pos_threshold,
                                           scale_threshold=cfg.binding_scale_threshold)
             loss = loss + cfg.binding_pos_weight * l_pos + cfg.binding_scale_weight * l_scale
         if perceptual is not None and cfg.lpips_weight > 0 and lpips_on(step, cfg.steps, cfg.lpips_start):
