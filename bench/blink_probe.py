@@ -167,6 +167,8 @@ def main() -> None:
             strip = np.concatenate([f[lo[1]:hi[1], lo[0]:hi[0]] for f in rgb], 0)  
             im = PIL.Image.fromarray(strip)
             im.resize((im.width * 2, im.height * 2), PIL.Image.LANCZOS).save(args.out / f"{name}.png")
+            if name == "as_trained":  # the whole face too, open | shut | wink | blink through expression 2
+                PIL.Image.fromarray(np.concatenate(list(rgb), 1)).save(args.out / "as_trained_full.png")
     print(json.dumps(out))
 
 

@@ -336,7 +336,9 @@ class GaussianAvatar(nn.Module):
         if frame is not None and self.config.triangle_frame:
             from stages.gauss.triangle_frame import in_triangle_frame
 
-            means, quats_f, scales_f, covars = in_triangle_frame(points, offsets, quats, scales, *frame)
+            surface = ~self.anchor_offset.ne(0).any(-1)
+            shift = offsets[:, surface].mean(1, keepdim=True) if bool(surface.any()) else None
+            means, quats_f, scales_f, covars = in_triangle_frame(points, offsets, quats, scales, *frame, shift=shift)
         else:
             means, quats_f, scales_f = points + offsets, quats, scales
         return Gaussians(

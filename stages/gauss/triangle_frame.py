@@ -15,7 +15,11 @@ width; where the lid skin above stretches down over the eye, ``F`` stretches it.
 Per Gaussian, with ``d`` the MLP's position offset, ``R = [r1 r2 r3]`` its rotation and ``s`` its
 standard deviations (canonical frame):
 
-- position: ``base + F d`` (offsets rotate and scale with the triangle);
+- position: ``base + dbar + F (d - dbar)``: each offset's deviation from the mean offset ``dbar`` of
+  the head's surface Gaussians rotates and scales with the triangle. The mean itself is the
+  avatar's shift against the tracked mesh (10 mm on the synthetic drive actor, 50 mm on wojtek.mp4's
+  tiny avatar, whose Gaussians differ from it by about 1 mm), and a lid's stretched skin must not
+  stretch it, or those Gaussians fly off (seen on wojtek's shut eyes: blobs on the brows);
 - rotation: ``Q R`` with ``Q`` the rotation of the triangle's orthonormal frame (edge ``e1``,
   normal), from neutral to posed (GaussianAvatars' per-triangle rotation);
 - shape: the exact image of the Gaussian under ``F``, covariance ``F R S^2 R^T F^T``, which the
@@ -121,20 +125,26 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
                         aw * bz + ax * by - ay * bx + az * bw], -1)
 
 
-def in_triangle_frame(points: Tensor, offsets: Tensor, quats: Tensor, scales: Tensor, F: Tensor, Q: Tensor
-                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def in_triangle_frame(points: Tensor, offsets: Tensor, quats: Tensor, scales: Tensor, F: Tensor, Q: Tensor,
+                      shift: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Posed Gaussians from canonical-frame ones (see the module docstring).
 
     Args:
         points: [B, N, 3] base points on the posed mesh.  offsets: [B, N, 3] position offsets in the
             canonical frame (metres on the neutral mesh).  quats: [B, N, 4] ``wxyz`` (any norm > 0).
         scales: [B, N, 3] standard deviations.  F, Q: [B, N, 3, 3] (:func:`triangle_deformation`).
+        shift: optional [B, 1, 3] the part of the offsets shared by the whole head (the avatar's
+            mean offset against the tracked mesh), applied as it is; only each offset's deviation
+            from it, ``offsets - shift``, follows ``F`` (None: all of it does).
 
     Returns:
         means [B, N, 3]; quats [B, N, 4] (unit) and scales [B, N, 3] of the per-axis form; covars
         [B, N, 3, 3], the exact ``F R S^2 R^T F^T`` (what the renderers draw).
     """
-    means = points + (F @ offsets.unsqueeze(-1)).squeeze(-1)
+    if shift is None:
+        means = points + (F @ offsets.unsqueeze(-1)).squeeze(-1)
+    else:
+        means = points + shift + (F @ (offsets - shift).unsqueeze(-1)).squeeze(-1)
     axes = quat_to_rotmat(quats)  # [B, N, 3, 3], columns r_k
     FR = F @ axes
     stretch = FR.norm(dim=-2)  # [B, N, 3]: |F r_k|
