@@ -3,7 +3,7 @@
 Actor W is a synthetic clip (the project's generator, known parameters) that winks each eye once
 (0.3 s shut) besides talking and turning its head. W is trained three times (tiny preset, its avatar at
 128 px as in test_cross_reenactment.py): plain (the default), with ``train.triangle_scale`` and with
-``train.triangle_frame`` (measured: the winking eye 0.64 of open with either, 0.93 plain), and each avatar is
+``train.triangle_frame`` (measured: the winking eye 0.64 and 0.62 of open, 0.93 plain), and each avatar is
 driven by a motion file whose ground truth shuts the subject's left eye for 6 of 16 frames. MediaPipe on
 ``drive.mp4`` reads each eye's lid gap over its width: with triangle scaling the winking eye's gap drops
 and the other eye's does not; without, the shut eye stays drawn open (the Gaussians on the collapsed
