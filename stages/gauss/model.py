@@ -17,8 +17,9 @@ about 0.4 on the stand-in, whose opening triangles flatten to 16% of their area)
 that drew the iris there shrink instead of staying their size behind the closed lid.
 
 Optionally (``AvatarConfig.triangle_frame``) the Gaussians live in their triangle's local frame
-(GaussianAvatars' binding, :mod:`stages.gauss.triangle_frame`): the MLP's position offsets, the
-rotations and the shapes follow each triangle's deformation ``F`` from the neutral mesh, so a lid
+(GaussianAvatars' binding, :mod:`stages.gauss.triangle_frame`): the MLP's position offsets (less
+the head's mean offset, which stays a plain shift), the rotations and the shapes follow each
+triangle's deformation ``F`` from the neutral mesh, so a lid
 triangle that slides down takes its Gaussians with it and an eye-opening triangle squashed by a shut
 lid squashes its Gaussians (vertically, keeping their width). The renderers then draw the exact
 covariances ``F R S^2 R^T F^T`` (``Gaussians.covars``); the PLY export and the viewer get them as
@@ -62,11 +63,11 @@ class AvatarConfig:
             docs/motion-format.md: it lets a wink reach the render of an avatar trained on winks,
             but lowered a drive test's mouth r in one run); avatar files
             written before this setting existed had none (:func:`avatar_config_from_dict` reads them so).
-        triangle_frame: Gaussians on the surface live in their triangle's local frame: the MLP's
-            position offsets, the rotations and (per axis) the scales follow the triangle's
-            deformation from the neutral mesh (:mod:`stages.gauss.triangle_frame`); replaces
-            ``triangle_scale`` (the two are exclusive). Shell Gaussians (anchor offsets) keep
-            model-space offsets. Files written before it existed had none.
+        triangle_frame: Gaussians on the surface live in their triangle's local frame: each MLP
+            position offset's deviation from the head's mean offset, the rotations and the shapes
+            (exact covariances) follow the triangle's deformation from the neutral mesh
+            (:mod:`stages.gauss.triangle_frame`); exclusive with ``triangle_scale``. Shell Gaussians
+            (anchor offsets) keep model-space offsets. Files written before it existed had none.
         pose_dim: 0 (upstream: the MLP sees no head pose) or 6: the MLP also sees the head's
             rotation relative to the training clip's mean rotation (6D, zero at the mean), so
             Gaussians can move with pose (the neck against the collar); see :meth:`GaussianAvatar.pose_feature`.
@@ -104,7 +105,7 @@ class Gaussians:
             neutral mesh), for the scale regulariser.
         covars: [B, N, 3, 3] covariances (metres^2) when the Gaussians live in their triangles'
             frames: the renderers draw these (``quats`` and ``scales`` are then the per-axis
-            approximation; :meth:`quats_scales` gives the exact ones).
+            approximation; :func:`exact_quats_scales` gives the exact ones).
     """
 
     means: Tensor
