@@ -1,13 +1,18 @@
-"""Held-out quality with and without Gaussians that follow their triangle's size (``train.triangle_scale``).
+"""Held-out quality with and without Gaussians that follow their triangle (``train.triangle_scale``,
+``train.triangle_frame``, or any other train settings given as ``--variants``).
 
-Trains the avatar of one assembled dataset twice per seed, identical but for ``triangle_scale``, and
-scores the held-out frames as the render stage does (PSNR, SSIM, and the eye region's PSNR where the
-actor's landmarks are given). Prints one JSON object.
+Trains the avatar of one assembled dataset once per variant and seed, identical but for the variant's
+settings, and scores the held-out frames as the render stage does (PSNR, SSIM, and the eye region's
+PSNR where the actor's landmarks are given). Prints one JSON object. Default variants: triangle
+scaling off and on (both without the triangle frame).
 
     python bench/triangle_scale_bench.py --dataset STORE/actors/A/dataset --landmarks STORE/actors/A/landmarks \
         --preset tiny --seeds 0,1 --device cpu --out result.json
     python bench/triangle_scale_bench.py --video ../shared/data/wojtek.mp4 --store /tmp/ts --preset full \
         --seeds 0,1 --device cuda --out result.json      # runs ingest..assemble first (actor "bench")
+
+    python bench/triangle_scale_bench.py --dataset ... --variants \
+        '{"plain": {"triangle_frame": false}, "frame": {"triangle_frame": true}}'
 
 ``--preset``: the train stage's preset values (tiny, demo) or ``full`` (the defaults).
 """
@@ -30,6 +35,10 @@ from stages.dataset.layout import DatasetLayout  # noqa: E402
 from stages.gauss.data import AvatarFrames, TrackedSequence, background_rgb, choose_split  # noqa: E402
 from stages.gauss.evaluate import evaluate  # noqa: E402
 from stages.gauss.trainer import TrainConfig, choose_renderer, train  # noqa: E402
+
+
+DEFAULT_VARIANTS = {"off": {"triangle_scale": False, "triangle_frame": False},
+                    "triangle_scale": {"triangle_scale": True, "triangle_frame": False}}
 
 
 def train_config(preset: str, **changes) -> TrainConfig:
@@ -110,25 +119,32 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--variants", default=json.dumps(DEFAULT_VARIANTS),
+                    help="JSON object: variant name -> train settings it changes (the first is the baseline)")
     a = ap.parse_args()
+    variants = json.loads(a.variants)
     if a.video is not None:
         a.dataset, a.landmarks = assemble(a.video, a.store, a.preset, a.device)
     elif a.dataset is None:
         ap.error("give --dataset or --video")
     layout = DatasetLayout(a.dataset)
     out: dict = {"dataset": str(a.dataset), "preset": a.preset, "device": a.device, "runs": []}
+    out["variants"] = variants
+    names = list(variants)
     for seed in [int(s) for s in a.seeds.split(",")]:
-        for scaled in (False, True):
-            cfg = train_config(a.preset, seed=seed, triangle_scale=scaled)
+        for name in names:
+            cfg = train_config(a.preset, seed=seed, **variants[name])
             n = len(TrackedSequence.load(layout))
             split = choose_split(n, cfg.test_frames, cfg.test_fraction, cfg.max_train_frames)
             points = held_out_landmarks(a.landmarks, split.test) if a.landmarks else None
-            r = {"seed": seed, "triangle_scale": scaled, **run_one(cfg, layout, a.device, points)}
+            r = {"seed": seed, "variant": name, **variants[name], **run_one(cfg, layout, a.device, points)}
             print(json.dumps(r), file=sys.stderr, flush=True)
             out["runs"].append(r)
+    k = len(names)
     for key in ("psnr_mean", "eye_region_psnr_mean"):
-        pairs = [(x[key], y[key]) for x, y in zip(out["runs"][::2], out["runs"][1::2]) if x[key] is not None]
-        out[f"{key}_delta_per_seed"] = [round(b - a_, 3) for a_, b in pairs]
+        for j, name in enumerate(names[1:], 1):  # each variant against the first, seed by seed
+            pairs = [(x[key], y[key]) for x, y in zip(out["runs"][::k], out["runs"][j::k]) if x[key] is not None]
+            out[f"{key}_delta_per_seed" + ("" if k == 2 else f"_{name}")] = [round(b - a_, 3) for a_, b in pairs]
     text = json.dumps(out, indent=1)
     print(text)
     if a.out:

@@ -1,5 +1,5 @@
-"""The rigged avatar bundle, format ``avatar-bundle/2`` (``/1`` for avatars without triangle
-scaling; docs/export-format.md).
+"""The rigged avatar bundle, format ``avatar-bundle/3`` for avatars whose Gaussians live in their
+triangle's frame, ``/2`` for triangle scaling, ``/1`` for neither (docs/export-format.md).
 
 A folder that holds everything needed to animate the avatar outside this project, in plain NumPy
 files (no pickles, no torch): the Gaussians bound to the face-model mesh (face index + barycentric
@@ -33,8 +33,12 @@ BUNDLE_FORMAT = "avatar-bundle/2"
 """Version 2: Gaussians scale with their triangle (``canonical_size`` in ``gaussians.npz``, step 5 of the
 posing in docs/export-format.md); an avatar trained without that is still written as version 1."""
 BUNDLE_FORMAT_V1 = "avatar-bundle/1"
+BUNDLE_FORMAT_V3 = "avatar-bundle/3"
+"""Version 3: Gaussians live in their triangle's frame (``canonical_basis`` and ``frame_mask`` in
+``gaussians.npz``, step 5 of the posing in docs/export-format.md)."""
 GAUSSIAN_KEYS = ("face_idx", "bary", "canonical", "pe_center", "pe_halfsize", "opacity_logit", "log_scale", "quat")
 TRIANGLE_KEYS = ("canonical_size",)  # only where avatar_config.triangle_scale
+FRAME_KEYS = ("canonical_basis", "frame_mask")  # only where avatar_config.triangle_frame
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -53,8 +57,8 @@ def write_bundle(out: str | Path, a: ActorAvatar) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part"))
     try:
         sd = {k: v.detach().cpu() for k, v in a.model.state_dict().items()}
-        scaled = a.model.config.triangle_scale
-        g = {k: sd[k].numpy() for k in GAUSSIAN_KEYS + (TRIANGLE_KEYS if scaled else ())}
+        scaled, framed = a.model.config.triangle_scale, a.model.config.triangle_frame
+        g = {k: sd[k].numpy() for k in GAUSSIAN_KEYS + (TRIANGLE_KEYS if scaled else ()) + (FRAME_KEYS if framed else ())}
         if bool(sd["anchor_offset"].any()):  # shell Gaussians (stages.gauss.shell); absent: all zero
             g["anchor_offset"] = sd["anchor_offset"].numpy()
         if "pose_ref" in sd:  # an avatar whose MLP sees the head rotation (avatar_config.pose_dim)
@@ -70,7 +74,7 @@ def write_bundle(out: str | Path, a: ActorAvatar) -> Path:
             (tmp / "tracked.npz").write_bytes(motion_bytes(m))  # our motion.npz: avatar drive --motion reads it
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         doc = {
-            "format": BUNDLE_FORMAT if scaled else BUNDLE_FORMAT_V1, "actor": a.actor,
+            "format": BUNDLE_FORMAT_V3 if framed else BUNDLE_FORMAT if scaled else BUNDLE_FORMAT_V1, "actor": a.actor,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "avatar_sha256": a.avatar_sha256, "face_model": a.face_model,
             "num_vertices": int(a.meta["num_vertices"]), "num_faces": int(a.meta["num_faces"]),
@@ -95,8 +99,9 @@ def read_bundle(path: str | Path) -> tuple[GaussianAvatar, dict]:
 
     path = Path(path)
     doc = json.loads((path / "bundle.json").read_text())
-    if doc.get("format") not in (BUNDLE_FORMAT, BUNDLE_FORMAT_V1):
-        raise ValueError(f"{path}: format {doc.get('format')!r}, expected {BUNDLE_FORMAT!r} or {BUNDLE_FORMAT_V1!r}")
+    if doc.get("format") not in (BUNDLE_FORMAT_V3, BUNDLE_FORMAT, BUNDLE_FORMAT_V1):
+        raise ValueError(f"{path}: format {doc.get('format')!r}, expected {BUNDLE_FORMAT_V3!r}, {BUNDLE_FORMAT!r} "
+                         f"or {BUNDLE_FORMAT_V1!r}")
     for name, sha in doc["files"].items():
         if sha256_file(path / name) != sha:
             raise ValueError(f"{path / name}: sha256 differs from bundle.json; the bundle is corrupt")
@@ -105,8 +110,10 @@ def read_bundle(path: str | Path) -> tuple[GaussianAvatar, dict]:
     with np.load(path / "mlp.npz") as z:
         mlp = {f"mlp.{k}": torch.from_numpy(z[k]) for k in z.files}
     config = avatar_config_from_dict(doc["avatar_config"])
-    keys = GAUSSIAN_KEYS + (TRIANGLE_KEYS if config.triangle_scale else ())
-    model = GaussianAvatar(g["face_idx"], g["bary"], g["canonical"], config, canonical_size=g.get("canonical_size"))
+    keys = (GAUSSIAN_KEYS + (TRIANGLE_KEYS if config.triangle_scale else ())
+            + (FRAME_KEYS if config.triangle_frame else ()))
+    model = GaussianAvatar(g["face_idx"], g["bary"], g["canonical"], config, canonical_size=g.get("canonical_size"),
+                           canonical_basis=g.get("canonical_basis"), frame_mask=g.get("frame_mask"))
     sd = {k: g[k] for k in keys + ("anchor_offset", "pose_ref") if k in g}
     sd["sh_dc"], sd["sh_rest"] = g["sh"][:, :1].contiguous(), g["sh"][:, 1:].contiguous()
     model.load_state_dict({**sd, **mlp})

@@ -54,10 +54,13 @@ def pose_gaussians(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, au
     Returns:
         :class:`PosedGaussians`; the same numbers :func:`stages.gauss.trainer.render_frames` renders.
     """
+    from stages.gauss.model import exact_quats_scales
+
     g = model.pose(surface.vertices(cond), surface.faces, cond, autocast=autocast)
-    quats = g.quats / g.quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    quats, scales = exact_quats_scales(g)  # a triangle-frame avatar's covariances as rotation and scales
+    quats = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     k = num_sh_bases(model.config.sh_degree)
-    return PosedGaussians(means=g.means, quats=quats, scales=g.scales, opacities=g.opacities[0],
+    return PosedGaussians(means=g.means, quats=quats, scales=scales, opacities=g.opacities[0],
                           opacity_logits=model.opacity_logit.detach(),
                           sh=g.sh[:, :k], sh_degree=model.config.sh_degree)
 

@@ -1,4 +1,5 @@
-"""The eye region's held-out error: PSNR of the render against the footage inside a mask around
+"""The eye region: which Gaussians sit around the eyes (:func:`eye_region_gaussians`, from the face
+model's ``left_eye_region`` / ``right_eye_region`` vertex masks), and its held-out error: PSNR of the render against the footage inside a mask around
 both eyes, built from the frame's MediaPipe landmarks (blinks and winks live there, and a
 whole-frame PSNR hardly sees them).
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
+from torch import Tensor
 
 from stages.tracking.eyelids import EYES_MP
 
@@ -50,3 +53,35 @@ def masked_psnr(image: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float | 
     scale = 255.0 if image.dtype == np.uint8 else 1.0
     d = (image[mask].astype(np.float64) - gt[mask].astype(np.float64)) / scale
     return float(-10.0 * np.log10(max(float((d ** 2).mean()), 1e-12)))
+
+
+EYE_REGION_MASKS = ("left_eye_region", "right_eye_region")
+
+
+def eye_region_faces(masks: dict, faces: Tensor, grow: int = 0) -> Tensor:
+    """bool [F]: the faces with a vertex in the face model's eye regions (see :func:`eye_region_gaussians`),
+    grown by ``grow`` rings of neighbouring faces (sharing a vertex)."""
+    idx = [np.asarray(masks[k], np.int64).reshape(-1) for k in EYE_REGION_MASKS if k in (masks or {})]
+    if not idx:
+        return torch.zeros(faces.shape[0], dtype=torch.bool)
+    faces = faces.long().cpu()
+    in_region = torch.zeros(int(faces.max()) + 1, dtype=torch.bool)
+    in_region[torch.as_tensor(np.concatenate(idx))] = True
+    out = in_region[faces].any(-1)
+    for _ in range(grow):
+        in_region[faces[out].reshape(-1)] = True
+        out = in_region[faces].any(-1)
+    return out
+
+
+def eye_region_gaussians(masks: dict, faces: Tensor, face_idx: Tensor, grow: int = 0) -> Tensor:
+    """bool [N]: the Gaussians whose triangle has a vertex in the face model's eye regions
+    (``left_eye_region``, ``right_eye_region``: lids, eye opening and brows on the stand-in; FLAME's
+    masks of the same names). All False when the model has neither mask.
+
+    Args:
+        masks: region name -> vertex indices (``FaceModelData.masks``).
+        faces: [F, 3] int.  face_idx: [N] each Gaussian's face.
+        grow: rings of neighbouring faces added around the region (:func:`eye_region_faces`).
+    """
+    return eye_region_faces(masks, faces, grow)[face_idx.long().cpu()]

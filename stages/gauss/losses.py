@@ -1,4 +1,5 @@
-"""Training losses of the avatar (FlashAvatar's: Huber on the image, 40x Huber inside the mouth)."""
+"""Training losses of the avatar (FlashAvatar's: Huber on the image, 40x Huber inside the mouth), and
+the binding regulariser that keeps Gaussians near their triangles (GaussianAvatars-style)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,30 @@ def silhouette_loss(alpha: Tensor, target: Tensor) -> Tensor:
         target: [B, H, W] matte x neckhead, 0..1 (what :func:`stages.gauss.data.composite_gt` keeps).
     """
     return (alpha - target).abs().mean()
+
+
+def binding_loss(offsets: Tensor, scales: Tensor, size: Tensor, mask: Tensor, *, pos_threshold: float = 1.0,
+                 scale_threshold: float = 0.6) -> tuple[Tensor, Tensor]:
+    """Keep Gaussians near their triangles and no larger than them (GaussianAvatars' position and
+    scale losses), in units of each Gaussian's triangle size on the neutral mesh.
+
+    Args:
+        offsets: [B, N, 3] the MLP's position offsets (metres, canonical frame).
+        scales: [B, N, 3] standard deviations (metres, canonical frame).
+        size: [N] triangle sizes on the neutral mesh (sqrt of the area, metres), > 0.
+        mask: [N] bool, the Gaussians the terms apply to (e.g. the eye region's).
+        pos_threshold: offsets up to this many triangle sizes cost nothing.
+        scale_threshold: a largest standard deviation up to this many triangle sizes costs nothing.
+
+    Returns:
+        (position term, scale term): means over the masked Gaussians and frames of
+        ``relu(|offset| / size - pos_threshold)`` and ``relu(max(scale) / size - scale_threshold)``;
+        zero when the mask is empty.
+    """
+    if not bool(mask.any()):
+        z = offsets.sum() * 0.0
+        return z, z
+    s = size[mask].to(offsets.dtype)
+    pos = F.relu(offsets[:, mask].norm(dim=-1) / s - pos_threshold).mean()
+    scl = F.relu(scales[:, mask].amax(dim=-1) / s - scale_threshold).mean()
+    return pos, scl

@@ -16,6 +16,15 @@ neutral mesh the factor is 1; where a shut eyelid collapses the eye-opening tria
 about 0.4 on the stand-in, whose opening triangles flatten to 16% of their area), so the Gaussians
 that drew the iris there shrink instead of staying their size behind the closed lid.
 
+Optionally (``AvatarConfig.triangle_frame``) the Gaussians live in their triangle's local frame
+(GaussianAvatars' binding, :mod:`stages.gauss.triangle_frame`): the MLP's position offsets (less
+the head's mean offset, which stays a plain shift), the rotations and the shapes follow each
+triangle's deformation ``F`` from the neutral mesh, so a lid
+triangle that slides down takes its Gaussians with it and an eye-opening triangle squashed by a shut
+lid squashes its Gaussians (vertically, keeping their width). The renderers then draw the exact
+covariances ``F R S^2 R^T F^T`` (``Gaussians.covars``); the PLY export and the viewer get them as
+rotations and scales (:func:`exact_quats_scales`). On the neutral mesh ``F`` is the identity.
+
 Speed: the first MLP layer is split into a position part (computed once per step, [N, W]) and a
 condition part ([B, W]), summed by broadcasting, which is exactly the layer applied to
 ``cat(pe(x), cond)`` but costs one [N, W] matmul instead of B of them.
@@ -54,6 +63,11 @@ class AvatarConfig:
             docs/motion-format.md: it lets a wink reach the render of an avatar trained on winks,
             but lowered a drive test's mouth r in one run); avatar files
             written before this setting existed had none (:func:`avatar_config_from_dict` reads them so).
+        triangle_frame: Gaussians on the surface live in their triangle's local frame: each MLP
+            position offset's deviation from the head's mean offset, the rotations and the shapes
+            (exact covariances) follow the triangle's deformation from the neutral mesh
+            (:mod:`stages.gauss.triangle_frame`); exclusive with ``triangle_scale``. Shell Gaussians
+            (anchor offsets) keep model-space offsets. Files written before it existed had none.
         pose_dim: 0 (upstream: the MLP sees no head pose) or 6: the MLP also sees the head's
             rotation relative to the training clip's mean rotation (6D, zero at the mean), so
             Gaussians can move with pose (the neck against the collar); see :meth:`GaussianAvatar.pose_feature`.
@@ -69,12 +83,13 @@ class AvatarConfig:
     offset_scale: float = 0.01
     triangle_scale: bool = False
     pose_dim: int = 0
+    triangle_frame: bool = False
 
 
 def avatar_config_from_dict(d: dict) -> AvatarConfig:
     """The :class:`AvatarConfig` stored in an avatar file or bundle; a file without ``triangle_scale``
     predates it and was trained without it (``False``)."""
-    return AvatarConfig(**{"triangle_scale": False, **d})
+    return AvatarConfig(**{"triangle_scale": False, "triangle_frame": False, **d})
 
 
 @dataclass
@@ -84,6 +99,13 @@ class Gaussians:
     Attributes:
         means: [B, N, 3] metres.  quats: [B, N, 4] wxyz (unnormalised).  scales: [B, N, 3] metres.
         opacities: [B, N] in 0..1.  sh: [N, K, 3] SH coefficients (shared by the frames).
+        offsets: [B, N, 3] the MLP's position offsets before any triangle frame (metres on the
+            neutral mesh), for the regulariser that keeps Gaussians near their triangles.
+        base_scales: [B, N, 3] standard deviations before any triangle scaling (metres on the
+            neutral mesh), for the scale regulariser.
+        covars: [B, N, 3, 3] covariances (metres^2) when the Gaussians live in their triangles'
+            frames: the renderers draw these (``quats`` and ``scales`` are then the per-axis
+            approximation; :func:`exact_quats_scales` gives the exact ones).
     """
 
     means: Tensor
@@ -91,6 +113,20 @@ class Gaussians:
     scales: Tensor
     opacities: Tensor
     sh: Tensor
+    offsets: Tensor | None = None
+    base_scales: Tensor | None = None
+    covars: Tensor | None = None
+
+
+def exact_quats_scales(g: "Gaussians") -> tuple[Tensor, Tensor]:
+    """[B, N, 4], [B, N, 3]: the rotations and scales that draw exactly what the renderers draw (from
+    ``covars`` where set, :func:`stages.gauss.triangle_frame.covariance_to_quats_scales`; else
+    ``quats``, ``scales``), for the PLY export and the viewer (no gradient through ``covars``)."""
+    if g.covars is None:
+        return g.quats, g.scales
+    from stages.gauss.triangle_frame import covariance_to_quats_scales
+
+    return covariance_to_quats_scales(g.covars)
 
 
 def positional_encoding(x: Tensor, freqs: int) -> Tensor:
@@ -140,11 +176,17 @@ class GaussianAvatar(nn.Module):
             (a loader may pass ones and then load the stored values with the state dict).
         anchor_offset: optional [N, 3] model-space offset (metres) added to each surface point
             (zero when ``None``: every Gaussian on the surface).
+        canonical_basis: [N, 3, 3] each Gaussian's triangle on the neutral mesh as columns
+            ``[e1 e2 n]`` (:func:`stages.gauss.triangle_frame.triangle_basis`); needed when
+            ``config.triangle_frame`` (a loader may pass zeros and load the stored values).
+        frame_mask: optional [N] bool, the Gaussians that live in their triangle's frame when
+            ``config.triangle_frame`` (None: every surface Gaussian; shell Gaussians never do).
     """
 
     def __init__(self, face_idx: Tensor, bary: Tensor, canonical: Tensor, config: AvatarConfig,
                  init_rgb: Tensor | None = None, canonical_size: Tensor | None = None,
-                 anchor_offset: Tensor | None = None):
+                 anchor_offset: Tensor | None = None, canonical_basis: Tensor | None = None,
+                 frame_mask: Tensor | None = None):
         super().__init__()
         self.config = config
         n = face_idx.shape[0]
@@ -157,6 +199,14 @@ class GaussianAvatar(nn.Module):
             if canonical_size is None or canonical_size.shape != (n,):
                 raise ValueError(f"triangle_scale needs canonical_size [{n}] (the neutral mesh's triangle sizes)")
             self.register_buffer("canonical_size", canonical_size.float().clone())
+        if config.triangle_frame:
+            if config.triangle_scale:
+                raise ValueError("triangle_frame replaces triangle_scale: turn one of them off")
+            if canonical_basis is None or canonical_basis.shape != (n, 3, 3):
+                raise ValueError(f"triangle_frame needs canonical_basis [{n}, 3, 3] (the neutral mesh's triangles)")
+            self.register_buffer("canonical_basis", canonical_basis.float().clone())
+            fm = torch.ones(n, dtype=torch.bool) if frame_mask is None else frame_mask.bool().clone()
+            self.register_buffer("frame_mask", fm & ~off.ne(0).any(-1))
         lo, hi = canonical.min(0).values, canonical.max(0).values
         self.register_buffer("pe_center", ((lo + hi) / 2).float())
         self.register_buffer("pe_halfsize", ((hi - lo).max() / 2 * 1.1).clamp_min(1e-6).float().reshape(1))
@@ -212,7 +262,25 @@ class GaussianAvatar(nn.Module):
         reference pose)."""
         return self(self.base_points(vertices, faces), cond, autocast=autocast,
                     size_ratio=self.size_ratio(vertices, faces),
-                    pose=self.pose_feature(R) if R is not None else None)
+                    pose=self.pose_feature(R) if R is not None else None,
+                    frame=self.triangle_frames(vertices, faces))
+
+    def triangle_frames(self, vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Each Gaussian's triangle deformation ``F`` and frame rotation ``Q`` on the posed meshes,
+        both [B, N, 3, 3] (:func:`stages.gauss.triangle_frame.triangle_deformation`); the identity
+        outside ``frame_mask`` (shell Gaussians, and those outside the frame's region); ``None``
+        when ``config.triangle_frame`` is off."""
+        if not self.config.triangle_frame:
+            return None
+        from stages.gauss.triangle_frame import triangle_basis, triangle_deformation
+
+        basis = self.canonical_basis.to(vertices.dtype)
+        F, Q = triangle_deformation(triangle_basis(vertices, faces, self.face_idx), basis)
+        out = ~self.frame_mask
+        if bool(out.any()):
+            eye = torch.eye(3, dtype=F.dtype, device=F.device)
+            F, Q = torch.where(out[:, None, None], eye, F), torch.where(out[:, None, None], eye, Q)
+        return F, Q
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
         """As ``nn.Module``'s; a state without ``anchor_offset`` (files written before the shell)
@@ -232,7 +300,7 @@ class GaussianAvatar(nn.Module):
         return (rel - eye)[..., :, :2].transpose(-1, -2).reshape(R.shape[0], 6)
 
     def forward(self, points: Tensor, cond: Tensor, autocast: bool = False, size_ratio: Tensor | None = None,
-                pose: Tensor | None = None) -> Gaussians:
+                pose: Tensor | None = None, frame: tuple[Tensor, Tensor] | None = None) -> Gaussians:
         """Per-frame Gaussians.
 
         Args:
@@ -242,12 +310,16 @@ class GaussianAvatar(nn.Module):
             size_ratio: [B, N] triangle size ratios (:meth:`size_ratio`); required when
                 ``config.triangle_scale`` (:meth:`pose` passes it).
             pose: [B, pose_dim] :meth:`pose_feature` of the frames' cameras (None: the reference pose).
+            frame: (F, Q) of :meth:`triangle_frames`; required when ``config.triangle_frame``.
 
         Returns:
             :class:`Gaussians` with [B, N, ...] tensors.
         """
         if self.config.triangle_scale and size_ratio is None:
             raise ValueError("this avatar scales its Gaussians with their triangles: pass size_ratio "
+                             "(GaussianAvatar.pose does)")
+        if self.config.triangle_frame and frame is None:
+            raise ValueError("this avatar's Gaussians live in their triangles' frames: pass frame "
                              "(GaussianAvatar.pose does)")
         pe = positional_encoding((self.canonical - self.pe_center) / self.pe_halfsize, self.config.pe_freqs)
         if autocast and pe.is_cuda:
@@ -258,12 +330,23 @@ class GaussianAvatar(nn.Module):
             out = self.mlp(pe, cond, pose)
         d_xyz, d_quat, d_scale = out.split([3, 4, 3], dim=-1)
         B = cond.shape[0]
+        offsets = d_xyz * self.config.offset_scale
+        quats = self.quat.unsqueeze(0) + d_quat
+        scales = self._scales(d_scale, size_ratio)
+        covars = None
+        if frame is not None and self.config.triangle_frame:
+            from stages.gauss.triangle_frame import in_triangle_frame
+
+            surface = ~self.anchor_offset.ne(0).any(-1)
+            shift = offsets[:, surface].mean(1, keepdim=True) if bool(surface.any()) else None
+            means, quats_f, scales_f, covars = in_triangle_frame(points, offsets, quats, scales, *frame, shift=shift)
+        else:
+            means, quats_f, scales_f = points + offsets, quats, scales
         return Gaussians(
-            means=points + d_xyz * self.config.offset_scale,
-            quats=self.quat.unsqueeze(0) + d_quat,
-            scales=self._scales(d_scale, size_ratio),
+            means=means, quats=quats_f, scales=scales_f,
             opacities=torch.sigmoid(self.opacity_logit).unsqueeze(0).expand(B, -1),
             sh=torch.cat([self.sh_dc, self.sh_rest], dim=1),
+            offsets=offsets, base_scales=scales, covars=covars,
         )
 
     def _scales(self, d_scale: Tensor, size_ratio: Tensor | None) -> Tensor:

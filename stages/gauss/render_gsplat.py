@@ -27,16 +27,23 @@ def gsplat_available() -> bool:
 def render_gaussians_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                             viewmats: Tensor, Ks: Tensor, width: int, height: int,
                             background: Tensor | None = None, *, eps2d: float = 0.3, near_plane: float = 0.01,
-                            far_plane: float = 1e10, packed: bool = False) -> tuple[Tensor, Tensor]:
+                            far_plane: float = 1e10, packed: bool = False,
+                            covars: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Render on CUDA with gsplat. Arguments, shapes and returns as
-    :func:`stages.gauss.render_ref.render_gaussians_reference` (all tensors on one CUDA device).
+    :func:`stages.gauss.render_ref.render_gaussians_reference` (all tensors on one CUDA device);
+    ``covars`` ([N, 3, 3] or [B, N, 3, 3]) go to gsplat's ``covars`` instead of quats and scales.
 
     Returns:
         image [H, W, D] and alpha [H, W] unbatched, else [C, H, W, D] and [C, H, W].
     """
     from gsplat import rasterization
 
-    means, quats, scales, opacities, colors = (x.contiguous() for x in (means, quats, scales, opacities, colors))
+    means, opacities, colors = (x.contiguous() for x in (means, opacities, colors))
+    if covars is not None:
+        covars = covars.contiguous()
+        quats = scales = None
+    else:
+        quats, scales = quats.contiguous(), scales.contiguous()
     per_image = means.dim() == 3
     batched = per_image or viewmats.dim() == 3 or Ks.dim() == 3 or colors.dim() == 3 or opacities.dim() == 2
     if per_image:
@@ -45,15 +52,19 @@ def render_gaussians_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacit
         ks = Ks.expand(B, 3, 3) if Ks.dim() == 2 else Ks
         col = colors if colors.dim() == 3 else colors.expand(B, *colors.shape).contiguous()
         op = opacities if opacities.dim() == 2 else opacities.expand(B, -1).contiguous()
-        qu = quats if quats.dim() == 3 else quats.expand(B, -1, -1).contiguous()
-        sc = scales if scales.dim() == 3 else scales.expand(B, -1, -1).contiguous()
+        qu = sc = cv = None
+        if covars is not None:
+            cv = covars if covars.dim() == 4 else covars.expand(B, -1, -1, -1).contiguous()
+        else:
+            qu = quats if quats.dim() == 3 else quats.expand(B, -1, -1).contiguous()
+            sc = scales if scales.dim() == 3 else scales.expand(B, -1, -1).contiguous()
         bg = None
         if background is not None:
             bg = (background if background.dim() == 2 else background.expand(B, -1)).unsqueeze(1).contiguous()  # [B,1,D]
         img, alpha, _ = rasterization(means, qu, sc, op, col, vm[:, None].contiguous(), ks[:, None].contiguous(),
                                       width, height,
                                       near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, packed=packed,
-                                      backgrounds=bg, rasterize_mode="classic")
+                                      backgrounds=bg, rasterize_mode="classic", covars=cv)
         img, alpha = img[:, 0], alpha[:, 0, ..., 0]
     else:
         vm = viewmats if viewmats.dim() == 3 else viewmats[None]
@@ -67,7 +78,7 @@ def render_gaussians_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacit
             raise ValueError("per-camera opacities need per-camera means [C, N, 3]")
         img, alpha, _ = rasterization(means, quats, scales, opacities, colors, vm, ks, width, height,
                                       near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, packed=packed,
-                                      backgrounds=bg, rasterize_mode="classic")
+                                      backgrounds=bg, rasterize_mode="classic", covars=covars)
         alpha = alpha[..., 0]
     if batched:
         return img, alpha

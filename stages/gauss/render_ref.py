@@ -103,9 +103,9 @@ def _batch(x: Tensor, core_dims: int, c: int | None) -> Tensor:
     return x if x.dim() > core_dims else x.unsqueeze(0).expand((c or 1,) + tuple(x.shape))
 
 
-def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmats: Tensor, Ks: Tensor,
-                      width: int, height: int, *, eps2d: float = 0.3, near_plane: float = 0.01,
-                      far_plane: float = 1e10) -> Projection:
+def project_gaussians(means: Tensor, quats: Tensor | None, scales: Tensor | None, opacities: Tensor, viewmats: Tensor,
+                      Ks: Tensor, width: int, height: int, *, eps2d: float = 0.3, near_plane: float = 0.01,
+                      far_plane: float = 1e10, covars: Tensor | None = None) -> Projection:
     """EWA projection of 3D Gaussians into C pinhole cameras.
 
     Args:
@@ -118,12 +118,18 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
         width, height: image size (px).
         eps2d: dilation added to the diagonal of the 2D covariance (px²).
         near_plane, far_plane: depth range kept (metres).
+        covars: optional [N, 3, 3] or [C, N, 3, 3] world-space covariances (metres²) used instead of
+            ``quats`` and ``scales`` (which are then ignored and may be None), as gsplat's ``covars``.
 
     Returns:
         :class:`Projection` with [C, N, ...] tensors (C = 1 when nothing was batched).
     """
     c = next((x.shape[0] for x, d in ((means, 2), (viewmats, 2), (Ks, 2), (opacities, 1)) if x.dim() > d), 1)
-    means, quats, scales = (_batch(x, 2, c) for x in (means, quats, scales))
+    means = _batch(means, 2, c)
+    if covars is None:
+        cov3d = covariance_3d(_batch(quats, 2, c), _batch(scales, 2, c))
+    else:
+        cov3d = _batch(covars, 3, c)
     opacities = _batch(opacities, 1, c)
     viewmats, Ks = _batch(viewmats, 2, c), _batch(Ks, 2, c)
 
@@ -140,7 +146,7 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     ty = zs * torch.minimum(lim_yp, torch.maximum(-lim_yn, y * rz))
     zero = torch.zeros_like(z)
     J = torch.stack([fx * rz, zero, -fx * tx * rz * rz, zero, fy * rz, -fy * ty * rz * rz], -1).reshape(p.shape[:-1] + (2, 3))
-    cov_c = W @ covariance_3d(quats, scales) @ W.transpose(-1, -2)
+    cov_c = W @ cov3d @ W.transpose(-1, -2)
     cov2d = J @ cov_c @ J.transpose(-1, -2) + eps2d * torch.eye(2, dtype=p.dtype, device=p.device)
     means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], -1)
 
@@ -269,10 +275,11 @@ def rasterize_projected(proj: Projection, colors: Tensor, width: int, height: in
     return acc, 1.0 - t_final
 
 
-def render_gaussians_reference(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
-                               viewmats: Tensor, Ks: Tensor, width: int, height: int,
+def render_gaussians_reference(means: Tensor, quats: Tensor | None, scales: Tensor | None, opacities: Tensor,
+                               colors: Tensor, viewmats: Tensor, Ks: Tensor, width: int, height: int,
                                background: Tensor | None = None, *, eps2d: float = 0.3, near_plane: float = 0.01,
-                               far_plane: float = 1e10, max_pairs: int = MAX_PAIRS) -> tuple[Tensor, Tensor]:
+                               far_plane: float = 1e10, max_pairs: int = MAX_PAIRS,
+                               covars: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Render 3D Gaussians with plain torch (differentiable w.r.t. everything but ``Ks``'s culling).
 
     Args:
@@ -288,6 +295,8 @@ def render_gaussians_reference(means: Tensor, quats: Tensor, scales: Tensor, opa
         eps2d: 2D dilation (px²), 0.3 like 3DGS and gsplat.
         near_plane, far_plane: depth range (metres).
         max_pairs: memory bound, see :func:`rasterize_projected`.
+        covars: optional [N, 3, 3] or [C, N, 3, 3] covariances instead of ``quats`` and ``scales``
+            (:func:`project_gaussians`).
 
     Returns:
         image [H, W, D] and alpha [H, W] when no input was batched, else [C, H, W, D] and [C, H, W].
@@ -297,7 +306,7 @@ def render_gaussians_reference(means: Tensor, quats: Tensor, scales: Tensor, opa
     if batched and viewmats.dim() == 2:
         viewmats = viewmats.expand(sizes[0], 4, 4)
     proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=eps2d,
-                             near_plane=near_plane, far_plane=far_plane)
+                             near_plane=near_plane, far_plane=far_plane, covars=covars)
     C = proj.depths.shape[0]
     if colors.dim() == 3 and colors.shape[0] != C:
         raise ValueError(f"colors has {colors.shape[0]} cameras, the other inputs {C}")

@@ -92,6 +92,31 @@ def area_samples(vertices: Tensor, faces: Tensor, n: int, generator: torch.Gener
     return face, bary.float()
 
 
+GRID_BARY = {
+    1: ((1 / 3, 1 / 3, 1 / 3),),
+    3: ((2 / 3, 1 / 6, 1 / 6), (1 / 6, 2 / 3, 1 / 6), (1 / 6, 1 / 6, 2 / 3)),
+    4: ((1 / 3, 1 / 3, 1 / 3), (2 / 3, 1 / 6, 1 / 6), (1 / 6, 2 / 3, 1 / 6), (1 / 6, 1 / 6, 2 / 3)),
+}
+"""Fixed barycentric patterns of :func:`face_samples`: the centroid, the three corner-ward points, both."""
+
+
+def face_samples(faces: Tensor, per_face: int) -> tuple[Tensor, Tensor]:
+    """``per_face`` samples on each face in ``faces`` at fixed barycentric points (:data:`GRID_BARY`),
+    for regions that need more Gaussians than the UV texels give them (the eyes).
+
+    Args:
+        faces: [M] int64 face indices.  per_face: 1, 3 or 4.
+
+    Returns:
+        face_idx [M * per_face] int64 (face by face), bary [M * per_face, 3] float32.
+    """
+    if per_face not in GRID_BARY:
+        raise ValueError(f"per_face must be one of {sorted(GRID_BARY)}, not {per_face}")
+    pattern = torch.tensor(GRID_BARY[per_face], dtype=torch.float32)
+    face_idx = faces.long().repeat_interleave(per_face)
+    return face_idx, pattern.repeat(faces.shape[0], 1)
+
+
 def surface_points(vertices: Tensor, faces: Tensor, face_idx: Tensor, bary: Tensor) -> Tensor:
     """Positions of surface samples on a (batch of) mesh(es).
 

@@ -48,12 +48,16 @@ class FaceSurface(nn.Module):
         face_mask: optional [F] bool, faces allowed to carry Gaussians.
         face_only: the mesh covers only the face (no scalp, ears or neck: the built-in stand-in),
             so the avatar adds shell Gaussians beyond it (:mod:`stages.gauss.shell`).
+        masks: optional region name -> vertex indices (the face model's masks; the trainer finds
+            the eye region there, :func:`stages.gauss.eye_region.eye_region_gaussians`).
     """
 
     def __init__(self, face_model: nn.Module, faces: Tensor, shape: Tensor, vt: Tensor | None = None,
-                 ft: Tensor | None = None, face_mask: Tensor | None = None, face_only: bool = False):
+                 ft: Tensor | None = None, face_mask: Tensor | None = None, face_only: bool = False,
+                 masks: dict | None = None):
         super().__init__()
         self.face_only = face_only
+        self.masks = dict(masks or {})
         self.face_mask = None if face_mask is None else torch.as_tensor(face_mask).bool()
         self.face_model = face_model
         self.register_buffer("faces", torch.as_tensor(faces).long(), persistent=False)
@@ -103,4 +107,4 @@ def flame_surface(data, shape) -> FaceSurface:
     vt = None if data.vt is None else torch.as_tensor(np.asarray(data.vt, np.float32))
     ft = None if data.ft is None else torch.as_tensor(np.asarray(data.ft, np.int64))
     return FaceSurface(FLAME(data), faces, torch.as_tensor(np.asarray(shape, np.float32)), vt, ft, face_mask,
-                       face_only=str(getattr(data, "name", "")).startswith("standin"))
+                       face_only=str(getattr(data, "name", "")).startswith("standin"), masks=data.masks)

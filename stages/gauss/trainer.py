@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,8 +33,8 @@ from stages.dataset.layout import DatasetLayout
 from stages.gauss import checkpoint as ckpt
 from stages.gauss.data import (AvatarFrames, PipelineInfo, Split, StepBatchSampler, TrackedSequence, background_rgb,
                                choose_split, training_batches)
-from stages.gauss.losses import avatar_loss, silhouette_loss
-from stages.gauss.model import AvatarConfig, GaussianAvatar, avatar_config_from_dict
+from stages.gauss.losses import avatar_loss, binding_loss, silhouette_loss
+from stages.gauss.model import AvatarConfig, GaussianAvatar, Gaussians, avatar_config_from_dict
 from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
 from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
 from stages.gauss.sampling import area_samples, surface_points, triangle_size, uv_texel_samples
@@ -61,6 +62,22 @@ class TrainConfig:
         sh_degree, mlp_width, mlp_depth, pe_freqs, init_opacity, offset_scale, triangle_scale: see
             :class:`AvatarConfig` (``triangle_scale``: Gaussians grow and shrink with their triangle;
             off by default; docs/motion-format.md has what it does to winks, PSNR and mouth r).
+        triangle_frame: Gaussians live in their triangle's local frame (offsets, rotations and
+            shapes follow the triangle's deformation; :mod:`stages.gauss.triangle_frame`). Off by
+            default (measured in docs/motion-format.md: a driven blink reaches the render, the drive
+            test's mouth r moves below 0.9 at its seed); off where ``triangle_scale`` (the older,
+            isotropic form) is set. ``triangle_frame_region``: which Gaussians (:func:`region_mask`:
+            ``all``, ``eyes``, ``eyes_grown``, ``no_mouth``).
+        eye_face_samples: extra Gaussians on every face of the eye region (0, 1, 3 or 4 at fixed
+            barycentric points, :func:`stages.gauss.sampling.face_samples`), beside the UV texels'
+            (which leave about a quarter of the stand-in's eye-region faces without any). Off:
+            measured without benefit (docs/motion-format.md).
+        binding_region, binding_pos_weight, binding_pos_threshold, binding_scale_weight,
+            binding_scale_threshold: the binding regulariser (:func:`stages.gauss.losses.binding_loss`):
+            weights of the position and scale terms (0: off, the default: on the drive test's actor
+            it cost 0.4-2.3 dB and did not shut the eye, docs/motion-format.md), their thresholds in
+            triangle sizes, and where they apply (:func:`region_mask`). Positions count from the head's
+            mean offset (the avatar's common shift against the tracked mesh stays free).
         uv_resolution: UV map size for texel sampling (FLAME: 128).
         area_samples: Gaussians when the face model has no UVs.
         pose_condition: the MLP also sees the head's rotation relative to the training frames' mean
@@ -124,6 +141,14 @@ class TrainConfig:
     init_opacity: float = 0.5
     offset_scale: float = 0.01
     triangle_scale: bool = False
+    triangle_frame: bool = False
+    triangle_frame_region: str = "all"
+    eye_face_samples: int = 0
+    binding_region: str = "eyes"
+    binding_pos_weight: float = 0.0
+    binding_pos_threshold: float = 1.0
+    binding_scale_weight: float = 0.0
+    binding_scale_threshold: float = 0.6
     uv_resolution: int = 128
     area_samples: int = 14000
     pose_condition: bool = False
@@ -157,7 +182,8 @@ class TrainConfig:
     def avatar_config(self) -> AvatarConfig:
         return AvatarConfig(sh_degree=self.sh_degree, mlp_width=self.mlp_width, mlp_depth=self.mlp_depth,
                             pe_freqs=self.pe_freqs, init_opacity=self.init_opacity, offset_scale=self.offset_scale,
-                            triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0)
+                            triangle_scale=self.triangle_scale, pose_dim=6 if self.pose_condition else 0,
+                            triangle_frame=self.triangle_frame and not self.triangle_scale)
 
 
 def training_budget(cfg: TrainConfig, n_train: int) -> tuple[int, str]:
@@ -263,6 +289,15 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig, silhouettes: Silhouette
         face_idx, bary = uv_texel_samples(surface.vt, surface.ft, cfg.uv_resolution, surface.face_mask)
     else:
         face_idx, bary = area_samples(neutral, faces, cfg.area_samples, generator=g, face_mask=surface.face_mask)
+    if cfg.eye_face_samples > 0:
+        from stages.gauss.eye_region import eye_region_faces
+        from stages.gauss.sampling import face_samples
+
+        eye = eye_region_faces(surface.masks, faces)
+        if surface.face_mask is not None:
+            eye &= surface.face_mask.cpu()
+        e_idx, e_bary = face_samples(torch.nonzero(eye).reshape(-1), cfg.eye_face_samples)
+        face_idx, bary = torch.cat([face_idx, e_idx]), torch.cat([bary, e_bary])
     canonical = surface_points(neutral, faces, face_idx, bary)
     offset = None
     if cfg.shell not in ("auto", "on", "off"):
@@ -272,8 +307,42 @@ def build_avatar(surface: FaceSurface, cfg: TrainConfig, silhouettes: Silhouette
     if shell_active(surface, cfg):
         face_idx, bary, canonical, offset = _add_shell(surface, cfg, face_idx, bary, canonical, silhouettes)
     torch.manual_seed(cfg.seed)
-    return GaussianAvatar(face_idx, bary, canonical, cfg.avatar_config(),
-                          canonical_size=triangle_size(neutral, faces, face_idx), anchor_offset=offset)
+    from stages.gauss.triangle_frame import triangle_basis
+
+    config = cfg.avatar_config()
+    frame_mask = None
+    if config.triangle_frame:
+        frame_mask = region_mask(surface, face_idx, cfg.triangle_frame_region, "triangle_frame_region")
+        if not bool(frame_mask.any()):  # e.g. "eyes" on a face model without eye-region masks
+            config = dataclasses.replace(config, triangle_frame=False)
+    return GaussianAvatar(face_idx, bary, canonical, config,
+                          canonical_size=triangle_size(neutral, faces, face_idx), anchor_offset=offset,
+                          canonical_basis=triangle_basis(neutral, faces, face_idx), frame_mask=frame_mask)
+
+
+def region_mask(surface: FaceSurface, face_idx: Tensor, region: str, setting: str) -> Tensor:
+    """bool [N]: the Gaussians of ``region``: ``eyes`` (:func:`stages.gauss.eye_region.eye_region_gaussians`),
+    ``eyes_grown`` (the same grown by one ring of faces: the skin between lids and brows that
+    stretches over a shut eye), ``all``, or ``no_mouth`` (all but those on triangles with a vertex in the face model's ``lips``
+    mask: the lips and the triangles that close the mouth, which stretch when the jaw opens);
+    BadInput naming ``train.<setting>`` for anything else."""
+    if region == "all":
+        return torch.ones(face_idx.shape[0], dtype=torch.bool)
+    if region == "no_mouth":
+        lips = surface.masks.get("lips")
+        if lips is None or len(lips) == 0:
+            return torch.ones(face_idx.shape[0], dtype=torch.bool)
+        faces = surface.faces.cpu().long()
+        on_lips = torch.zeros(int(faces.max()) + 1, dtype=torch.bool)
+        on_lips[torch.as_tensor(np.asarray(lips, np.int64))] = True
+        return ~on_lips[faces[face_idx.long().cpu()]].any(-1)
+    if region in ("eyes", "eyes_grown"):
+        from stages.gauss.eye_region import eye_region_gaussians
+
+        return eye_region_gaussians(surface.masks, surface.faces.cpu(), face_idx.cpu(), 1 if region == "eyes_grown" else 0)
+    from stages.errors import bad_input
+
+    raise bad_input("config", f"unknown train.{setting} {region!r}", "use eyes, eyes_grown, no_mouth or all")
 
 
 def shell_silhouettes(layout: DatasetLayout, seq: TrackedSequence, train_idx: list[int], frames: int,
@@ -335,6 +404,14 @@ def cameras(R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
 
 def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: Tensor, t: Tensor, K: Tensor,
                   resolution: int, background: Tensor, renderer: str, amp: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`render_frames_and_gaussians` without the Gaussians."""
+    image, alpha, _ = render_frames_and_gaussians(model, surface, cond, R, t, K, resolution, background, renderer, amp)
+    return image, alpha
+
+
+def render_frames_and_gaussians(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: Tensor, t: Tensor,
+                                K: Tensor, resolution: int, background: Tensor, renderer: str, amp: bool = False
+                                ) -> tuple[Tensor, Tensor, Gaussians]:
     """Render B frames of the avatar (face model, MLP, SH colours, rasteriser; all batched).
 
     Args:
@@ -342,13 +419,15 @@ def render_frames(model: GaussianAvatar, surface: FaceSurface, cond: Tensor, R: 
         background: [3] colour.  renderer: ``gsplat`` or ``reference``.
 
     Returns:
-        image [B, H, W, 3], alpha [B, H, W].
+        image [B, H, W, 3], alpha [B, H, W], and the posed :class:`stages.gauss.model.Gaussians`.
     """
     g = model.pose(surface.vertices(cond), surface.faces, cond, autocast=amp, R=R)
     viewmats, centers = cameras(R, t)
     colors = model.colors(g, centers)
     render = render_gaussians_gsplat if renderer == "gsplat" else render_gaussians_reference
-    return render(g.means, g.quats, g.scales, g.opacities, colors, viewmats, K, resolution, resolution, background)
+    image, alpha = render(g.means, g.quats, g.scales, g.opacities, colors, viewmats, K, resolution, resolution,
+                          background, covars=g.covars)
+    return image, alpha, g
 
 
 RESUME_IGNORES = ("steps", "budget_images_per_frame", "budget_min_images", "budget_max_images", "workers", "log_every", "checkpoint_every", "frame_cache", "prefetch")
@@ -389,7 +468,8 @@ def load_avatar(path: str | Path) -> tuple[GaussianAvatar, dict]:
     d = ckpt.load(path, ckpt.AVATAR_FORMAT)
     sd = d["state_dict"]
     model = GaussianAvatar(sd["face_idx"], sd["bary"], sd["canonical"], avatar_config_from_dict(d["avatar_config"]),
-                           canonical_size=sd.get("canonical_size"))
+                           canonical_size=sd.get("canonical_size"), canonical_basis=sd.get("canonical_basis"),
+                           frame_mask=sd.get("frame_mask"))
     model.load_state_dict(sd)  # files without anchor_offset (before the shell) load with zero offsets
     return model, d
 
@@ -472,6 +552,7 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
         else:
             log.warning("%s was written with another config (or is past step %d); starting afresh", src, cfg.steps)
 
+    binding = binding_terms(model, surface, cfg)
     frames = AvatarFrames(layout, seq, train_idx, cfg.resolution, background_rgb(cfg.background))
     if cfg.init_color_frames > 0 and start == 0:
         seen = init_colors_from_frames(model, surface, frames, cfg.init_color_frames)
@@ -494,12 +575,20 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
             g["lr"] = lr * f
         gt = frames.ground_truth(b)
         mouth = b["mouth"].float() / 255.0
-        image, alpha = render_frames(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution, bg, renderer,
-                                     use_amp)
+        image, alpha, g = render_frames_and_gaussians(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution,
+                                                      bg, renderer, use_amp)
         loss, parts = avatar_loss(image, gt, mouth, delta=cfg.huber_delta, mouth_weight=cfg.mouth_weight)
         if cfg.silhouette_weight > 0:
             head = (b["alpha"].float() / 255.0) * (b["neckhead"].float() / 255.0)
             loss = loss + cfg.silhouette_weight * silhouette_loss(alpha, head)
+        if binding is not None:
+            size, mask = binding
+            # offsets against the head's mean offset (the avatar's common shift against the tracked mesh)
+            surface_g = ~model.anchor_offset.ne(0).any(-1)
+            rel = g.offsets - g.offsets[:, surface_g].mean(1, keepdim=True)
+            l_pos, l_scale = binding_loss(rel, g.base_scales, size, mask, pos_threshold=cfg.binding_pos_threshold,
+                                          scale_threshold=cfg.binding_scale_threshold)
+            loss = loss + cfg.binding_pos_weight * l_pos + cfg.binding_scale_weight * l_scale
         if perceptual is not None and cfg.lpips_weight > 0 and lpips_on(step, cfg.steps, cfg.lpips_start):
             loss = loss + cfg.lpips_weight * masked_lpips(perceptual, image, gt, b["neckhead"].float() / 255.0,
                                                            amp=use_amp)
@@ -531,6 +620,28 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     return TrainResult(model=model, steps=step, steps_run=step - start, images=run_images, seconds=seconds,
                        images_per_s=run_images / max(seconds, 1e-9), last_loss=last, resumed_from=start, losses=losses,
                        pipeline=pipeline, plan=plan, stop_reason=stop)
+
+
+def binding_terms(model: GaussianAvatar, surface: FaceSurface, cfg: TrainConfig) -> tuple[Tensor, Tensor] | None:
+    """(triangle sizes [N] on the neutral mesh, bool [N] Gaussians the binding regulariser applies to)
+    on the model's device, or None when its weights are zero or no Gaussian is in the region. Shell
+    Gaussians (anchor offsets) are never in it; neither are Gaussians on degenerate triangles."""
+    if cfg.binding_pos_weight <= 0 and cfg.binding_scale_weight <= 0:
+        return None
+    from stages.gauss.model import MIN_TRIANGLE_SIZE
+
+    dev = model.face_idx.device
+    faces = surface.faces.to(dev)
+    size = triangle_size(surface.neutral().to(dev), faces, model.face_idx)
+    mask = (size > MIN_TRIANGLE_SIZE) & ~model.anchor_offset.ne(0).any(-1)
+    mask &= region_mask(surface, model.face_idx, cfg.binding_region, "binding_region").to(dev)
+    if not bool(mask.any()):
+        log.info("binding regulariser: no Gaussian in region %r; off", cfg.binding_region)
+        return None
+    log.info("binding regulariser on %d Gaussians (%s): position x%g above %g triangle sizes, scale x%g above %g",
+             int(mask.sum()), cfg.binding_region, cfg.binding_pos_weight, cfg.binding_pos_threshold,
+             cfg.binding_scale_weight, cfg.binding_scale_threshold)
+    return size, mask
 
 
 @torch.no_grad()

@@ -1,12 +1,13 @@
 """A wink reaches the render of an avatar that has seen winks, when its Gaussians follow their triangles.
 
 Actor W is a synthetic clip (the project's generator, known parameters) that winks each eye once
-(0.3 s shut) besides talking and turning its head. W is trained twice (tiny preset, its avatar at 128 px
-as in test_cross_reenactment.py), with ``train.triangle_scale`` off (the default) and on, and each avatar is
+(0.3 s shut) besides talking and turning its head. W is trained three times (tiny preset, its avatar at
+128 px as in test_cross_reenactment.py): plain (the default), with ``train.triangle_scale`` and with
+``train.triangle_frame`` (measured: the winking eye 0.64 and 0.62 of open, 0.93 plain), and each avatar is
 driven by a motion file whose ground truth shuts the subject's left eye for 6 of 16 frames. MediaPipe on
 ``drive.mp4`` reads each eye's lid gap over its width: with triangle scaling the winking eye's gap drops
 and the other eye's does not; without, the shut eye stays drawn open (the Gaussians on the collapsed
-eye-opening triangles keep their size). Slow: two tiny trainings on a CPU."""
+eye-opening triangles keep their size). Slow: three tiny trainings on a CPU."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ pytestmark = pytest.mark.slow
 FRAMES, SEED = 48, 1
 WINKS = ((0.2, 0.3, 0), (1.0, 0.3, 1))  # (start s, shut s, eye): the subject's left eye, then the right
 TRAIN_W = {"resolution": 128, "uv_resolution": 64}
+VARIANTS = {"plain": {"triangle_scale": False}, "scaled": {"triangle_scale": True},
+            "frame": {"triangle_frame": True}}  # train settings of W's three avatars
 N, SHUT = 16, slice(6, 12)  # the driving wink: frames 6..11 of 16, the subject's left eye
 
 
@@ -56,7 +59,7 @@ def _wink_openings(store: Path, actor: str, motion: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def winks(tmp_path_factory):
-    """{triangle_scale: [N, 2] openings} for W trained without and with triangle scaling.
+    """{variant: [N, 2] openings} for W trained plain, with triangle scaling and with the triangle frame.
     ``$AVATAR_DRIVE_TEST_DIR`` keeps the store between runs (``winks/`` inside it)."""
     from stages.runner.pipeline import prepare_actor
     from stages.store.local import LocalStore
@@ -73,13 +76,12 @@ def winks(tmp_path_factory):
     np.savez(motion, expr=np.zeros((N, 100), np.float32), eyelids=lids)
     store = d / "store"
     out = {}
-    for scaled in (False, True):
-        actor = "w-scaled" if scaled else "w"
-        prepare_actor(LocalStore(store), actor, clip, None, "tiny",
-                      overrides={"train": {**TRAIN_W, "triangle_scale": scaled}})
+    for variant, train in VARIANTS.items():
+        actor = {"plain": "w", "scaled": "w-scaled", "frame": "w-frame"}[variant]
+        prepare_actor(LocalStore(store), actor, clip, None, "tiny", overrides={"train": {**TRAIN_W, **train}})
         assert main(["run", "--actor", actor, "--video", str(clip), "--store", str(store), "--preset", "tiny",
                      "--device", "cpu", "--jobs", "2"]) == 0
-        out[scaled] = _wink_openings(store, actor, motion)
+        out[variant] = _wink_openings(store, actor, motion)
     return out
 
 
@@ -94,8 +96,19 @@ def _drops(opening: np.ndarray) -> tuple[float, float]:
 def test_a_wink_reaches_the_render_when_gaussians_follow_their_triangles(winks):
     """Measured: with triangle scaling the left eye's gap falls to 0.64 of open (0.155 against 0.243), the
     right stays (1.02); without, the left keeps 0.93 of it."""
-    (left_off, right_off), (left_on, right_on) = _drops(winks[False]), _drops(winks[True])
+    (left_off, right_off), (left_on, right_on) = _drops(winks["plain"]), _drops(winks["scaled"])
     print(f"wink in the render, shut/open lid gap: triangle_scale on: left {left_on:.2f}, right {right_on:.2f}; "
           f"off: left {left_off:.2f}, right {right_off:.2f}")
     assert left_on < 0.8 and right_on > 0.9, (left_on, right_on)  # one eye shuts, the other stays open
     assert left_on < left_off - 0.15, (left_on, left_off)  # the triangles make the difference
+
+
+def test_a_wink_reaches_the_render_when_gaussians_live_in_their_triangles_frames(winks):
+    """The same with ``train.triangle_frame`` (offsets, rotations and shapes follow each triangle's
+    deformation): the winking eye's lid gap falls, the other eye's stays."""
+    left, right = _drops(winks["frame"])
+    left_off, _ = _drops(winks["plain"])
+    print(f"wink in the render, shut/open lid gap: triangle_frame: left {left:.2f}, right {right:.2f}; "
+          f"plain: left {left_off:.2f}")
+    assert left < 0.8 and right > 0.9, (left, right)
+    assert left < left_off - 0.15, (left, left_off)

@@ -25,7 +25,7 @@ def test_condition_eyelids_close_one_eye_of_the_mesh():
     assert moved[list(RIGHT_UPPER)].all() and not moved[list(LEFT_UPPER)].any()
 
 
-def _eye_avatar(triangle_scale: bool):
+def _eye_avatar(triangle_scale: bool, triangle_frame: bool = False):
     """The stand-in face as an avatar: skin-coloured Gaussians, dark ones (the iris) on the eye-opening
     triangles, 5 mm as a tiny trained avatar's eye Gaussians are; a frontal camera. Returns
     (model, surface, R, t, K, resolution)."""
@@ -38,7 +38,8 @@ def _eye_avatar(triangle_scale: bool):
     data = load_face_model(None)
     surf = flame_surface(data, np.zeros(300, np.float32))
     model = build_avatar(surf, TrainConfig(uv_resolution=64, sh_degree=0, mlp_width=16, mlp_depth=1, pe_freqs=2,
-                                           triangle_scale=triangle_scale, shell="off"))  # the face alone
+                                           triangle_scale=triangle_scale, triangle_frame=triangle_frame,
+                                           shell="off"))  # the face alone
     rgb = torch.tensor([0.85, 0.65, 0.55]).repeat(model.num_gaussians, 1)
     iris = torch.zeros(model.num_gaussians, dtype=torch.bool)
     for side in ("left", "right"):
@@ -91,3 +92,11 @@ def test_a_rendered_wink_hides_one_iris_when_gaussians_follow_their_triangles(tm
     old, _ = _dark_pixels(*_eye_avatar(False), cond)
     print("without triangle scaling:", old.tolist())
     assert old[1, 0] > 0.3 * old[0, 0] and old[2, 1] > 0.3 * old[0, 1]  # the iris stays through the shut lid
+    # Gaussians in their triangle's frame (train.triangle_frame): the shut eye's opening triangles squash
+    # their Gaussians to a fifth of their height; the iris goes too, the open eye keeps all of its pixels
+    framed, img = _dark_pixels(*_eye_avatar(False, triangle_frame=True), cond)
+    Image.fromarray((torch.cat(list(img), 1).clamp(0, 1) * 255).byte().numpy()).save(tmp_path / "winks_frame.png")
+    print("triangle frame:", framed.tolist())
+    assert framed[0].min() > 20
+    assert framed[1, 0] <= 0.05 * framed[0, 0] and framed[1, 1] >= 0.9 * framed[0, 1]
+    assert framed[2, 1] <= 0.05 * framed[0, 1] and framed[2, 0] >= 0.9 * framed[0, 0]
