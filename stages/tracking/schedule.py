@@ -12,6 +12,11 @@ Track (per shard, default, about 550 steps for the whole shard)::
     landmarks  390 steps   rot, t, exp, jaw, eyes, eyelids     landmarks + temporal + priors
     photo       80 steps   rot, t, exp, jaw, eyes, eyelids     + photometric (when images are given)
 
+Blinks and winks go into ``eyelids``, per eye (:mod:`stages.tracking.eyelids`): besides the per-eye
+lid opening, the landmark and photometric levels penalise the eye closure the expression carries
+(``lid_expression``) and draw each eye's lid towards its closure read from the landmarks
+(``eyelid_closure``), and track moves the eyelids at the expression's learning rate (``TRACK_LR``).
+
 Calibrate (keyframes, no temporal term)::
 
     rigid      150 steps   rot, t                              landmarks
