@@ -14,7 +14,11 @@ JSON object:
 - ``eyelid_r``: Pearson r of the tracked ``eyelids[:, e]`` with the ground truth's, per eye
   (0 = the subject's left, 1 = right);
 - ``exp_lid_r_max``: the largest |r| of any tracked expression coefficient with either eye's
-  ground-truth eyelids (does the expression absorb the blink?), and which coefficient;
+  ground-truth eyelids, which coefficient, and its change per unit of blink (``exp_lid_slope_argmax``);
+- ``exp_closure_at_blink``: the expression's share of a blink: the slope of the eye closure it carries
+  (``exp @ M^T``, :func:`stages.tracking.eyelids.lid_expression_basis`) against the true eyelids (0: none,
+  1: all of it); ``exp_lid_motion_share``: the lid region's motion the expression makes per unit of
+  blink over a blink's (any direction, not only closing), and per coefficient (``..._max``);
 - ``wink_closed`` / ``wink_other``: the tracked eyelid of the winking eye and of the other eye
   while the wink is shut (mean over the two winks);
 - mouth and jaw against the ground truth: ``jaw_deg_rmse`` (jaw opening angle), ``jaw_r``,
@@ -43,7 +47,7 @@ from stages.face.model import load_face_model  # noqa: E402
 from stages.face.synth import SynthSpec, generate_params  # noqa: E402
 from stages.tracking import regions  # noqa: E402
 from stages.tracking.calibration import personalised  # noqa: E402
-from stages.tracking.eyelids import lid_index  # noqa: E402
+from stages.tracking.eyelids import lid_expression_basis, lid_index  # noqa: E402
 from stages.tracking.fit import Shared, run_model  # noqa: E402
 from stages.tracking.losses import LandmarkWeights  # noqa: E402
 from stages.tracking.params import FrameParams, project  # noqa: E402
@@ -202,8 +206,6 @@ def main(argv: list[str] | None = None) -> dict:
     schedule.lr = {**schedule.lr, **json.loads(args.lr)}
     weights = LossWeights(**json.loads(args.weights))
     t0 = time.perf_counter()
-    from stages.tracking.eyelids import lid_expression_basis
-
     basis = lid_expression_basis(pm)
     res = track_sequence(pm, shared, SequenceInputs(np.arange(1, len(pts) + 1), targets.astype(np.float32), ok),
                          LandmarkWeights().per_point()[mp], schedule, weights, lids=lid_index(mp), lid_basis=basis)
