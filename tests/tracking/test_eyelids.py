@@ -86,8 +86,9 @@ def test_a_wink_is_tracked_per_eye():
 
 @pytest.mark.slow
 def test_a_rendered_wink_through_mediapipe(tmp_path):
-    """A rendered synthetic wink, MediaPipe's landmarks of it, and the tracker: with the per-eye
-    opening term the right eye closes in the fit (without it, it stays half open)."""
+    """A rendered synthetic wink, MediaPipe's landmarks of it, and the tracker: with the eyelid terms
+    (per-eye opening, closure, the expression's eye closure) the right eye closes in the fit (without
+    them, it stays half open)."""
     import av
     from mediapipe.python.solutions.face_mesh import FaceMesh
 
@@ -117,9 +118,10 @@ def test_a_rendered_wink_through_mediapipe(tmp_path):
     clip.params = params
     lids = lid_index(model.mp_index.numpy())
     _, with_term = _track(clip, model, pts[:, model.mp_index.numpy()], lids)
-    _, without = _track(clip, model, pts[:, model.mp_index.numpy()], lids, LossWeights(eyelid_opening=0.0))
+    _, without = _track(clip, model, pts[:, model.mp_index.numpy()], lids,
+                        LossWeights(eyelid_opening=0.0, eyelid_closure=0.0, lid_expression=0.0))
     print(f"right eye opening while shut: MediaPipe {seen[shut, 1].mean():.3f}, fit {with_term[shut, 1].mean():.3f}, "
-          f"fit without the term {without[shut, 1].mean():.3f}; left eye fit min {with_term[:, 0].min():.3f}")
+          f"fit without the terms {without[shut, 1].mean():.3f}; left eye fit min {with_term[:, 0].min():.3f}")
     assert with_term[shut, 1].mean() < 0.07 and without[shut, 1].mean() > 0.1
     assert (with_term[:, 0] > 0.14).all()
 
