@@ -14,6 +14,9 @@ Each shard is tracked with the actor's calibration plus ``overlap`` frames of ea
     filled bool [M]         landmarks failed; parameters interpolated from the neighbours
     error_px float32 [M]    mean landmark error, pixels (NaN where filled)
     exp [M,100] jaw [M,6] eyes [M,12] eyelids [M,2] rot [M,6] (6D of R)   float32
+                            (eyelids: each eye's closure, the subject's left then right, 0 open
+                            .. 1 shut; blinks and winks go there, not into exp: see
+                            :mod:`stages.tracking.eyelids`)
     R [M,3,3] t [M,3]       OpenCV world-to-camera rotation and translation (metres)
     focal [2] pp [2]        the calibration's intrinsics (pixels)
     overlap int             the overlap used
@@ -37,7 +40,7 @@ from stages.tracking.fit import Shared
 from stages.tracking.losses import LandmarkWeights
 from stages.tracking.params import FrameParams
 from stages.tracking.schedule import track_schedule
-from stages.tracking.eyelids import lid_index
+from stages.tracking.eyelids import lid_expression_basis, lid_index
 from stages.tracking.sequence import Appearance, SequenceInputs, track_sequence
 from stages.tracking.stage_io import Landmarks, fetch_frames, fetch_landmarks
 
@@ -132,7 +135,8 @@ def run_shard(ctx, shard) -> None:  # noqa: ANN001 - StageContext, Shard
 
     result = track_sequence(model, shared, inputs, LandmarkWeights().per_point()[mp_index].to(device), schedule,
                             batch_size=cfg.batch_size, chunk_overlap=cfg.chunk_overlap, appearance=appearance,
-                            image_size=IMAGE_SIZE, refresh=cfg.refresh, on_step=on_step, lids=lid_index(mp_index))
+                            image_size=IMAGE_SIZE, refresh=cfg.refresh, on_step=on_step, lids=lid_index(mp_index),
+                            lid_basis=lid_expression_basis(model))
     R = FrameParams.from_numpy(result.params).R.numpy()
     core = (result.frames >= shard.start) & (result.frames < shard.stop)
     with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:

@@ -103,6 +103,53 @@ def eyelid_loss(pred: Tensor, target: Tensor, lids: LidIndex, frame_w: Tensor) -
 
 
 
+def lid_expression_basis(model: torch.nn.Module, support: float = 0.05) -> Tensor | None:
+    """How much each expression coefficient closes each eye, in eyelid-parameter units.
+
+    The expression blendshapes can move the lids too (FLAME's in part; the stand-in model's
+    expression 2 is exactly the sum of the two eyelid blendshapes), so a blink fits as well in the
+    expression as in ``eyelids``. This matrix measures the part of the expression's displacement of
+    the lid region that the eyelid blendshapes explain: over the vertices either eyelid blendshape
+    moves (by more than ``support`` of its largest displacement), the least-squares eyelid values
+    ``c = exp @ M^T`` whose eyelid displacement best matches the expression's. The tracker's
+    :func:`lid_expression_loss` penalises ``c``, so the lids' closing goes to ``eyelids``, per eye,
+    while everything else the expression does (the mouth, brows, a squint's cheeks) is untouched.
+
+    Args:
+        model: the face model (``stages.face.FLAME``): ``exprdirs [V*3, E]``, ``eyelid_dirs [2, V*3]``.
+        support: the lid region's threshold, a fraction of each eye's largest eyelid displacement.
+
+    Returns:
+        [2, E] (rows: the subject's left, right eye; float32, on the model's device), or ``None`` for
+        a model without eyelid blendshapes.
+    """
+    if not getattr(model, "has_eyelids", False):
+        return None
+    lid = model.eyelid_dirs.double().reshape(2, -1, 3)                     # [2, V, 3]
+    mag = lid.norm(dim=-1)                                                  # [2, V]
+    region = (mag > support * mag.amax(dim=1, keepdim=True)).any(0)        # [V]
+    n_exp = model.exprdirs.shape[1]
+    B = lid[:, region].reshape(2, -1).T                                     # [3Vr, 2]
+    E = model.exprdirs.double().reshape(-1, 3, n_exp)[region].reshape(-1, n_exp)  # [3Vr, E]
+    M = torch.linalg.lstsq(B, E).solution                                   # [2, E]
+    return M.to(model.exprdirs.dtype)
+
+
+def lid_expression_loss(exp: Tensor, basis: Tensor) -> Tensor:
+    """Mean over frames of ``|exp @ basis^T|^2``: the eye closure the expression carries
+    (:func:`lid_expression_basis`), per eye, squared and summed.
+
+    Args:
+        exp: [B, E'] expression coefficients (``E' <= E``; the basis' first columns are used).
+        basis: [2, E].
+
+    Returns:
+        scalar.
+    """
+    c = exp @ basis[:, : exp.shape[1]].T                                   # [B, 2]
+    return c.pow(2).sum(-1).mean()
+
+
 def eye_closure(opening: np.ndarray, half_window: int = 12, quantile: float = 0.75) -> np.ndarray:
     """Per-eye closure over time: how much each eye is shut compared with itself around that moment.
 

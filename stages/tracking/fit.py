@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from stages.face.rotation import rotation_6d_to_matrix
 from stages.tracking import losses
-from stages.tracking.eyelids import LidIndex, eyelid_loss
+from stages.tracking.eyelids import LidIndex, eyelid_loss, lid_expression_loss
 from stages.tracking.params import FrameParams, project
 from stages.tracking.schedule import LossWeights, Schedule
 
@@ -64,6 +64,12 @@ class Problem:
         frames: [N] int64 row of each frame in the photometric term's images (default 0..N-1).
         lids: rows of the eyelid points in the landmark list, for the per-eye opening term
             (:mod:`stages.tracking.eyelids`); ``None``: no such term.
+        lid_basis: [2, E] the eye closure each expression coefficient carries
+            (:func:`stages.tracking.eyelids.lid_expression_basis`), for the term that keeps blinks
+            out of the expression; ``None``: no such term.
+        lid_closure: [N, 2] each eye's closure read from the target landmarks
+            (:func:`stages.tracking.eyelids.eye_closure`: 0 open .. 1 shut) that the eyelid
+            parameters are drawn towards; ``None``: no such term.
     """
 
     targets: Tensor
@@ -73,6 +79,8 @@ class Problem:
     image_size: int = 512
     frames: Tensor | None = None
     lids: LidIndex | None = None
+    lid_basis: Tensor | None = None
+    lid_closure: Tensor | None = None
 
 
 @dataclass
@@ -146,6 +154,11 @@ def _weighted_terms(model: nn.Module, problem: Problem, p: FrameParams, sh: Shar
                                                problem.image_size)
     if w.eyelid_opening > 0 and problem.lids is not None:
         total = total + w.eyelid_opening * eyelid_loss(pix, problem.targets, problem.lids, problem.frame_w)
+    if w.lid_expression > 0 and problem.lid_basis is not None:
+        total = total + w.lid_expression * lid_expression_loss(p.exp, problem.lid_basis)
+    if w.eyelid_closure > 0 and problem.lid_closure is not None:
+        d2 = (p.eyelids - problem.lid_closure).pow(2).sum(-1)
+        total = total + w.eyelid_closure * (d2 * problem.frame_w).sum() / problem.frame_w.numel()
     if w.smooth_points > 0:
         total = total + w.smooth_points * losses.temporal_loss(cam * 1000.0, problem.link, order=2)
     if w.smooth_rot > 0:

@@ -10,6 +10,9 @@ terms without the temporal ones (:func:`stages.tracking.fit.fit` with ``smooth_*
         + w_lid * mean_e (opening_e(pix_k) - opening_e(target_k))^2           per-eye lid opening
         + w_exp |exp_k|^2 + w_jaw |jaw_k - I|^2 + w_eyes |eyes_k - I|^2 + w_lids |eyelids_k|^2
 
+(the tracker's two eyelid terms, ``lid_expression`` and ``eyelid_closure`` of
+:class:`stages.tracking.schedule.LossWeights`, are left out: they weigh only the eyelids and the
+expression's eye closure, and this fit is the head-pose reference of the steadiness figures)
 over ``x_k`` = (head rotation 6D, translation as (x/z, y/z, log z), jaw, eyes, eyelids, expression),
 with the identity, focal length and principal point held. Frames share nothing: each has its own
 damping ``lambda_k``, accepts or rejects its own steps and stops on its own, so a frame's result

@@ -10,7 +10,14 @@ Track (per shard, default, about 550 steps for the whole shard)::
 
     rigid       80 steps   rot, t                              landmarks
     landmarks  390 steps   rot, t, exp, jaw, eyes, eyelids     landmarks + temporal + priors
-    photo       80 steps   rot, t, exp, jaw, eyes, eyelids     + photometric (when images are given)
+    photo       80 steps   rot, t, exp, jaw, eyes              + photometric (when images are given)
+
+Blinks and winks go into ``eyelids``, per eye (:mod:`stages.tracking.eyelids`): besides the per-eye
+lid opening, the landmark and photometric levels penalise the eye closure the expression carries
+(``lid_expression``) and draw each eye's lid towards its closure read from the landmarks
+(``eyelid_closure``), and track moves the eyelids at the expression's learning rate (``TRACK_LR``).
+The photometric level holds the eyelids where the landmarks put them: freed there at that rate, the
+colour term pulled one frame of wojtek.mp4 (168) off its landmarks by 35 px.
 
 Calibrate (keyframes, no temporal term)::
 
@@ -64,6 +71,13 @@ class LossWeights:
             landmark noise of single frames otherwise makes the head turn back and forth.
         eyelid_opening: per-eye lid opening term (:mod:`stages.tracking.eyelids`; squared
             difference of scale-free openings, about 0.25 for an open eye).
+        lid_expression: the eye closure the expression carries, in eyelid units
+            (:func:`stages.tracking.eyelids.lid_expression_loss`): blinks and winks go into
+            ``eyelids``, per eye, not into expression coefficients that also shut the lids.
+        eyelid_closure: pulls each eye's eyelid parameter towards that eye's closure read from
+            the target landmarks (:func:`stages.tracking.eyelids.eye_closure`; squared difference,
+            eyelid units), which sets the lids' scale (0 open, 1 shut) where the footage's eye
+            shape differs from the model's.
         exp, jaw, eyes, eyelids: priors pulling towards neutral.
         shape: prior on identity coefficients (calibrate).
         focal: prior keeping log(focal) near its starting value (calibrate). At a face crop's
@@ -78,6 +92,8 @@ class LossWeights:
     smooth_exp: float = 1e-6
     smooth_rot: float = 0.03
     eyelid_opening: float = 3e-3
+    lid_expression: float = 1e-4
+    eyelid_closure: float = 1e-4
     exp: float = 1e-7
     jaw: float = 1e-5
     eyes: float = 1e-5
@@ -120,11 +136,16 @@ class Schedule:
         return sum(level.steps for level in self.levels)
 
 
+TRACK_LR = {**DEFAULT_LR, "eyelids": 1e-1}
+"""Track's learning rates: the eyelids move as fast as the expression, so a blink (a few frames)
+and the tiny preset's 120 landmark steps still reach a shut lid."""
+
+
 def track_schedule(rigid: int = 80, landmarks: int = 390, photometric: int = 80) -> Schedule:
     """The track schedule (see the module docstring); a level with 0 steps is left out."""
     levels = [Level("rigid", rigid, ("rot", "t")), Level("landmarks", landmarks, PER_FRAME),
-              Level("photometric", photometric, PER_FRAME, photometric=True)]
-    return Schedule([lv for lv in levels if lv.steps > 0])
+              Level("photometric", photometric, tuple(n for n in PER_FRAME if n != "eyelids"), photometric=True)]
+    return Schedule([lv for lv in levels if lv.steps > 0], lr=dict(TRACK_LR))
 
 
 def calibrate_schedule(rigid: int = 150, identity: int = 500, appearance: int = 150) -> Schedule:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from stages.tracking import fit as fitting
-from stages.tracking.eyelids import LidIndex
+from stages.tracking.eyelids import LidIndex, eye_closure, eye_opening
 from stages.tracking.losses import landmark_error_px
 from stages.tracking.params import FrameParams, project
 from stages.tracking.schedule import LossWeights, Schedule
@@ -96,7 +96,8 @@ def chunk_bounds(n: int, batch_size: int, overlap: int) -> list[tuple[int, int]]
 def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInputs, point_w: torch.Tensor,
                    schedule: Schedule, weights: LossWeights | None = None, *, batch_size: int = 2048,
                    chunk_overlap: int = 16, appearance: Appearance | None = None, image_size: int = 512,
-                   refresh: int = 8, on_step=None, lids: LidIndex | None = None) -> SequenceResult:
+                   refresh: int = 8, on_step=None, lids: LidIndex | None = None,
+                   lid_basis: torch.Tensor | None = None) -> SequenceResult:
     """Fit every frame of ``inputs`` (see the module docstring).
 
     Args:
@@ -108,6 +109,8 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
             term (with ``inputs.images``).
         lids: the eyelid rows of the landmark list (:func:`stages.tracking.eyelids.lid_index`) for
             the per-eye opening term; ``None``: the landmark term alone moves the lids.
+        lid_basis: [2, E] (:func:`stages.tracking.eyelids.lid_expression_basis` of ``model``) for
+            the term that keeps the lids' closing out of the expression; ``None``: no such term.
 
     Raises:
         ValueError: when no frame has landmarks.
@@ -118,6 +121,11 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
         raise ValueError("no frame of the sequence has landmarks")
     n = len(inputs.frames)
     targets = fill_missing(inputs.targets, ok).astype(np.float32)
+    closure = None
+    if lids is not None:
+        opening = eye_opening(torch.as_tensor(targets, dtype=torch.float64), lids).numpy()
+        opening[~ok] = np.nan
+        closure = np.nan_to_num(eye_closure(opening), nan=0.0).astype(np.float32)
     photo = None
     if appearance is not None and inputs.images is not None:
         from stages.tracking.photometric import Photometric, UVAlbedo
@@ -139,7 +147,10 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
                                   frame_w=torch.as_tensor(ok[start:stop], dtype=torch.float32, device=dev),
                                   link=torch.ones(max(m - 1, 0), device=dev), image_size=image_size,
                                   frames=torch.arange(start, stop, device=dev),
-                                  lids=lids.to(dev) if lids is not None else None)
+                                  lids=lids.to(dev) if lids is not None else None,
+                                  lid_basis=lid_basis.to(dev) if lid_basis is not None else None,
+                                  lid_closure=torch.as_tensor(closure[start:stop], device=dev)
+                                  if closure is not None else None)
         init = fitting.initial_pose(model, shared.shape, tg, point_w, shared.focal, shared.pp)
         res = fitting.fit(model, problem, init, shared, schedule, weights, photo=photo, on_step=on_step)
         segments.append((np.asarray(inputs.frames[start:stop]), res.params.to_numpy()))

@@ -42,6 +42,38 @@ def test_every_wojtek_frame_is_tracked_and_its_error_reported(tmp_path, wojtek, 
     stats = [store.get_json(actor_key("w", "track", "shards", f"{k:04d}.manifest.json"))["stats"] for k in range(2)]
     assert all(0 < s["landmark_error_px_median"] < 3.0 for s in stats)
     _steadier_than_frame_by_frame(store, tmp_path)
+    _blinks_in_the_eyelids(store, tmp_path)
+
+
+def _blinks_in_the_eyelids(store, tmp_path):
+    """wojtek blinks about every 1.5-4 s (MediaPipe's per-eye closure passes 0.5 in both eyes at a few
+    frames): the tracked eyelids rise there in both eyes, and the expression carries no eye closure
+    (before the eyelid terms the blinks went into the stand-in's expression 2, the eyelids hardly moved:
+    0.02-0.19 at blinks, r 0.45 / 0.39 with MediaPipe's closure, default preset)."""
+    from stages.face.flame import FLAME
+    from stages.face.model import load_face_model
+    from stages.tracking.eyelids import eye_closure, eye_opening_np, lid_expression_basis
+    from stages.tracking.join import join_tracks
+    from stages.tracking.stage_io import Landmarks, read_landmarks
+
+    track = join_tracks([dict(np.load(store.get_file(actor_key("w", "track", f"{k:04d}.npz"), tmp_path / f"b{k}.npz")))
+                         for k in range(2)])
+    lm = Landmarks.cat([read_landmarks(store.get_file(actor_key("w", "landmarks", f"{k:04d}.npz"), tmp_path / f"m{k}.npz"))
+                        for k in range(2)])
+    pts = lm.points[:, :, :2].astype(np.float64)
+    pts[~lm.ok] = np.nan
+    mp = eye_closure(eye_opening_np(pts))
+    ok = np.isfinite(mp).all(1)
+    lids = track.params["eyelids"]
+    blink = ok & (np.nan_to_num(mp).min(1) > 0.5)
+    carried = track.params["exp"] @ lid_expression_basis(FLAME(load_face_model(None))).numpy().T
+    r = [np.corrcoef(lids[ok, e], mp[ok, e])[0, 1] for e in (0, 1)]
+    print(f"wojtek blinks at frames {(np.flatnonzero(blink) + 1).tolist()}: eyelids {lids[blink].round(2).tolist()}, "
+          f"eye closure in the expression at most {np.abs(carried).max():.3f}; eyelids r with MediaPipe's closure "
+          f"{np.round(r, 3).tolist()}")
+    assert blink.sum() >= 3
+    assert (lids[blink].mean(0) > 0.35).all() and min(r) > 0.7, (lids[blink], r)
+    assert np.abs(carried).max() < 0.15
 
 
 def _steadier_than_frame_by_frame(store, tmp_path, sample: int = 50):
