@@ -243,6 +243,12 @@ class GaussianAvatar(nn.Module):
         faces [F, 3] -> [B, N, 3]."""
         return surface_points(vertices, faces, self.face_idx, self.bary) + self.anchor_offset.to(vertices.dtype)
 
+    @property
+    def on_surface(self) -> Tensor:
+        """bool [N]: the Gaussians bound on the mesh surface (no anchor offset), i.e. all but the
+        shell's (:mod:`stages.gauss.shell`)."""
+        return ~self.anchor_offset.ne(0).any(-1)
+
     def size_ratio(self, vertices: Tensor, faces: Tensor) -> Tensor | None:
         """Each Gaussian's triangle size on the posed meshes over its neutral size: vertices [B, V, 3],
         faces [F, 3] -> [B, N] (``None`` when ``config.triangle_scale`` is off). A triangle already
@@ -337,7 +343,7 @@ class GaussianAvatar(nn.Module):
         if frame is not None and self.config.triangle_frame:
             from stages.gauss.triangle_frame import in_triangle_frame
 
-            surface = ~self.anchor_offset.ne(0).any(-1)
+            surface = self.on_surface
             shift = offsets[:, surface].mean(1, keepdim=True) if bool(surface.any()) else None
             means, quats_f, scales_f, covars = in_triangle_frame(points, offsets, quats, scales, *frame, shift=shift)
         else:

@@ -584,8 +584,7 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
         if binding is not None:
             size, mask = binding
             # offsets against the head's mean offset (the avatar's common shift against the tracked mesh)
-            surface_g = ~model.anchor_offset.ne(0).any(-1)
-            rel = g.offsets - g.offsets[:, surface_g].mean(1, keepdim=True)
+            rel = g.offsets - g.offsets[:, model.on_surface].mean(1, keepdim=True)
             l_pos, l_scale = binding_loss(rel, g.base_scales, size, mask, pos_threshold=cfg.binding_pos_threshold,
                                           scale_threshold=cfg.binding_scale_threshold)
             loss = loss + cfg.binding_pos_weight * l_pos + cfg.binding_scale_weight * l_scale
@@ -633,7 +632,7 @@ def binding_terms(model: GaussianAvatar, surface: FaceSurface, cfg: TrainConfig)
     dev = model.face_idx.device
     faces = surface.faces.to(dev)
     size = triangle_size(surface.neutral().to(dev), faces, model.face_idx)
-    mask = (size > MIN_TRIANGLE_SIZE) & ~model.anchor_offset.ne(0).any(-1)
+    mask = (size > MIN_TRIANGLE_SIZE) & model.on_surface
     mask &= region_mask(surface, model.face_idx, cfg.binding_region, "binding_region").to(dev)
     if not bool(mask.any()):
         log.info("binding regulariser: no Gaussian in region %r; off", cfg.binding_region)
