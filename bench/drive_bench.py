@@ -17,7 +17,7 @@ Measured:
 - with ``--e2e-frames N`` (e.g. 10000): a synthetic N-frame driver video (rendered on the GPU, not
   timed) driven end to end as ``avatar drive --video`` does it: the driver's ingest, landmarks,
   calibrate, track (full preset, all cores), then the drive step with ``side_by_side.mp4`` and the
-  sound; ``e2e_seconds`` and the per-stage seconds.
+  sound; ``e2e_seconds`` and the per-stage seconds (``--e2e-clip PATH``: that video instead of a new render).
 Goals: >= 1,000 frames/s rendering at 512x512 on one H100 (encoding excluded); a 10,000-frame
 driver video to ``drive.mp4`` in < 90 s.
 
@@ -74,15 +74,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def e2e(store, work: Path, frames: int, cfg: DriveConfig, device: str, jobs: int) -> dict:  # noqa: ANN001
-    """``avatar drive --video`` on a synthetic clip of ``frames`` frames, timed per stage."""
+def e2e(store, work: Path, frames: int, cfg: DriveConfig, device: str, jobs: int,  # noqa: ANN001
+        clip: Path | None = None) -> dict:
+    """``avatar drive --video`` on a synthetic clip of ``frames`` frames (or on ``clip``), timed per stage."""
     from dataclasses import replace
 
     from stages.bench.e2e import synthetic_clip
     from stages.drive.sources import driver_frames, driver_motion, driver_track_digest, prepare_driver, track_driver
 
     t0 = time.perf_counter()
-    clip = synthetic_clip(work / f"driver-{frames}.mp4", frames)
+    clip = clip or synthetic_clip(work / f"driver-{frames}.mp4", frames)
     clip_s = time.perf_counter() - t0  # not part of the drive: the driver video a user would bring
     t0 = time.perf_counter()
     prepare_driver(store, "bench", "e2e", clip)
@@ -132,6 +133,8 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=512)
     ap.add_argument("--encode-frames", type=int, default=500)
     ap.add_argument("--e2e-frames", type=int, default=0)
+    ap.add_argument("--e2e-clip", type=Path, help="with --e2e-frames: this driver video instead of rendering one "
+                                                  "(e.g. the 10,000-frame clip `avatar bench` rendered)")
     ap.add_argument("--jobs", type=int, default=16)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, help="write the JSON here too (rewritten after every part)")
@@ -222,7 +225,7 @@ def main() -> None:
     out["drive_audio_seconds"] = round(time.perf_counter() - t0, 2)
     save()
     if a.e2e_frames:
-        out.update(e2e(store, work, a.e2e_frames, cfg, device, a.jobs))
+        out.update(e2e(store, work, a.e2e_frames, cfg, device, a.jobs, a.e2e_clip))
         out["goal_e2e_seconds"] = 90
         out["goal_e2e_met"] = out["e2e_seconds"] < 90 if a.e2e_frames >= 10000 else None
     out["goal_render_fps"] = 1000
