@@ -1,0 +1,50 @@
+"""The driver's entry (stages/drive/sources.py): what `avatar drive --video` stores before tracking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stages.config import PipelineConfig
+from stages.drive.sources import DRIVER_STAGE_SETTINGS, driver_entry, prepare_driver
+from stages.errors import BadInput
+from stages.runner.context import actor_key
+from stages.store.local import LocalStore
+
+
+def _store(tmp_path: Path) -> LocalStore:
+    st = LocalStore(tmp_path / "store")
+    st.put_json(actor_key("roman", "config.json"),
+                PipelineConfig(preset="full", stages={"train": {"steps": 10}},
+                               assets={"flame": "actors/roman/assets/flame.pkl", "identity": "x"}).to_dict())
+    return st
+
+
+def test_a_driver_is_tracked_from_its_landmarks_with_the_actors_preset_and_face_model(tmp_path):
+    st = _store(tmp_path)
+    video = tmp_path / "driver.mp4"
+    video.write_bytes(b"not decoded here")
+    cfg = prepare_driver(st, "roman", "d", video)
+    stored = PipelineConfig.from_dict(st.get_json(actor_key(driver_entry("d"), "config.json")))
+    assert stored == cfg
+    assert cfg.preset == "full"
+    assert cfg.stages == DRIVER_STAGE_SETTINGS  # no image-based levels; none of the actor's training settings
+    assert cfg.stages["track"]["photometric_steps"] == 0 and cfg.stages["calibrate"]["appearance_steps"] == 0
+    assert cfg.assets == {"flame": "actors/roman/assets/flame.pkl"}  # the face model, not the actor's identity
+
+
+def test_a_driver_tracked_earlier_keeps_its_config(tmp_path):
+    st = _store(tmp_path)
+    video = tmp_path / "driver.mp4"
+    video.write_bytes(b"v1")
+    key = actor_key(driver_entry("old"), "config.json")
+    old = PipelineConfig(preset="full", assets={"flame": "actors/roman/assets/flame.pkl"})  # before the settings
+    st.put_json(key, old.to_dict())
+    assert prepare_driver(st, "roman", "old", video) == old
+    assert PipelineConfig.from_dict(st.get_json(key)) == old
+    other = tmp_path / "other.mp4"
+    other.write_bytes(b"v2")
+    with pytest.raises(BadInput, match="another --name"):
+        prepare_driver(st, "roman", "old", other)
+    assert PipelineConfig.from_dict(st.get_json(key)) == old
