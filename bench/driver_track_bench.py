@@ -78,7 +78,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--variants", default="full,landmarks")
+    ap.add_argument("--variants", default="full,landmarks",
+                    help="names from VARIANTS, or a JSON object {name: stage settings} (added to the driver default)")
     ap.add_argument("--workdir", type=Path)
     a = ap.parse_args()
     from stages.config import PipelineConfig
@@ -101,7 +102,14 @@ def main() -> None:
     store = LocalStore(work / "store")
     store.put_json(actor_key("actor", "config.json"), PipelineConfig(preset="full").to_dict())
     out: dict = {"frames": a.frames, "size": a.size, "seed": a.seed, "device": a.device, "variants": {}}
-    for name in a.variants.split(","):
+    if a.variants.lstrip().startswith("{"):  # e.g. '{"lm200": {"track": {"landmark_steps": 200}}}'
+        for name, extra in json.loads(a.variants).items():
+            VARIANTS[name] = {k: {**VARIANTS["landmarks"].get(k, {}), **extra.get(k, {})}
+                              for k in {*VARIANTS["landmarks"], *extra}}
+        names = list(json.loads(a.variants))
+    else:
+        names = a.variants.split(",")
+    for name in names:
         prepare_driver(store, "actor", name, clip)
         cfg_key = actor_key(driver_entry(name), "config.json")
         cfg = PipelineConfig.from_dict(store.get_json(cfg_key))

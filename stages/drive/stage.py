@@ -132,7 +132,7 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
     from stages.drive.sources import load_actor
     from stages.face.model import load_face_model
     from stages.gauss.data import background_rgb
-    from stages.drive.encode import BackgroundWriter
+    from stages.drive.encode import BackgroundWriter, side_by_side_composer
     from stages.gauss.surface import flame_surface
     from stages.gauss.trainer import check_face_model, choose_renderer, load_avatar
     from stages.video.audio import mux_audio, stream_duration
@@ -183,7 +183,10 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
     res = cfg.resolution
     with Progress(f"drive {name}", n) as progress, \
             BackgroundWriter(silent, res, res, int(FPS), crf=cfg.crf) as writer:
-        sbs_writer = BackgroundWriter(sbs, 2 * res, res, int(FPS), crf=cfg.crf) if driver_frames is not None else None
+        # driver crop | avatar: the crops are decoded and composed in the side-by-side writer's thread
+        sbs_writer = (BackgroundWriter(sbs, 2 * res, res, int(FPS), crf=cfg.crf,
+                                       compose=side_by_side_composer(driver_frames, res, _fit))
+                      if driver_frames is not None else None)
         try:
             batches = render_motion(model, surface, DriveInputs(motion.cond(), motion.R, motion.t, motion.K),
                                     resolution=res, background=background_rgb(side.background), renderer=renderer,
@@ -199,9 +202,7 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
                     on_frames(rgb, fb.alpha.float().cpu().numpy(), fb.start)
                 writer.write(rgb)
                 if sbs_writer is not None:
-                    crops = [next(driver_frames, None) for _ in range(len(rgb))]
-                    crops = np.stack([np.zeros_like(rgb[0]) if c is None else _fit(c, res) for c in crops])
-                    sbs_writer.write(np.concatenate([crops, rgb], axis=2))
+                    sbs_writer.write(rgb)
                 progress.advance(len(rgb))
         finally:
             if sbs_writer is not None:

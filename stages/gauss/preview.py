@@ -14,7 +14,8 @@ class PreviewWriter:
 
     Use as a context manager; frames of odd size are padded to even (H.264 4:2:0 needs it)."""
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: int = 25, crf: int = 20):
+    def __init__(self, path: str | Path, width: int, height: int, fps: int = 25, crf: int = 20,
+                 threads: int | None = None):
         import av
 
         self.path = Path(path)
@@ -24,6 +25,8 @@ class PreviewWriter:
         self._s = self._c.add_stream("libx264", rate=Fraction(fps, 1))
         self._s.width, self._s.height, self._s.pix_fmt = self.w, self.h, "yuv420p"
         self._s.options = {"crf": str(crf), "preset": "veryfast"}
+        if threads is not None:  # x264's threads (default: its own choice, about 1.5 x the cores)
+            self._s.codec_context.thread_count = threads
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
