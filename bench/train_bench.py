@@ -146,6 +146,14 @@ def speed(args, dev: str, renderer: str, out: dict) -> None:
     dt = time.perf_counter() - t0
     ips = args.steps * B / dt
     out["train_step_ms"] = round(1000 * dt / args.steps, 3)
+    if args.profile and dev == "cuda":  # where a step's time goes: the top operators by GPU time, to stderr
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for i in range(10):
+                step(i)
+            _sync()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30), file=sys.stderr)
     out["train_images_per_s"] = round(ips, 1)
     out["seconds_150k_images"] = round(150_000 / ips, 1)
     if dev == "cuda":
@@ -278,6 +286,7 @@ def main() -> None:
     ap.add_argument("--dataset-dir", default=None, help="where --quality writes (and later reuses) its set")
     ap.add_argument("--dataset-only", action="store_true", help="with --quality: only write the set")
     ap.add_argument("--smoke", action="store_true", help="CPU, reference renderer, toy sizes")
+    ap.add_argument("--profile", action="store_true", help="also profile 10 steps (top operators by GPU time, stderr)")
     args = ap.parse_args()
     if args.lr_scales is None:
         args.lr_scales = [TrainConfig().lr_scale]
