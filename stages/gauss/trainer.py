@@ -379,12 +379,15 @@ def _add_shell(surface: FaceSurface, cfg: TrainConfig, face_idx: Tensor, bary: T
     pts = shell_points(neutral, faces, spacing, ShellConfig(cfg.shell_density, neck_length=cfg.shell_neck_length,
                                                               scalp_scale=cfg.shell_scalp_scale,
                                                               fit_inset=cfg.shell_fit_inset), silhouettes)
+    zeros = torch.zeros(face_idx.shape[0], 3)
+    if len(pts) == 0:  # the masks hold nothing beyond the face (shell.MIN_FITTED): no shell
+        log.info("shell: the training frames' head masks hold nothing beyond the face; no shell Gaussians")
+        return face_idx, bary, canonical, zeros
     cond = neutral_condition(1, surface.shape.device)
     jaw = matrix_to_rotation_6d(axis_angle_to_matrix(torch.tensor([[0.3, 0.0, 0.0]])))
     cond[:, EXPRESSION_DIM:EXPRESSION_DIM + JAW_DIM] = jaw.to(cond)
     rigid = rigid_faces(neutral, surface.vertices(cond)[0].cpu(), faces)
     s_idx, s_bary, s_off = bind_to_mesh(pts, neutral, faces, rigid if rigid.any() else None)
-    zeros = torch.zeros(face_idx.shape[0], 3)
     return (torch.cat([face_idx, s_idx]), torch.cat([bary, s_bary]), torch.cat([canonical, pts]),
             torch.cat([zeros, s_off]))
 
@@ -543,14 +546,16 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     src = resume_from if resume_from is not None else ck_path
     if src.is_file():
         state = ckpt.load(src, ckpt.CHECKPOINT_FORMAT)
-        if resume_holds(state, cfg) and int(state["step"]) <= cfg.steps:
+        same_layout = tuple(state["model"].get("face_idx", torch.empty(0)).shape) == tuple(model.face_idx.shape)
+        if resume_holds(state, cfg) and int(state["step"]) <= cfg.steps and same_layout:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             ckpt.set_rng_state(state["rng"])
             start, images = int(state["step"]), int(state["images"])
             log.info("resuming from %s at step %d", src, start)
         else:
-            log.warning("%s was written with another config (or is past step %d); starting afresh", src, cfg.steps)
+            log.warning("%s was written with another config, for another avatar layout (Gaussian count) or is past "
+                        "step %d; starting afresh", src, cfg.steps)
 
     binding = binding_terms(model, surface, cfg)
     frames = AvatarFrames(layout, seq, train_idx, cfg.resolution, background_rgb(cfg.background))

@@ -148,3 +148,23 @@ def test_silhouette_term_pulls_the_render_alpha_to_the_head_masks(toy_dataset, t
     e_plain, e_sil = _alpha_error(plain, surface, layout, cfg), _alpha_error(sil, surface, layout, cfg)
     print(f"alpha error on training frames: {e_plain:.4f} plain, {e_sil:.4f} with the silhouette term")
     assert e_sil < 0.93 * e_plain  # measured 0.0113 -> 0.0101
+
+
+def test_a_checkpoint_of_another_avatar_layout_starts_afresh(toy_dataset, tmp_path, caplog):
+    """A checkpoint whose Gaussians differ in number from the avatar the code builds now (e.g. written
+    before a change to the shell) is not loaded (it could not be): training starts afresh and says so."""
+    import logging
+    from dataclasses import replace
+
+    from stages.gauss.trainer import _checkpoint_dict
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(**dict(TINY, steps=2, checkpoint_every=0, resolution=32, uv_resolution=24))
+    other = build_avatar(toy_surface(), replace(cfg, uv_resolution=20))
+    opt = torch.optim.Adam(other.param_groups(cfg.lr_scale, cfg.mlp_lr))
+    ckpt.save_atomic(_checkpoint_dict(cfg, other, opt, 1, 16), tmp_path / "checkpoint.pt")
+    with caplog.at_level(logging.WARNING, logger="avatar.gauss"):
+        r = train(cfg, toy_surface(), DatasetLayout(toy_dataset), tmp_path, "cpu")
+    assert r.model.num_gaussians != other.num_gaussians
+    assert r.steps == 2 and r.images == 2 * cfg.batch_size  # both steps ran: nothing was resumed
+    assert any("another avatar layout" in m for m in caplog.messages)
