@@ -53,7 +53,10 @@ class Config:
             landmarks' noise (8 keyframes, synthetic: LM 0.60 mm, Adam 0.41 mm identity error).
         rigid_steps, identity_steps, appearance_steps: Adam steps of the three levels (see
             :func:`stages.tracking.schedule.calibrate_schedule`); 0 leaves a level out. With
-            ``solver="lm"`` only ``appearance_steps`` is used.
+            ``solver="lm"`` only ``appearance_steps`` is used. The appearance level (albedo or FLAME
+            texture and lighting) only feeds track's photometric level, off by default with it since
+            2026-12-07 (150 before; finished actors keep theirs, ``FORMER_DEFAULTS``); a ``.frame``'s
+            ``flame.tex`` is then zeros.
         refine_iterations: L-BFGS iterations of the float64 identity refinement after the Adam
             levels (see :mod:`stages.tracking.refine`); 0 leaves it out (``adam`` route only).
         lm_iterations: most Levenberg-Marquardt iterations (``lm`` route; it stops earlier once
@@ -69,12 +72,14 @@ class Config:
             :mod:`stages.tracking.identity`).
     """
 
+    FORMER_DEFAULTS = {"appearance_steps": (150,)}  # before 2026-12-07 (stages.config_match)
+
     keyframes: int = 32
     solver: str = "lm"
     lm_iterations: int = 40
     rigid_steps: int = 150
     identity_steps: int = 500
-    appearance_steps: int = 150
+    appearance_steps: int = 0
     refine_iterations: int = 1000
     initial_focal: float = 2304.0
     photo_size: int = 128

@@ -14,7 +14,11 @@ finished when the only difference is a setting its code did not have yet. The ru
 - a recorded field that the current config no longer has is a change (what the code does instead is
   unknown), and so is a record that lacks a field with no default;
 - a record whose config does not hash to its ``config_digest`` (or that has none) cannot be compared
-  field by field: only the digest counts.
+  field by field: only the digest counts;
+- a **changed default**: a recorded value that the field's default used to be, listed in the
+  ``Config`` class's ``FORMER_DEFAULTS`` (``{field: (old default, ...)}``), holds while the field is at
+  its current default: work finished under the old default stays finished (not refused, not redone);
+  new work uses the new default. A value the user sets is compared as always.
 
 Values are compared by their canonical JSON text (``1`` and ``1.0`` differ, as in the digest).
 The contract for developers (docs/developing.md): a new ``Config`` field's default must reproduce
@@ -86,6 +90,13 @@ def field_defaults(config: Any) -> dict[str, Any]:
     return out
 
 
+def former_defaults(config: Any) -> dict[str, list[Any]]:
+    """``{field: [former default (JSON form), ...]}`` from the ``Config`` class's ``FORMER_DEFAULTS``
+    (absent: none)."""
+    raw = getattr(type(config) if not isinstance(config, type) else config, "FORMER_DEFAULTS", None) or {}
+    return {k: [_plain(v) for v in values] for k, values in raw.items()}
+
+
 def _current(config: Any, ignore: Iterable[str]) -> dict[str, Any]:
     skip = set(ignore)
     return {k: v for k, v in _plain(config).items() if k not in skip}
@@ -123,6 +134,7 @@ def config_changes(recorded: Mapping[str, Any] | None, recorded_digest: str, con
         return None
     assert recorded is not None
     defaults = field_defaults(config)
+    former = former_defaults(config)
     changes: list[Change] = []
     for name, value in now.items():
         if name in recorded:
@@ -131,6 +143,9 @@ def config_changes(recorded: Mapping[str, Any] | None, recorded_digest: str, con
             before = defaults[name]
         else:
             before = ABSENT
+        if before is not ABSENT and not _same(before, value) and name in defaults and _same(value, defaults[name]) \
+                and any(_same(before, f) for f in former.get(name, ())):
+            continue  # finished under a former default, which the field still has now: holds
         if before is ABSENT or not _same(before, value):
             changes.append(Change(name, before, value))
     changes.extend(Change(name, recorded[name], ABSENT) for name in sorted(recorded)

@@ -116,3 +116,23 @@ def test_describe_changes_is_short():
     changes = [Change(f"f{i}", i, i + 1) for i in range(6)]
     assert describe_changes(changes, limit=2) == "f0 0 -> 1, f1 1 -> 2 and 4 more"
     assert describe_changes([Change("mode", "plain", "fancy")]) == 'mode "plain" -> "fancy"'
+
+
+@dataclass
+class Flipped(Old):  # Old after its default of steps changed from 200 to 50
+    FORMER_DEFAULTS = {"steps": (200,)}
+    steps: int = 50
+
+
+def test_work_finished_under_a_former_default_holds():
+    """A changed default listed in FORMER_DEFAULTS: a record made with the old default holds while the
+    field is at its new default; a user's value is compared as always."""
+    rec, dig = record(Old())  # steps 200: the default when it ran
+    assert config_holds(rec, dig, Flipped())  # now at the new default 50: not refused, not redone
+    assert config_changes(rec, dig, Flipped(steps=80)) == [Change("steps", 200, 80)]  # a user's value
+    rec_user, dig_user = record(Old(steps=120))  # the user had set 120 (not a former default)
+    assert config_changes(rec_user, dig_user, Flipped()) == [Change("steps", 120, 50)]
+    rec_new, dig_new = record(Flipped())
+    assert config_holds(rec_new, dig_new, Flipped())
+    assert config_changes(rec, dig, Old(lr=0.5)) == [Change("lr", 0.01, 0.5)]  # other fields as before
+    assert not config_holds(rec, dig, Old(steps=50))  # without FORMER_DEFAULTS: a change, as before
