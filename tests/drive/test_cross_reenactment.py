@@ -12,6 +12,7 @@ the old measure of B's exact mesh more than A's one blink did (r 0.45 with A's).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,14 +26,15 @@ pytestmark = pytest.mark.slow
 FRAMES = 48
 RES = 512
 A_SEED, B_SEED = 2, 1  # A (the driver) blinks in its first 48 frames
-B_BLINKS = (0.5, 1.2)
-"""B blinks twice in its training clip (s; 0.16 s each, both eyes), as real footage does: anyone filmed blinks
-15-20 times a minute, so a real actor's clip of a few seconds holds shut eyes (wojtek.mp4: 16 s, several
-blinks) and the eyelid tracking puts them into the eyelid parameters. Seed 1's own blinks start after B's
-48 frames (1.9 s), and an avatar cannot render a state it never saw: trained on a clip with no blink, nothing
-told the Gaussians that paint B's iris to give way to a shut lid (r -0.071 / 0.048 at train.seed 0 / 1). Two
-blinks, not one, stand for the several of a longer clip in these 48 frames (CPU time); both lie before the
-last 5 frames, which training holds out. A's clip is the generator's, unchanged (one blink at frames 16-18)."""
+B_BLINKS = tuple(json.loads(os.environ.get("STUDY_B_BLINKS", "[0.5, 1.2]")))  # STUDY
+"""B blinks twice in its training clip (s; 0.16 s each, both eyes), as real footage does: anyone filmed
+blinks 15-20 times a minute, so a real actor's clip of a few seconds holds shut eyes (wojtek.mp4: six
+blinks in 16 s, docs/tracking.md), and the eyelid tracking puts them into the eyelid parameters. Seed 1's
+own blinks come after B's 48 frames (1.9 s), and an avatar cannot render a state it never saw: trained on a
+clip without a blink, nothing told the Gaussians that paint B's iris to give way to a shut lid (eye closure
+r -0.071 / 0.048 at train.seed 0 / 1). Two blinks, not one, stand for the several of a longer clip in these
+48 frames (CPU time); both lie before the last 5 frames, which training holds out. A's clip is the
+generator's, unchanged (one blink, frames 16-18)."""
 # B's avatar: the tiny preset with the demo preset's avatar size (images at 128 px instead of 96, UV texels
 # at 64x64 instead of 40x40: about 2,600 Gaussians instead of 1,000), tiny's 200 steps. At 96 px B's mouth is
 # a few pixels tall and MediaPipe reads the lips of the 512-px drive render poorly (mouth r 0.86-0.89 over
@@ -41,6 +43,8 @@ last 5 frames, which training holds out. A's clip is the generator's, unchanged 
 # 0.679 at seeds 0-3 with eyelid tracking; 0.958 / 0.781 / 0.056 / 0.469 before it); at 500 it is 0.928 / 0.955 at
 # seeds 0 / 1 (two minutes of CPU more).
 TRAIN_B = {"train": {"resolution": 128, "uv_resolution": 64, "steps": 500}}
+if os.environ.get("AVATAR_DRIVE_TEST_TRAIN"):  # a study's train settings on top, e.g. '{"seed": 1}' (JSON)
+    TRAIN_B["train"].update(json.loads(os.environ["AVATAR_DRIVE_TEST_TRAIN"]))
 
 
 def _clip(path: Path, seed: int, blink_at: tuple[float, ...] = ()) -> Path:
