@@ -85,3 +85,53 @@ def eye_region_gaussians(masks: dict, faces: Tensor, face_idx: Tensor, grow: int
         grow: rings of neighbouring faces added around the region (:func:`eye_region_faces`).
     """
     return eye_region_faces(masks, faces, grow)[face_idx.long().cpu()]
+
+
+def eye_region_vertices(masks: dict) -> list[Tensor]:
+    """The face model's eye regions as vertex index tensors (``left_eye_region``, ``right_eye_region``;
+    only those the model has)."""
+    return [torch.as_tensor(np.asarray(masks[k], np.int64).reshape(-1)) for k in EYE_REGION_MASKS
+            if k in (masks or {}) and len(masks[k])]
+
+
+def eye_boxes(vertices: Tensor, R: Tensor, t: Tensor, K: Tensor, groups: list[Tensor]) -> Tensor:
+    """Each eye region's 2-D bounding box in each frame.
+
+    Args:
+        vertices: [B, V, 3] posed mesh, metres (world space).  R: [B, 3, 3]; t: [B, 3] world-to-camera.
+        K: [B, 3, 3] intrinsics in pixels of the image the boxes are for.
+        groups: G vertex index tensors (:func:`eye_region_vertices`).
+
+    Returns:
+        [B, G, 4] ``(u0, v0, u1, v1)`` pixels (pixel centres at +0.5, :mod:`stages.face.camera`).
+    """
+    from stages.face.camera import project
+
+    out = []
+    for idx in groups:
+        pix, _ = project(vertices[:, idx.to(vertices.device)], K, R, t)  # [B, P, 2]
+        out.append(torch.cat([pix.amin(1), pix.amax(1)], -1))
+    return torch.stack(out, 1)
+
+
+def box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
+    """float [B, H, W]: 1 at the pixels whose centre lies in any of the frame's boxes ([B, G, 4]
+    ``(u0, v0, u1, v1)``), else 0."""
+    u = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    v = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    b = boxes[..., None, None]  # [B, G, 4, 1, 1]
+    inside_u = (u >= b[:, :, 0]) & (u <= b[:, :, 2])  # [B, G, 1, W]
+    inside_v = (v[:, None] >= b[:, :, 1]) & (v[:, None] <= b[:, :, 3])  # [B, G, H, 1]
+    return (inside_u & inside_v).any(1).to(boxes.dtype)
+
+
+def box_mask_reference(boxes: Tensor, height: int, width: int) -> Tensor:
+    """:func:`box_mask` pixel by pixel (the plain reference the tests compare it with)."""
+    out = torch.zeros(boxes.shape[0], height, width, dtype=boxes.dtype)
+    for i in range(boxes.shape[0]):
+        for u0, v0, u1, v1 in boxes[i].tolist():
+            for y in range(height):
+                for x in range(width):
+                    if u0 <= x + 0.5 <= u1 and v0 <= y + 0.5 <= v1:
+                        out[i, y, x] = 1.0
+    return out
