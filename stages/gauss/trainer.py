@@ -33,8 +33,7 @@ from stages.dataset.layout import DatasetLayout
 from stages.gauss import checkpoint as ckpt
 from stages.gauss.data import (AvatarFrames, PipelineInfo, Split, StepBatchSampler, TrackedSequence, background_rgb,
                                choose_split, training_batches)
-from stages.gauss.eye_region import box_mask, eye_boxes, eye_region_vertices
-from stages.gauss.losses import avatar_loss, binding_loss, huber, silhouette_loss
+from stages.gauss.losses import avatar_loss, binding_loss, silhouette_loss
 from stages.gauss.model import AvatarConfig, GaussianAvatar, Gaussians, avatar_config_from_dict
 from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
 from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
@@ -103,10 +102,6 @@ class TrainConfig:
             default 4.0 is sqrt(16). Linear scaling (16x) would put the opacity logits' rate at 0.8
             a step, past where Adam stays stable. The tiny preset (batch 2, 200 steps) uses 4.0 too.
         huber_delta, mouth_weight: the loss (Huber 0.1, 40x inside the mouth).
-        eye_weight: the same Huber term inside both eyes' boxes (the face model's eye regions,
-            lids and brows, projected per frame: :func:`stages.gauss.eye_region.eye_boxes`) times
-            this weight, as the mouth's; 0 (off, upstream): docs/motion-format.md has what it does to
-            blinks.
         silhouette_weight: weight of an L1 term between the render's alpha and the ground truth's
             matte x neckhead (:func:`stages.gauss.losses.silhouette_loss`; 0: off, upstream).
         lpips_weight, lpips_start: LPIPS inside neck-and-head from this fraction of the steps on,
@@ -167,7 +162,6 @@ class TrainConfig:
     mlp_lr: float = 1e-4
     huber_delta: float = 0.1
     mouth_weight: float = 40.0
-    eye_weight: float = 0.0
     silhouette_weight: float = 0.0
     lpips_weight: float = 0.0
     lpips_start: float = 0.1
@@ -559,9 +553,6 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
             log.warning("%s was written with another config (or is past step %d); starting afresh", src, cfg.steps)
 
     binding = binding_terms(model, surface, cfg)
-    eye_groups = eye_region_vertices(surface.masks) if cfg.eye_weight > 0 else []
-    if cfg.eye_weight > 0:
-        log.info("eye regions weighted %gx (%d regions)", cfg.eye_weight, len(eye_groups))
     frames = AvatarFrames(layout, seq, train_idx, cfg.resolution, background_rgb(cfg.background))
     if cfg.init_color_frames > 0 and start == 0:
         seen = init_colors_from_frames(model, surface, frames, cfg.init_color_frames)
@@ -587,10 +578,6 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
         image, alpha, g = render_frames_and_gaussians(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.resolution,
                                                       bg, renderer, use_amp)
         loss, parts = avatar_loss(image, gt, mouth, delta=cfg.huber_delta, mouth_weight=cfg.mouth_weight)
-        if eye_groups:
-            eyes = box_mask(eye_boxes(surface.vertices(b["cond"]), b["R"], b["t"], b["K"], eye_groups),
-                            cfg.resolution, cfg.resolution).unsqueeze(-1)
-            loss = loss + cfg.eye_weight * huber(image * eyes, gt * eyes, cfg.huber_delta)
         if cfg.silhouette_weight > 0:
             head = (b["alpha"].float() / 255.0) * (b["neckhead"].float() / 255.0)
             loss = loss + cfg.silhouette_weight * silhouette_loss(alpha, head)
