@@ -366,7 +366,8 @@ def test_driver_without_a_face_is_one_line_exit_2_and_nothing_done(driven, tmp_p
 def test_full_preset_avatar_blinks_and_talks_with_the_driver(tmp_path, train):
     """On the GPU, the same ground truth at full quality: B (full preset, 150 frames, 512 px) driven by A's video
     with the head held still (``--pose fixed``: the 2-D measures then move with the face only). MediaPipe on
-    drive.mp4: B's eye closure follows A's eyelids (A blinks about three times) and B's mouth A's. Run with and
+    drive.mp4: B's eye closure follows A's eyelids (A blinks once, frames 54-56; B's own 150 frames blink twice,
+    43-45 and 126-128, both before its held-out frames) and B's mouth A's. Run with and
     without ``train.triangle_scale`` (Gaussians that follow their triangle's size) and ``train.triangle_frame``
     (Gaussians in their triangle's frame), to decide their defaults."""
     import torch
