@@ -155,10 +155,9 @@ BLINK_NOT_RENDERED = (
     "eyelids, closure 0.19 / 0.16 at A's blink: the iris of the subject's left eye stays painted on the shut lid, as "
     "in B's own training frames' render. Three blinks instead of two: 0.391; 1000 steps: 0.633; train.triangle_scale: "
     "0.655 (its jaw ramp fails); train.triangle_frame: 0.626 / 0.749 / 0.681 (seeds 0-2), with 1000 steps 0.883 / "
-    "0.766 / 0.715, with 1500 steps 0.878 (mouth r 0.924-0.972 in all of these but frame at 1000 steps seed 2, "
-    "0.862). MediaPipe reads A's own "
-    "video at r 0.913 with A's eyelids: 0.9 asks the render to read nearly as cleanly as the footage. "
-    "docs/motion-format.md has the study")
+    "0.766 / 0.715, with 1500 steps 0.878 (mouth r 0.924-0.972 in all of these but the frame at 1000 steps and seed "
+    "2: 0.862). MediaPipe reads A's own video at r 0.913 with A's eyelids: 0.9 asks the render to read nearly as "
+    "cleanly as the footage. docs/motion-format.md has the study")
 
 
 @pytest.mark.xfail(strict=True, reason=BLINK_NOT_RENDERED)
@@ -224,8 +223,8 @@ def test_blinks_and_mouth_reach_the_driven_mesh(driven):
                                        "MediaPipe reads 0.225 against 0.259 open (0.87; the test asks < 0.5), though "
                                        "B now blinks in training. With train.triangle_frame it shuts: 0.53 of open "
                                        "at 500 steps (fails), 0.45 / 0.48 / 0.69 at 1000 (seeds 0-2; the first two "
-                                       "pass) and 0.50 at 1500 (passes); train.triangle_scale 0.81. The cause is the one of "
-                                       "test_driven_b_eyes_follow_a")
+                                       "pass) and 0.50 at 1500 (passes); train.triangle_scale 0.81. The cause "
+                                       "is the one of test_driven_b_eyes_follow_a")
 def test_a_wink_in_a_motion_file_shuts_one_eye_of_the_render(driven, tmp_path):
     """A synthetic wink with ground truth (eyelids [N, 2]: the subject's left eye shut for 6 frames, the
     right open) driven through B's trained avatar: MediaPipe on drive.mp4 reads the left eye's lid gap
