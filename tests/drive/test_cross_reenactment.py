@@ -1,9 +1,9 @@
 """Ground truth for ``avatar drive --video``: two synthetic actors with known parameters (the project's
 synthetic-video generator). B is trained (tiny preset, its avatar at 128 px, see ``TRAIN_B``; B blinks twice
-in its clip, see ``B_BLINKS``), then driven with A's video. The landmarks stage run on the frames of ``drive.mp4`` shows B's mouth opening following
-A's ground truth and B's eyes closing with A's eyelids, B's mesh posed with the drive's motion blinks with
-A, a wink in a motion file shuts one eye of the render, and the identity calibrated from ``drive.mp4`` is
-B's, not A's. Slow: a whole tiny training on a CPU.
+in its clip, see ``B_BLINKS``), then driven with A's video. The landmarks stage run on the frames of
+``drive.mp4`` shows B's mouth opening following A's ground truth and B's eyes closing with A's eyelids,
+B's mesh posed with the drive's motion blinks with A, a wink in a motion file shuts one eye of the render,
+and the identity calibrated from ``drive.mp4`` is B's, not A's. Slow: a whole tiny training on a CPU.
 
 The eye measure is each eye's closure (:func:`stages.tracking.eyelids.eye_closure`: the lid gap over the
 same eye's width, relative to its own running upper quantile over a second), not the lid gap over the
