@@ -151,7 +151,8 @@ def test_driven_b_mouth_follows_a(check):
 BLINK_NOT_RENDERED = (
     "B now blinks in its training clip (B_BLINKS; before, r -0.071 / 0.048 at train.seed 0 / 1) and the blink reaches "
     "B's mesh (eye closure r 0.927 with A's eyelids under the relative pose), but B's plain tiny avatar (500 steps) "
-    "renders it only in part: MediaPipe's eye closure of drive.mp4 has r 0.450 / 0.419 (seeds 0 / 1) with A's "
+    "renders it only in part: MediaPipe's eye closure of drive.mp4 has r 0.450 / 0.419 / 0.097 (seeds 0-2; mouth r "
+    "0.943 / 0.965 / 0.348) with A's "
     "eyelids, closure 0.19 / 0.16 at A's blink: the iris of the subject's left eye stays painted on the shut lid, as "
     "in B's own training frames' render. Three blinks instead of two: 0.391; 1000 steps: 0.633; train.triangle_scale: "
     "0.655 (its jaw ramp fails); train.triangle_frame: 0.626 / 0.749 / 0.681 (seeds 0-2), with 1000 steps 0.883 / "
