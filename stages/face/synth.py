@@ -43,6 +43,9 @@ class SynthSpec:
         yaw_deg, pitch_deg, roll_deg: largest head rotation about each axis (yaw at most 45).
         talking: open and close the jaw and mouth at syllable rate.
         blinks: blink every 3-5 s.
+        blink_at: more blinks of both eyes, at these times (s from the start; each 0.16 s long, the
+            same raised-cosine closure as the random ones), on top of ``blinks``. They draw nothing
+            from the random stream, so a spec with and without them differs in the eyelids only.
         winks: one eye closing alone: ``(start_s, hold_s, eye)`` per wink, ``eye`` 0 = the subject's
             left, 1 = right (the ``eyelids`` order); the lid closes and opens in 0.1 s each and
             stays shut ``hold_s`` between.
@@ -60,6 +63,7 @@ class SynthSpec:
     roll_deg: float = 5.0
     talking: bool = True
     blinks: bool = True
+    blink_at: tuple[float, ...] = ()
     winks: tuple[tuple[float, float, int], ...] = ()
     focal: float | None = None
     face_fill: float = 0.5
@@ -70,6 +74,10 @@ class SynthSpec:
             raise ValueError(f"need n_frames >= 1, size >= 16, fps > 0; got {self}")
         if not 0 <= self.yaw_deg <= 45:
             raise ValueError(f"yaw_deg must be in [0, 45], got {self.yaw_deg}")
+
+
+BLINK_AT_S = 0.16
+"""Length in seconds of each of :attr:`SynthSpec.blink_at`'s blinks (people's last 0.1-0.4 s)."""
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, fps: float, cutoff_hz: float, dims: int = 1) -> np.ndarray:
@@ -84,6 +92,13 @@ def _smooth_noise(rng: np.random.Generator, n: int, fps: float, cutoff_hz: float
     return out / np.where(std > 1e-9, std, 1.0) * (1.0 if n > 8 else 0.5)
 
 
+def _one_blink(t: np.ndarray, start: float, duration: float) -> np.ndarray:
+    """Closure ``[n]`` in 0..1 of one blink at ``start`` s lasting ``duration`` s (raised cosine; ``t`` [n] s)."""
+    phase = (t - start) / duration
+    inside = (phase >= 0) & (phase <= 1)
+    return np.where(inside, 0.5 - 0.5 * np.cos(2 * np.pi * np.clip(phase, 0.0, 1.0)), 0.0)
+
+
 def _blink_curve(rng: np.random.Generator, n: int, fps: float) -> np.ndarray:
     """Eyelid closure ``[n]`` in 0..1: raised-cosine blinks of ~150 ms every 3-5 s."""
     t = np.arange(n) / fps
@@ -91,9 +106,7 @@ def _blink_curve(rng: np.random.Generator, n: int, fps: float) -> np.ndarray:
     next_blink = rng.uniform(0.5, 2.5)
     while next_blink < t[-1] + 1:
         duration = rng.uniform(0.12, 0.18)
-        phase = (t - next_blink) / duration
-        inside = (phase >= 0) & (phase <= 1)
-        out[inside] = np.maximum(out[inside], 0.5 - 0.5 * np.cos(2 * np.pi * phase[inside]))
+        out = np.maximum(out, _one_blink(t, next_blink, duration))
         next_blink += rng.uniform(3.0, 5.0)
     return out
 
@@ -160,6 +173,8 @@ def generate_params(model: FLAME | FaceModelData, spec: SynthSpec) -> dict[str, 
         expression[:, 1] += 0.3 + 0.2 * _smooth_noise(rng, n, fps, 0.2)[:, 0]                 # slight smile
 
     blink = _blink_curve(rng, n, fps) if spec.blinks else np.zeros(n)
+    for start in spec.blink_at:
+        blink = np.maximum(blink, _one_blink(t, start, BLINK_AT_S))
     eyelids = np.stack([blink, blink], 1)
     for start, hold, eye in spec.winks:
         eyelids[:, int(eye)] = np.maximum(eyelids[:, int(eye)], _wink_curve(t, start, hold))

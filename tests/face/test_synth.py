@@ -42,6 +42,22 @@ def test_params_are_deterministic_and_shaped(data):
                                atol=1e-5, rtol=0)
 
 
+def test_blink_at_adds_blinks_and_changes_nothing_else(data):
+    """``blink_at`` shuts both eyes at the given times (one frame nearly shut, the lids open again within
+    0.16 s) and leaves every other parameter, and the seed's own blinks, as they were."""
+    plain = generate_params(data, SynthSpec(n_frames=48, seed=1))
+    more = generate_params(data, SynthSpec(n_frames=48, seed=1, blink_at=(0.5, 1.2)))
+    for key in plain:
+        if key != "eyelids":
+            np.testing.assert_array_equal(plain[key], more[key], err_msg=key)
+    assert plain["eyelids"].max() == 0.0  # seed 1's first blink comes after 48 frames
+    lids = more["eyelids"]
+    np.testing.assert_array_equal(lids[:, 0], lids[:, 1])  # both eyes
+    shut = np.flatnonzero(lids[:, 0] > 0.6)
+    assert shut.tolist() == [14, 15, 32], shut  # 0.56 and 0.60 s (0.85 shut), 1.28 s (fully shut); 25 fps
+    assert lids[32, 0] > 0.99 and (lids[:13] == 0).all() and (lids[17:31] == 0).all() and (lids[34:] == 0).all()
+
+
 def test_motion_statistics(data):
     spec = SynthSpec(n_frames=25 * 40, seed=2, yaw_deg=40)
     p = generate_params(data, spec)
