@@ -29,7 +29,9 @@ DRIVER_STAGE_SETTINGS: dict[str, dict[str, int]] = {"calibrate": {"appearance_st
 photometric level). A drive takes only the face's motion from the driver, and on a synthetic driver with
 ground truth (``python bench/driver_track_bench.py``, docs/motion-format.md) the motion is as close to
 the truth without them or closer (seed 2: inner-lip gap r 0.989 against 0.587; seed 3: equal), and the
-track stage is several times faster. Set when a driver is first prepared; a driver tracked earlier keeps its config."""
+track stage is several times faster. Actors leave them out by default too (since 2026-12-07); a
+driver sets it explicitly, so an actor's own tracking settings never reach its drivers. Set when a
+driver is first prepared; a driver tracked earlier keeps its config."""
 """Asset kinds a driver shares with its actor (the same face model, so the parameters mean the same)."""
 
 
