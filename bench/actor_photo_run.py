@@ -1,7 +1,7 @@
 """An actor's dataset with or without the tracker's image-based levels (issues #17/#19).
 
     python bench/actor_photo_run.py STORE [--actor w] [--video /work/shared/data/wojtek.mp4]
-        [--variant photo|landmarks] [--until assemble]
+        [--variant photo|landmarks] [--until assemble|train|render] [--device cpu|cuda] [--train-seed 0]
 
 Runs the full preset's pipeline (``avatar run --device cpu --until assemble``) of the video into a fresh
 actor of STORE, with the tracker's photometric level as the preset has it (``photo``) or without it
@@ -12,7 +12,9 @@ apart; a last no-op run (everything finished) measures the per-process start-up,
 With ``OMP_NUM_THREADS=1`` the CPU seconds hardly depend on what else the machine runs; on a GPU they are
 only a proxy for the cost. Prints one JSON object: per stage CPU and wall seconds, calibrate's and
 assemble's landmark error (px), assemble's head steadiness. The dataset (``STORE/actors/ACTOR/dataset``)
-is what ``bench/heldout_breakdown.py`` scores.
+is what ``bench/heldout_breakdown.py`` scores. ``--until render`` (on the GPU: ``--device cuda``) goes on to
+the full preset's training and the render stage's held-out PSNR (``avatar/report.json``), ``--train-seed``
+setting ``train.seed``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from stages.drive.sources import DRIVER_STAGE_SETTINGS  # noqa: E402
 
 VARIANTS = {"photo": None, "landmarks": DRIVER_STAGE_SETTINGS}
-GROUPS = ("masks", "calibrate", "track", "assemble")
+GROUPS = ("masks", "calibrate", "track", "assemble", "train", "render")
 """``until`` of each process: the first runs ingest, landmarks and masks, each later one a single stage."""
 
 _CHILD = """
@@ -42,7 +44,7 @@ from stages.config import PipelineConfig
 from stages.runner.pipeline import run_pipeline
 from stages.store import open_store
 cfg = PipelineConfig.from_dict(json.loads({cfg!r}))
-res = run_pipeline(open_store({store!r}), {actor!r}, cfg, device="cpu", jobs=1, until={until!r})
+res = run_pipeline(open_store({store!r}), {actor!r}, cfg, device={device!r}, jobs=1, until={until!r})
 print(json.dumps([[r.stage, r.status, round(r.seconds, 2)] for r in res]))
 """
 
@@ -52,10 +54,10 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_group(store: str, actor: str, cfg: dict, until: str) -> dict:
+def run_group(store: str, actor: str, cfg: dict, until: str, device: str = "cpu") -> dict:
     """Run the pipeline up to ``until`` in a fresh process; its CPU and wall seconds and the stages' results."""
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    code = _CHILD.format(root=str(ROOT), cfg=json.dumps(cfg), store=store, actor=actor, until=until)
+    code = _CHILD.format(root=str(ROOT), cfg=json.dumps(cfg), store=store, actor=actor, until=until, device=device)
     cpu0, t0 = _children_cpu(), time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     cpu, wall = _children_cpu() - cpu0, time.perf_counter() - t0
@@ -67,10 +69,10 @@ def run_group(store: str, actor: str, cfg: dict, until: str) -> dict:
             "ran": [s for s, status, _ in results if status == "ran"]}
 
 
-def run_staged(store: str, actor: str, cfg: dict, groups: tuple[str, ...] = GROUPS) -> dict:
+def run_staged(store: str, actor: str, cfg: dict, groups: tuple[str, ...] = GROUPS[:4], device: str = "cpu") -> dict:
     """Each group in its own process, then a no-op process (start-up cost), subtracted from each group's CPU."""
-    out = {g: run_group(store, actor, cfg, g) for g in groups}
-    idle = run_group(store, actor, cfg, groups[-1])
+    out = {g: run_group(store, actor, cfg, g, device) for g in groups}
+    idle = run_group(store, actor, cfg, groups[-1], device)
     for g in groups:
         out[g]["cpu_s_net"] = round(out[g]["cpu_s"] - idle["cpu_s"], 1)
     out["startup"] = {"cpu_s": idle["cpu_s"], "wall_s": idle["wall_s"]}
@@ -84,15 +86,20 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=Path("/work/shared/data/wojtek.mp4"))
     ap.add_argument("--variant", choices=sorted(VARIANTS), default="landmarks")
     ap.add_argument("--until", default="assemble", choices=GROUPS)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--train-seed", type=int, default=None)
     args = ap.parse_args()
     from stages.runner.pipeline import prepare_actor
     from stages.store import open_store
 
-    overrides = VARIANTS[args.variant]
+    overrides = {k: dict(v) for k, v in (VARIANTS[args.variant] or {}).items()}
+    if args.train_seed is not None:
+        overrides["train"] = {"seed": args.train_seed}
+    overrides = overrides or None
     cfg = prepare_actor(open_store(args.store), args.actor, args.video, None, None, overrides=overrides)
     groups = GROUPS[:GROUPS.index(args.until) + 1]
     out: dict = {"video": str(args.video), "variant": args.variant, "overrides": overrides,
-                 "stages": run_staged(args.store, args.actor, cfg.to_dict(), groups)}
+                 "device": args.device, "stages": run_staged(args.store, args.actor, cfg.to_dict(), groups, args.device)}
     root = Path(args.store) / "actors" / args.actor
     for stage in ("calibrate", "track", "assemble"):
         m = root / stage / "manifest.json"
@@ -105,6 +112,10 @@ def main() -> None:
         lm = r.get("landmark_error_px", {})
         out["landmark_error_px"] = {k: lm.get(k) for k in ("median", "p95", "max")}
         out["steadiness"] = r.get("steadiness")
+    avatar = root / "avatar" / "report.json"
+    if avatar.exists():
+        r = json.loads(avatar.read_text())
+        out["held_out"] = {k: r.get(k) for k in ("psnr_mean", "psnr_min", "ssim_mean", "train_steps", "frames")}
     print(json.dumps(out, default=str))
 
 

@@ -35,7 +35,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,6 +46,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from actor_photo_run import VARIANTS, run_staged  # noqa: E402
 from driver_track_bench import scores as motion_scores  # noqa: E402
 from track_bench import identity_error_mm  # noqa: E402
+
+
+@dataclass
+class Motion:
+    """The per-frame face parameters ``driver_track_bench.scores`` reads (``[N, ...]`` each)."""
+
+    exp: np.ndarray
+    jaw: np.ndarray
+    eyes: np.ndarray
+    eyelids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.exp)
 
 
 def similarity(X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -81,7 +94,7 @@ def rot_error_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
 def score(model, gt: dict, track: dict, calib: dict, crop: dict) -> dict:  # noqa: ANN001
     """The accuracy figures of one tracked clip against its ground truth (see the module docstring)."""
     keep = track["core"].astype(bool)
-    frames = track["frames"][keep]
+    frames = track["frames"][keep] - 1  # ingest numbers frames from 1
     tr = {k: track[k][keep] for k in ("exp", "jaw", "eyes", "eyelids", "R", "t", "error_px")}
     true = {"exp": gt["expression"][frames], "jaw": gt["jaw"][frames], "eyes": gt["eyes"][frames],
             "eyelids": gt["eyelids"][frames]}
@@ -98,8 +111,7 @@ def score(model, gt: dict, track: dict, calib: dict, crop: dict) -> dict:  # noq
     true_pix = (gt["landmarks_mp"][frames] - np.array([crop["x0"], crop["y0"]], np.float64)) * scale
     lm_true = np.linalg.norm(pix - true_pix, axis=-1).mean(1)                               # [N]
     rot = rot_error_deg(tr["R"].astype(np.float64), gt["R"][frames].astype(np.float64))
-    motion = SimpleNamespace(**{k: tr[k] for k in ("exp", "jaw", "eyes", "eyelids")})
-    motion.exp = tr["exp"]
+    motion = Motion(tr["exp"], tr["jaw"], tr["eyes"], tr["eyelids"])
     gt_m = {"shape": gt["shape"], **{k: gt[k][frames] for k in ("expression", "jaw", "eyes", "eyelids")}}
     r3 = lambda x: round(float(x), 3)  # noqa: E731
     return {"frames": int(keep.sum()),

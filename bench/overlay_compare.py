@@ -1,6 +1,6 @@
 """Side by side: the same frames of two actors' assemble overlays (mesh + landmarks over the frame).
 
-    python bench/overlay_compare.py ACTOR_DIR_A ACTOR_DIR_B --frames 146 260 272 320 --png out.png [--crop 96,96,416,416]
+    python bench/overlay_compare.py ACTOR_DIR_A ACTOR_DIR_B --frames 146 260 272 320 --png out.png [--crop 96,96,416,416] [--zoom 2]
 
 Each ``ACTOR_DIR`` is ``STORE/actors/NAME``; its ``assemble/overlay.mp4`` holds every ``every``-th frame of
 the clip (assemble's ``overlay_every`` / ``overlay_max_frames``; the step is read from the two counts).
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, nargs="+", required=True)
     ap.add_argument("--png", type=Path, required=True)
     ap.add_argument("--crop", default="96,64,416,448")
+    ap.add_argument("--zoom", type=int, default=1, help="enlarge each tile this many times (nearest)")
     args = ap.parse_args()
     x0, y0, x1, y1 = (int(v) for v in args.crop.split(","))
     sides = [overlay_frames(d) for d in (args.a, args.b)]
@@ -44,6 +45,7 @@ def main() -> None:
         for (frames, every, err), d in zip(sides, (args.a, args.b)):
             j = min(len(frames) - 1, round(f / every))
             img = Image.fromarray(frames[j][y0:y1, x0:x1])
+            img = img.resize((img.width * args.zoom, img.height * args.zoom), Image.NEAREST)
             ImageDraw.Draw(img).text((4, 4), f"{d.parent.parent.name} frame {j * every}: {err[j * every]:.2f} px",
                                      fill=(255, 255, 0))
             tiles.append(np.asarray(img))
