@@ -20,7 +20,11 @@ Scores, per variant (all frames):
   alignment for the whole sequence (focal length and depth trade off); mean vertex distance, mm;
 - ``motion_error_mm``, ``jaw_r``, ``lip_gap_r``, ``eye_r``: the face's motion without identity and pose,
   as ``bench/driver_track_bench.py`` scores a driver;
+- ``vertex_px``: every mesh vertex projected with the tracked camera against the truth's (crop pixels): the
+  mesh-to-pixel alignment an avatar is trained on; mean over vertices, then mean / p95 over frames;
 - ``rot_deg``: the head rotation's error (angle of ``R_est R_gt^T``), mean and 95th percentile, degrees;
+  ``relative_*`` after removing the sequence's mean offset (one rotation): the error of the head's motion;
+- ``depth_ratio``: tracked over true distance (the calibrated head's size trades off with its distance);
 - ``identity_mm``: the calibrated neutral head against the true one (similarity-aligned), mm;
 - ``cpu_s``: calibrate's and track's CPU seconds (own process each, start-up subtracted; a proxy for
   their GPU cost, see ``bench/actor_photo_run.py``).
@@ -85,6 +89,11 @@ def posed(model, shape: np.ndarray, p: dict, R: np.ndarray, t: np.ndarray) -> tu
     return cam(out.vertices), cam(out.landmarks_mp)
 
 
+def pixels(points: np.ndarray, focal: np.ndarray, pp: np.ndarray) -> np.ndarray:
+    """``[..., 2]`` pinhole pixels of camera-space ``points [..., 3]`` (``focal [2]``, ``pp [2]`` in pixels)."""
+    return points[..., :2] / points[..., 2:3] * focal + pp
+
+
 def rot_error_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
     """``[N]`` angle of ``Ra Rb^T``, degrees."""
     c = (np.einsum("nij,nij->n", Ra, Rb) - 1) / 2
@@ -104,13 +113,19 @@ def score(model, gt: dict, track: dict, calib: dict, crop: dict) -> dict:  # noq
     s, Rs, ts = similarity(v_est, v_gt)
     v_al = s * v_est @ Rs.T + ts
     vertex_mm = np.linalg.norm(v_al - v_gt, axis=-1).mean(1) * 1000                       # [N]
-    # landmarks: tracked camera's pixels (crop) against the truth's source pixels mapped into the crop
-    z = lm_est[..., 2:3]
-    pix = lm_est[..., :2] / z * np.asarray(track["focal"], np.float64) + np.asarray(track["pp"], np.float64)
+    # pixels in ingest's crop: the tracked camera's projection against the truth's (source pixels mapped in)
     scale = float(crop["out_size"]) / float(crop["side"])
-    true_pix = (gt["landmarks_mp"][frames] - np.array([crop["x0"], crop["y0"]], np.float64)) * scale
-    lm_true = np.linalg.norm(pix - true_pix, axis=-1).mean(1)                               # [N]
-    rot = rot_error_deg(tr["R"].astype(np.float64), gt["R"][frames].astype(np.float64))
+    corner = np.array([crop["x0"], crop["y0"]], np.float64)
+    est_pix = lambda p: pixels(p, np.asarray(track["focal"], np.float64), np.asarray(track["pp"], np.float64))  # noqa: E731
+    K = gt["K"][0].astype(np.float64)
+    true_pix = lambda p: (pixels(p, K[[0, 1], [0, 1]], K[:2, 2]) - corner) * scale  # noqa: E731
+    lm_true = np.linalg.norm(est_pix(lm_est) - (gt["landmarks_mp"][frames] - corner) * scale, axis=-1).mean(1)  # [N]
+    vertex_px = np.linalg.norm(est_pix(v_est) - true_pix(v_gt), axis=-1).mean(1)                              # [N]
+    Re, Rg = tr["R"].astype(np.float64), gt["R"][frames].astype(np.float64)
+    rot = rot_error_deg(Re, Rg)
+    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", Re, Rg))                              # mean of Re Rg^T
+    offset = U @ np.diag([1, 1, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    rot_rel = rot_error_deg(np.einsum("ji,njk->nik", offset, Re), Rg)
     motion = Motion(tr["exp"], tr["jaw"], tr["eyes"], tr["eyelids"])
     gt_m = {"shape": gt["shape"], **{k: gt[k][frames] for k in ("expression", "jaw", "eyes", "eyelids")}}
     r3 = lambda x: round(float(x), 3)  # noqa: E731
@@ -119,7 +134,10 @@ def score(model, gt: dict, track: dict, calib: dict, crop: dict) -> dict:  # noq
             "lm_true_px": {"median": r3(np.median(lm_true)), "mean": r3(lm_true.mean()), "max": r3(lm_true.max())},
             "vertex_mm": {"mean": r3(vertex_mm.mean()), "p95": r3(np.percentile(vertex_mm, 95)),
                           "similarity_scale": round(s, 4)},
-            "rot_deg": {"mean": r3(rot.mean()), "p95": r3(np.percentile(rot, 95))},
+            "vertex_px": {"mean": r3(vertex_px.mean()), "p95": r3(np.percentile(vertex_px, 95))},
+            "rot_deg": {"mean": r3(rot.mean()), "p95": r3(np.percentile(rot, 95)),
+                        "relative_mean": r3(rot_rel.mean()), "relative_p95": r3(np.percentile(rot_rel, 95))},
+            "depth_ratio": r3(np.median(tr["t"][:, 2] / gt["t"][frames, 2])),
             "identity_mm": identity_error_mm(model, shape, true_shape, "cpu"),
             **motion_scores(model, gt_m, motion, shape)}
 

@@ -53,7 +53,7 @@ def test_the_truth_scores_zero():
     r = b.score(model, gt, track, calib, crop)
     assert r["frames"] == 12 and r["lm_fit_px"] == 0.5
     assert r["vertex_mm"]["mean"] < 1e-2 and abs(r["vertex_mm"]["similarity_scale"] - 1) < 1e-4
-    assert r["lm_true_px"]["max"] < 1e-2
+    assert r["lm_true_px"]["max"] < 1e-2 and r["vertex_px"]["p95"] < 1e-2 and abs(r["depth_ratio"] - 1) < 1e-6
     assert r["rot_deg"]["mean"] < 0.05 and r["motion_error_mm"] < 1e-3 and r["identity_mm"] < 1e-3
     assert r["jaw_r"] > 0.999
 
@@ -66,13 +66,14 @@ def test_rotation_offset_and_depth_scale():
     off = axis_angle_to_matrix(torch.tensor([[0.0, np.radians(2.0), 0.0]], dtype=torch.float64))[0].numpy()
     turned = dict(track, R=np.einsum("ij,njk->nik", off, track["R"]).astype(np.float32))
     r = b.score(model, gt, turned, calib, crop)
-    assert abs(r["rot_deg"]["mean"] - 2.0) < 0.05
+    assert abs(r["rot_deg"]["mean"] - 2.0) < 0.05 and r["rot_deg"]["relative_mean"] < 0.05  # a constant offset
     assert r["lm_true_px"]["median"] > 1.0  # the turn moves the projected points
     # twice the distance and twice the focal length: the same pixels, a mesh that aligns by one similarity
     far = dict(track, t=track["t"] * 2, focal=track["focal"] * 2)
     far["R"] = track["R"]
     r = b.score(model, gt, far, calib, crop)
-    assert r["lm_true_px"]["max"] > 1.0  # scaling t about the camera moves the head's projection ...
+    assert r["lm_true_px"]["max"] > 1.0 and r["vertex_px"]["mean"] > 1.0  # scaling t moves the projection ...
+    assert abs(r["depth_ratio"] - 2) < 1e-6
     scaled = b.posed(model, calib["shape"], {"exp": track["exp"], "jaw": track["jaw"], "eyes": track["eyes"],
                                              "eyelids": track["eyelids"]}, track["R"], track["t"])[0]
     s, R, t = b.similarity(scaled * 2.0 + 0.01, scaled)  # ... but a similarity is undone exactly
