@@ -1,7 +1,7 @@
 """What an actor's tracking gains from the image-based levels: synthetic clips with ground truth.
 
     python bench/actor_track_bench.py [--frames 150] [--size 512] [--seeds 2,3] [--variants photo,landmarks]
-        [--workdir DIR]
+        [--workdir DIR] [--png-dir DIR]
 
 For each seed a synthetic talking-head clip with ground truth (:mod:`stages.face.synth`: identity, head
 turns, talking jaw, blinks, one wink per eye) is tracked as an actor's video is (``avatar run --until
@@ -129,6 +129,7 @@ def score(model, gt: dict, track: dict, calib: dict, crop: dict) -> dict:  # noq
     motion = Motion(tr["exp"], tr["jaw"], tr["eyes"], tr["eyelids"])
     gt_m = {"shape": gt["shape"], **{k: gt[k][frames] for k in ("expression", "jaw", "eyes", "eyelids")}}
     r3 = lambda x: round(float(x), 3)  # noqa: E731
+    score.last = {"frames": frames, "mesh_src": est_pix(v_est) / scale + corner, "lm_true": lm_true}  # for --png-dir
     return {"frames": int(keep.sum()),
             "lm_fit_px": r3(np.nanmedian(tr["error_px"])),
             "lm_true_px": {"median": r3(np.median(lm_true)), "mean": r3(lm_true.mean()), "max": r3(lm_true.max())},
@@ -142,6 +143,26 @@ def score(model, gt: dict, track: dict, calib: dict, crop: dict) -> dict:  # noq
             **motion_scores(model, gt_m, motion, shape)}
 
 
+def draw_worst(clip: Path, gt: dict, faces: np.ndarray, looks: dict[str, dict], png: Path) -> dict:
+    """The frame where any variant's projected mesh lies farthest from the truth: one tile per variant
+    (tracked mesh in blue, its points red, the true points green), source pixels. Returns the frame and errors."""
+    import av
+    from PIL import Image
+
+    from stages.tracking.overlay import draw_overlay
+
+    worst = max(looks.values(), key=lambda lk: lk["lm_true"].max())
+    j = int(np.argmax(worst["lm_true"]))
+    frame = int(worst["frames"][j])
+    with av.open(str(clip)) as c:
+        img = next(f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i == frame)
+    tiles = [draw_overlay(img, lk["mesh_src"][j], faces, gt["landmarks_mp"][frame], lk["mesh_src"][j],
+                          f"{name} frame {frame}: {lk['lm_true'][j]:.1f} px") for name, lk in looks.items()]
+    png.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(tiles, 1)).save(png)
+    return {"png": str(png), "frame": frame, "px": {n: round(float(lk["lm_true"][j]), 2) for n, lk in looks.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=150)
@@ -149,6 +170,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="2,3")
     ap.add_argument("--variants", default="photo,landmarks")
     ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--png-dir", type=Path, help="draw each seed's worst frame, every variant side by side")
     a = ap.parse_args()
     from stages.face.flame import FLAME
     from stages.face.model import load_face_model
@@ -168,6 +190,7 @@ def main() -> None:
             spec = SynthSpec(n_frames=a.frames, size=a.size, seed=seed, winks=((1.2, 0.4, 0), (3.0, 0.4, 1)))
             render_video(data, generate_params(data, spec), clip, spec=spec, batch=16)
         gt = dict(np.load(clip.with_suffix(".npz")))
+        looks = {}
         for name in a.variants.split(","):
             actor = f"s{seed}-{name}"
             cfg = prepare_actor(store, actor, clip, None, "full", overrides=VARIANTS[name])
@@ -185,7 +208,11 @@ def main() -> None:
                    "cpu_s": {g: cost[g]["cpu_s_net"] for g in ("calibrate", "track")},
                    "wall_s": {g: cost[g]["wall_s"] for g in ("calibrate", "track")}}
             out["seeds"].setdefault(str(seed), {})[name] = res
+            looks[name] = score.last
             print(json.dumps({"seed": seed, name: res}), file=sys.stderr, flush=True)
+        if a.png_dir is not None:
+            out.setdefault("worst_frames", {})[str(seed)] = draw_worst(
+                clip, gt, data.faces, looks, a.png_dir / f"worst-seed{seed}.png")
     print(json.dumps(out, indent=1))
 
 
