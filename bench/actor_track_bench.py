@@ -38,8 +38,8 @@ import argparse
 import json
 import sys
 import tempfile
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -100,8 +100,10 @@ def rot_error_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(c, -1, 1)))
 
 
-def score(model, gt: dict, track: dict, calib: dict, crop: dict) -> dict:  # noqa: ANN001
-    """The accuracy figures of one tracked clip against its ground truth (see the module docstring)."""
+def score(model, gt: dict, track: dict, calib: dict, crop: dict) -> tuple[dict, dict]:  # noqa: ANN001
+    """The accuracy figures of one tracked clip against its ground truth (see the module docstring), and
+    per frame: ``frames [N]`` (0-based), ``mesh_src [N,V,2]`` (the tracked mesh in source pixels),
+    ``lm_true [N]`` (px, crop)."""
     keep = track["core"].astype(bool)
     frames = track["frames"][keep] - 1  # ingest numbers frames from 1
     tr = {k: track[k][keep] for k in ("exp", "jaw", "eyes", "eyelids", "R", "t", "error_px")}
@@ -129,7 +131,7 @@ def score(model, gt: dict, track: dict, calib: dict, crop: dict) -> dict:  # noq
     motion = Motion(tr["exp"], tr["jaw"], tr["eyes"], tr["eyelids"])
     gt_m = {"shape": gt["shape"], **{k: gt[k][frames] for k in ("expression", "jaw", "eyes", "eyelids")}}
     r3 = lambda x: round(float(x), 3)  # noqa: E731
-    score.last = {"frames": frames, "mesh_src": est_pix(v_est) / scale + corner, "lm_true": lm_true}  # for --png-dir
+    per_frame = {"frames": frames, "mesh_src": est_pix(v_est) / scale + corner, "lm_true": lm_true}
     return {"frames": int(keep.sum()),
             "lm_fit_px": r3(np.nanmedian(tr["error_px"])),
             "lm_true_px": {"median": r3(np.median(lm_true)), "mean": r3(lm_true.mean()), "max": r3(lm_true.max())},
@@ -140,7 +142,7 @@ def score(model, gt: dict, track: dict, calib: dict, crop: dict) -> dict:  # noq
                         "relative_mean": r3(rot_rel.mean()), "relative_p95": r3(np.percentile(rot_rel, 95))},
             "depth_ratio": r3(np.median(tr["t"][:, 2] / gt["t"][frames, 2])),
             "identity_mm": identity_error_mm(model, shape, true_shape, "cpu"),
-            **motion_scores(model, gt_m, motion, shape)}
+            **motion_scores(model, gt_m, motion, shape)}, per_frame
 
 
 def draw_worst(clip: Path, gt: dict, faces: np.ndarray, looks: dict[str, dict], png: Path) -> dict:
@@ -204,11 +206,11 @@ def main() -> None:
             track = dict(np.load(root / "track" / "0000.npz"))
             calib = dict(np.load(root / "calibrate" / "calibration.npz"))
             crop = json.loads((root / "ingest" / "crop.json").read_text())
-            res = {**score(model, gt, track, calib, crop),
+            figures, looks[name] = score(model, gt, track, calib, crop)
+            res = {**figures,
                    "cpu_s": {g: cost[g]["cpu_s_net"] for g in ("calibrate", "track")},
                    "wall_s": {g: cost[g]["wall_s"] for g in ("calibrate", "track")}}
             out["seeds"].setdefault(str(seed), {})[name] = res
-            looks[name] = score.last
             print(json.dumps({"seed": seed, name: res}), file=sys.stderr, flush=True)
         if a.png_dir is not None:
             out.setdefault("worst_frames", {})[str(seed)] = draw_worst(

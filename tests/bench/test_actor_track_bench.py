@@ -50,12 +50,13 @@ def _case(n: int = 12):
 def test_the_truth_scores_zero():
     b = _bench()
     model, gt, track, calib, crop = _case()
-    r = b.score(model, gt, track, calib, crop)
+    r, per_frame = b.score(model, gt, track, calib, crop)
     assert r["frames"] == 12 and r["lm_fit_px"] == 0.5
     assert r["vertex_mm"]["mean"] < 1e-2 and abs(r["vertex_mm"]["similarity_scale"] - 1) < 1e-4
     assert r["lm_true_px"]["max"] < 1e-2 and r["vertex_px"]["p95"] < 1e-2 and abs(r["depth_ratio"] - 1) < 1e-6
     assert r["rot_deg"]["mean"] < 0.05 and r["motion_error_mm"] < 1e-3 and r["identity_mm"] < 1e-3
     assert r["jaw_r"] > 0.999
+    assert per_frame["frames"].tolist() == list(range(12)) and per_frame["mesh_src"].shape[:2] == (12, model.n_vertices)
 
 
 def test_rotation_offset_and_depth_scale():
@@ -65,13 +66,13 @@ def test_rotation_offset_and_depth_scale():
     model, gt, track, calib, crop = _case()
     off = axis_angle_to_matrix(torch.tensor([[0.0, np.radians(2.0), 0.0]], dtype=torch.float64))[0].numpy()
     turned = dict(track, R=np.einsum("ij,njk->nik", off, track["R"]).astype(np.float32))
-    r = b.score(model, gt, turned, calib, crop)
+    r = b.score(model, gt, turned, calib, crop)[0]
     assert abs(r["rot_deg"]["mean"] - 2.0) < 0.05 and r["rot_deg"]["relative_mean"] < 0.05  # a constant offset
     assert r["lm_true_px"]["median"] > 1.0  # the turn moves the projected points
     # twice the distance and twice the focal length: the same pixels, a mesh that aligns by one similarity
     far = dict(track, t=track["t"] * 2, focal=track["focal"] * 2)
     far["R"] = track["R"]
-    r = b.score(model, gt, far, calib, crop)
+    r = b.score(model, gt, far, calib, crop)[0]
     assert r["lm_true_px"]["max"] > 1.0 and r["vertex_px"]["mean"] > 1.0  # scaling t moves the projection ...
     assert abs(r["depth_ratio"] - 2) < 1e-6
     scaled = b.posed(model, calib["shape"], {"exp": track["exp"], "jaw": track["jaw"], "eyes": track["eyes"],
