@@ -1,7 +1,7 @@
 """An actor's dataset with or without the tracker's image-based levels (issues #17/#19).
 
     python bench/actor_photo_run.py STORE [--actor w] [--video /work/shared/data/wojtek.mp4]
-        [--variant photo|landmarks] [--until assemble|train|render] [--device cpu|cuda] [--train-seed 0]
+        [--variant photo|landmarks] [--until assemble|train|render] [--device cpu|cuda] [--train-seed 0] [--preset tiny]
 
 Runs the full preset's pipeline (``avatar run --device cpu --until assemble``) of the video into a fresh
 actor of STORE, with the tracker's photometric level as the preset has it (``photo``) or without it
@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--until", default="assemble", choices=GROUPS)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--train-seed", type=int, default=None)
+    ap.add_argument("--preset", default=None, help="default: full (tiny: a smoke run of this script)")
     args = ap.parse_args()
     from stages.runner.pipeline import prepare_actor
     from stages.store import open_store
@@ -96,7 +97,7 @@ def main() -> None:
     if args.train_seed is not None:
         overrides["train"] = {"seed": args.train_seed}
     overrides = overrides or None
-    cfg = prepare_actor(open_store(args.store), args.actor, args.video, None, None, overrides=overrides)
+    cfg = prepare_actor(open_store(args.store), args.actor, args.video, None, args.preset, overrides=overrides)
     groups = GROUPS[:GROUPS.index(args.until) + 1]
     out: dict = {"video": str(args.video), "variant": args.variant, "overrides": overrides,
                  "device": args.device, "stages": run_staged(args.store, args.actor, cfg.to_dict(), groups, args.device)}

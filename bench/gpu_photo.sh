@@ -10,11 +10,11 @@ mkdir -p ../shared/data && cp .data/wojtek.mp4 ../shared/data/ 2>/dev/null
 source bench/device_env.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
 for v in photo landmarks; do
-  timeout 230 python3 bench/actor_photo_run.py /tmp/photo_$v --variant $v --device cuda --until render \
+  timeout 200 python3 bench/actor_photo_run.py /tmp/photo_$v --variant $v --device cuda --until render \
     --video ../shared/data/wojtek.mp4 > $OUT/actor_photo_$v.json 2> $OUT/actor_photo_$v.log
   tail -c 1200 $OUT/actor_photo_$v.json; echo
 done
 for v in photo landmarks; do
-  timeout 60 python3 bench/psnr_probe.py /tmp/photo_$v/actors/w/dataset '{"seed": 1}' --preset full --device cuda \
+  timeout 90 python3 bench/psnr_probe.py /tmp/photo_$v/actors/w/dataset '{"seed": 1}' --preset full --device cuda \
     --eval-res 512 2>&1 | grep -v "avatar.gauss: step" | tail -2 | tee $OUT/psnr_seed1_$v.json
 done
