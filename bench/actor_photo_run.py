@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from stages.drive.sources import DRIVER_STAGE_SETTINGS  # noqa: E402
 
-VARIANTS = {"photo": None, "landmarks": DRIVER_STAGE_SETTINGS}
+PHOTOMETRIC_LEVELS = {"calibrate": {"appearance_steps": 150}, "track": {"photometric_steps": 80}}
+"""The image-based levels as they were the default before 2026-12-07 (the ``photo`` arm sets them explicitly)."""
+VARIANTS = {"photo": PHOTOMETRIC_LEVELS, "landmarks": DRIVER_STAGE_SETTINGS}
 GROUPS = ("masks", "calibrate", "track", "assemble", "train", "render")
 """``until`` of each process: the first runs ingest, landmarks and masks, each later one a single stage."""
 

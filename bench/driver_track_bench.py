@@ -7,8 +7,8 @@ A synthetic driver clip with ground truth (:mod:`stages.face.synth`, blinks, win
 tracked as ``avatar drive --video`` tracks a driver (:func:`stages.drive.sources.track_driver`: ingest,
 landmarks, calibrate, track; the full preset) once per variant, each as its own driver entry:
 
-- ``full``: the full preset's calibrate and track as they are (calibrate's appearance level, track's
-  photometric level at 128 px);
+- ``full``: with the image-based levels (calibrate's appearance level, track's photometric level at
+  128 px: the full preset's defaults before 2026-12-07);
 - ``landmarks``: the same without the image-based levels (``calibrate.appearance_steps = 0``,
   ``track.photometric_steps = 0``).
 
@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.drive.sources import DRIVER_STAGE_SETTINGS  # noqa: E402
 
-VARIANTS = {"full": {}, "landmarks": DRIVER_STAGE_SETTINGS}
+VARIANTS = {"full": {"calibrate": {"appearance_steps": 150}, "track": {"photometric_steps": 80}},  # the old defaults
+            "landmarks": DRIVER_STAGE_SETTINGS}
 LIPS = (13, 14)  # MediaPipe inner-lip midpoints (upper, lower)
 LIDS = ((159, 145), (386, 374))  # MediaPipe upper / lower lid midpoints: subject's right eye, left eye
 
