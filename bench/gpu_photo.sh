@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call (carry .whl/.whlL/.whlA/.whlO*, .lp/G.tar.xz and .data/wojtek.mp4 as bench/gpu_round5.sh):
+# One device call (carry .whlT and .data, as bench/gpu_round5.sh):
 # does the ACTOR's tracking need its photometric level (issues #17/#19)? wojtek.mp4, default (full) preset,
 # end to end on the GPU, once as it is (variant photo) and once without the image-based levels (variant
 # landmarks: calibrate.appearance_steps 0, track.photometric_steps 0): each stage's seconds, the landmark
