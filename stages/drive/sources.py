@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -143,20 +147,38 @@ def driver_motion(store: Store, name: str, scratch: Path) -> Motion:
                   t=p["t"].astype(np.float32), K=K, image_size=512, shape=np.asarray(c.shape, np.float32))
 
 
-def driver_frames(store: Store, name: str, scratch: Path):  # noqa: ANN201 - an iterator of [512,512,3] uint8
-    """The driver's 512x512 crops in order (for ``side_by_side.mp4``)."""
+def driver_frames(store: Store, name: str, scratch: Path, threads: int | None = None):  # noqa: ANN201
+    """The driver's 512x512 crops in order, [512, 512, 3] uint8 each (for ``side_by_side.mp4``),
+    decoded by ``threads`` threads (default: up to 4 of the CPUs) a little ahead of the reader."""
     from stages.frameshard import read_shard_tar
     from stages.tracking.stage_io import decode_rgb
 
+    threads = threads or max(1, min(4, os.cpu_count() or 1))
     entry = driver_entry(name)
     ingest = _manifest(store, actor_key(entry, "ingest", MANIFEST))
     shards = shards_from_document(store.get_json(actor_key(entry, "ingest", SHARDS_FILE)))
     for s in shards:
         key = actor_key(entry, "ingest", "frames", f"{s.name}.tar")
         tar = store.fetch(key, scratch / "driver-frames", ingest.outputs.get(key) if ingest else None)
-        for _, blob in sorted(read_shard_tar(tar)):
-            yield decode_rgb(blob)
+        blobs = [blob for _, blob in sorted(read_shard_tar(tar))]
         tar.unlink(missing_ok=True)
+        yield from ordered_map(decode_rgb, blobs, threads)
+
+
+def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], threads: int, window: int = 32) -> Iterator[Any]:
+    """``fn`` over ``items`` in ``threads`` threads, results in the items' order, at most ``window``
+    items in flight (for work that releases the GIL, such as OpenCV's JPEG decoding)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    it = iter(items)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        pending = deque(pool.submit(fn, x) for x in itertools.islice(it, max(1, window)))
+        while pending:
+            done = pending.popleft()
+            for x in itertools.islice(it, 1):
+                pending.append(pool.submit(fn, x))
+            yield done.result()
 
 
 # -- the actor ---------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ copies their packets, timestamps shifted, into one MP4. The result is one ordina
 ``fps`` with ``frames`` frames; a key frame every ``segment_frames`` frames is the only trace.
 
 Memory is bounded: the producer blocks while ``workers + 1`` segments wait or encode, so at most
-``(workers + 1) x segment_frames`` frames are held.
+``(workers + 1) x segment_frames`` frames are held, and ``workers`` is lowered until that fits
+:data:`MAX_BUFFER_BYTES`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,15 @@ import numpy as np
 
 from stages.gauss.preview import PreviewWriter
 
-SEGMENT_FRAMES = 64
-"""Frames per segment (2.56 s at 25 fps): a key frame at least that often."""
+SEGMENT_FRAMES = 250
+"""Frames per segment (10 s at 25 fps, x264's own key-frame interval). Shorter segments cost size: on
+``bench/encode_bench.py``'s clip 64-frame segments made a 512x512 video 69% larger than one encoder's,
+128-frame ones 11% larger, 250-frame ones 13% smaller (one x264 thread per segment compresses a little
+better than x264's frame threads)."""
+
+MAX_BUFFER_BYTES = 2 << 30
+"""Most bytes of frames one writer holds (segments waiting or being encoded): fewer workers for large
+frames (a 1024x512 segment of 250 frames is 393 MB, so at most 4 workers, 5 segments)."""
 
 
 def _cpus() -> int:
@@ -51,17 +59,20 @@ class SegmentedWriter:
         fps: frames per second.  crf: x264 quality (lower is better).
         segment_frames: frames per independently encoded segment.
         workers: encoder threads (default :func:`default_workers`); 1 encodes one segment at a time.
+            Fewer when ``workers + 1`` segments of RGB frames would exceed ``max_buffer_bytes``.
     """
 
     def __init__(self, path: str | Path, width: int, height: int, fps: int = 25, crf: int = 20,
-                 segment_frames: int = SEGMENT_FRAMES, workers: int | None = None):
+                 segment_frames: int = SEGMENT_FRAMES, workers: int | None = None,
+                 max_buffer_bytes: int = MAX_BUFFER_BYTES):
         if segment_frames < 1:
             raise ValueError(f"segment_frames must be >= 1, got {segment_frames}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.width, self.height, self.fps, self.crf = width, height, fps, crf
         self.segment_frames = segment_frames
-        self.workers = workers or default_workers()
+        per_segment = segment_frames * (width + width % 2) * (height + height % 2) * 3
+        self.workers = max(1, min(workers or default_workers(), max_buffer_bytes // per_segment - 1))
         self._x264_threads = max(1, _cpus() // self.workers)  # the cores shared out, not oversubscribed
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"encode-{self.path.name}")
         self._slots = threading.BoundedSemaphore(self.workers + 1)

@@ -48,3 +48,21 @@ def test_a_driver_tracked_earlier_keeps_its_config(tmp_path):
     with pytest.raises(BadInput, match="another --name"):
         prepare_driver(st, "roman", "old", other)
     assert PipelineConfig.from_dict(st.get_json(key)) == old
+
+
+def test_ordered_map_keeps_the_order_with_work_finishing_out_of_order():
+    import random
+    import time
+
+    from stages.drive.sources import ordered_map
+
+    rng = random.Random(0)
+    delays = [rng.uniform(0, 0.004) for _ in range(100)]
+
+    def slow_square(i: int) -> int:
+        time.sleep(delays[i])
+        return i * i
+
+    assert list(ordered_map(slow_square, range(100), threads=4, window=8)) == [i * i for i in range(100)]
+    assert list(ordered_map(slow_square, iter(range(3)), threads=1, window=1)) == [0, 1, 4]
+    assert list(ordered_map(slow_square, [], threads=2)) == []

@@ -130,3 +130,11 @@ def test_no_frames_writes_no_file_and_join_counts_packets(tmp_path):
     assert join_segments(parts, tmp_path / "j.mp4") == 10
     got, times, _, _ = _decode(tmp_path / "j.mp4")
     assert len(got) == 10 and np.allclose(times, np.arange(10) / 25, atol=1e-3)
+
+
+def test_workers_are_fewer_for_large_frames():
+    """(workers + 1) segments of frames must fit the buffer budget."""
+    seg = 250 * 1024 * 512 * 3
+    assert SegmentedWriter("/tmp/x.mp4", 1024, 512, workers=8, max_buffer_bytes=5 * seg).workers == 4
+    assert SegmentedWriter("/tmp/x.mp4", 1024, 512, workers=8, max_buffer_bytes=seg).workers == 1
+    assert SegmentedWriter("/tmp/x.mp4", 64, 64, workers=3).workers == 3
