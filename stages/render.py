@@ -62,7 +62,7 @@ def run(ctx: StageContext) -> None:
 
     from stages.gauss.data import AvatarFrames, TrackedSequence, background_rgb, choose_split
     from stages.gauss.evaluate import evaluate, render_fps
-    from stages.gauss.preview import PreviewWriter
+    from stages.video.segments import SegmentedWriter
     from stages.gauss.trainer import check_face_model, choose_renderer, config_from_dict, load_avatar
     from stages.train import face_surface, fetch_dataset
 
@@ -84,7 +84,8 @@ def run(ctx: StageContext) -> None:
     frames = AvatarFrames(layout, seq, test_idx, cfg.resolution, bg_rgb)
     ctx.progress.set_total(len(frames))
     preview = ctx.scratch / "preview.mp4"
-    writer = PreviewWriter(preview, 2 * cfg.resolution, cfg.resolution, cfg.fps)
+    # encoded in segments by worker threads while the evaluation renders (stages.video.segments)
+    writer = SegmentedWriter(preview, 2 * cfg.resolution, cfg.resolution, cfg.fps)
 
     eyes = held_out_eye_points(ctx, test_idx)
     eye_psnr: list[float | None] = []
@@ -106,8 +107,10 @@ def run(ctx: StageContext) -> None:
     try:
         ev = evaluate(model, surface, frames, torch.tensor(bg_rgb), renderer, ctx.device, cfg.batch_size,
                       cfg.workers, on_frames)
-    finally:
-        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
     ctx.count_frames(len(ev.indices))
 
     fps_frames = AvatarFrames(layout, seq, test_idx[:cfg.fps_batch], cfg.fps_resolution, bg_rgb)
