@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actor_photo_run import VARIANTS, run_staged  # noqa: E402
 from driver_track_bench import scores as motion_scores  # noqa: E402
-from track_bench import identity_error_mm  # noqa: E402
+from track_bench import identity_error_mm, similarity  # noqa: E402
 
 
 @dataclass
@@ -63,18 +63,6 @@ class Motion:
 
     def __len__(self) -> int:
         return len(self.exp)
-
-
-def similarity(X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """The similarity ``(s, R [3,3], t [3])`` minimising ``|s R X + t - Y|^2`` over rows (Umeyama)."""
-    X, Y = X.reshape(-1, 3).astype(np.float64), Y.reshape(-1, 3).astype(np.float64)
-    mx, my = X.mean(0), Y.mean(0)
-    U, S, Vt = np.linalg.svd((Y - my).T @ (X - mx) / len(X))
-    D = np.eye(3)
-    D[2, 2] = np.sign(np.linalg.det(U @ Vt))
-    R = U @ D @ Vt
-    s = float((S * np.diag(D)).sum() / ((X - mx) ** 2).sum(1).mean())
-    return s, R, my - s * R @ mx
 
 
 def posed(model, shape: np.ndarray, p: dict, R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001

@@ -243,19 +243,14 @@ def main() -> None:
     import torch
 
     import stages.gauss.trainer as trainer_mod
-    from stages.face.model import load_face_model
-    from stages.gauss.data import AvatarFrames, TrackedSequence, background_rgb, find_dataset_root
-    from stages.gauss.surface import flame_surface
+    from psnr_probe import probe_inputs
+    from stages.gauss.data import AvatarFrames, background_rgb
     from stages.gauss.trainer import TrainConfig, avatar_dict, config_from_dict, load_avatar, train
-    from stages.train import PRESETS
 
     torch.set_num_threads(a.threads)
     trainer_mod.choose_split = split_override(a.split)
     over = json.loads(a.overrides)
-    layout = find_dataset_root([p for p in Path(a.dataset).rglob("*") if p.is_file()])
-    seq = TrackedSequence.load(layout)
-    surface = flame_surface(load_face_model(None), seq.shape)
-    base = {} if a.preset == "full" else {**PRESETS["tiny"], **(PRESETS["demo"] if a.preset == "demo" else {})}
+    layout, seq, surface, base = probe_inputs(a.dataset, a.preset)
     train_cpu = train_wall = 0.0
     if a.load:
         model, meta = load_avatar(a.load)

@@ -52,6 +52,21 @@ def mesh_coverage(verts, faces, R, t, K, size: int):
     return out > 0
 
 
+def probe_inputs(dataset: str, preset: str):  # noqa: ANN201
+    """What both probes train from: (dataset layout, tracked sequence, stand-in face surface with the
+    tracked identity, the preset's train settings: ``{}`` for ``full``, tiny's (+ demo's) otherwise)."""
+    from stages.face.model import load_face_model
+    from stages.gauss.data import TrackedSequence, find_dataset_root
+    from stages.gauss.surface import flame_surface
+    from stages.train import PRESETS
+
+    layout = find_dataset_root([p for p in Path(dataset).rglob("*") if p.is_file()])
+    seq = TrackedSequence.load(layout)
+    surface = flame_surface(load_face_model(None), seq.shape)
+    base = {} if preset == "full" else {**PRESETS["tiny"], **(PRESETS["demo"] if preset == "demo" else {})}
+    return layout, seq, surface, base
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("dataset")
@@ -70,18 +85,12 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from stages.face.model import load_face_model
-    from stages.gauss.data import AvatarFrames, TrackedSequence, background_rgb, choose_split, find_dataset_root
-    from stages.gauss.surface import flame_surface
+    from stages.gauss.data import AvatarFrames, background_rgb, choose_split
     from stages.gauss.trainer import TrainConfig, config_from_dict, load_avatar, render_frames, train, avatar_dict
-    from stages.train import PRESETS
 
     torch.set_num_threads(a.threads)
     over = json.loads(a.overrides)
-    layout = find_dataset_root([p for p in Path(a.dataset).rglob("*") if p.is_file()])
-    seq = TrackedSequence.load(layout)
-    surface = flame_surface(load_face_model(None), seq.shape)
-    base = {} if a.preset == "full" else {**PRESETS["tiny"], **(PRESETS["demo"] if a.preset == "demo" else {})}
+    layout, seq, surface, base = probe_inputs(a.dataset, a.preset)
     train_s = train_cpu = 0.0
     if a.load:
         model, meta = load_avatar(a.load)

@@ -65,15 +65,23 @@ def texture_for(data, size: int = 256) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(np.asarray(tex).transpose(2, 0, 1)))
 
 
-def umeyama_error(est: np.ndarray, gt: np.ndarray) -> float:
-    X, Y = est.reshape(-1, 3).astype(np.float64), gt.reshape(-1, 3).astype(np.float64)
+def similarity(X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The similarity ``(s, R [3,3], t [3])`` minimising ``|s R X + t - Y|^2`` over rows (Umeyama)."""
+    X, Y = X.reshape(-1, 3).astype(np.float64), Y.reshape(-1, 3).astype(np.float64)
     mx, my = X.mean(0), Y.mean(0)
     U, S, Vt = np.linalg.svd((Y - my).T @ (X - mx) / len(X))
     D = np.eye(3)
     D[2, 2] = np.sign(np.linalg.det(U @ Vt))
     R = U @ D @ Vt
-    s = (S * np.diag(D)).sum() / ((X - mx) ** 2).sum(1).mean()
-    return float(np.linalg.norm(s * X @ R.T + (my - s * R @ mx) - Y, axis=1).mean())
+    s = float((S * np.diag(D)).sum() / ((X - mx) ** 2).sum(1).mean())
+    return s, R, my - s * R @ mx
+
+
+def umeyama_error(est: np.ndarray, gt: np.ndarray) -> float:
+    """Mean point distance after the best similarity of ``est`` onto ``gt`` (same units)."""
+    s, R, t = similarity(est, gt)
+    X, Y = est.reshape(-1, 3).astype(np.float64), gt.reshape(-1, 3).astype(np.float64)
+    return float(np.linalg.norm(s * X @ R.T + t - Y, axis=1).mean())
 
 
 def identity_error_mm(flame, shape: np.ndarray, true_shape: np.ndarray, dev) -> float:

@@ -4,22 +4,14 @@ removed by the sequence's similarity alignment, as the landmarks in the crop's p
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "actor_track_bench.py"
-
+from bench_script import load_bench
 
 def _bench():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("actor_track_bench", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("actor_track_bench")
 
 
 def _case(n: int = 12):

@@ -3,19 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 from stages.bench.record import record
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "drive_bench.py"
-
+from bench_script import load_bench
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("drive_bench", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("drive_bench")
 
 
 RUN = {"device": "NVIDIA H100 80GB HBM3", "machine": "NVIDIA H100 80GB HBM3, 16 CPUs", "date": "2026-12-06",

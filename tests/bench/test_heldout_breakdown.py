@@ -3,21 +3,13 @@ splits hold out as many frames as the default one, none of them trained on."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "heldout_breakdown.py"
-
+from bench_script import load_bench
 
 def _bench():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("heldout_breakdown", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("heldout_breakdown")
 
 
 def test_regions_partition_the_image():
