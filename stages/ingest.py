@@ -20,6 +20,7 @@ Outputs under ``actors/<actor>/ingest/``: ``frames/<shard>.tar`` (``00001.jpg``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -53,7 +54,12 @@ OUTPUT_FPS = 25  # FlashAvatar's test video and metrical-tracker's extraction us
 @dataclass
 class Config:
     """Attributes:
-        shard_size: output frames per shard (the fan-out unit of later stages).
+        shard_size: output frames per shard (the fan-out unit of later stages), at most.
+        min_shards, min_shard_frames: a shorter clip is cut into at least ``min_shards`` shards of
+            at least ``min_shard_frames`` frames (:func:`shard_frames`): landmarks and masks run a
+            process per shard, so a 10-second clip in one shard of 250 frames kept one core busy
+            while the machine's others waited (issue 19). Shard plans of finished actors stay as
+            they were (a new field at its default changes nothing finished).
         size: side of the output frames, pixels (FlashAvatar needs 512).
         jpeg_quality: libjpeg quality of the frames.
         detect_samples: frames, spread evenly over the video, on which the face is observed.
@@ -72,6 +78,8 @@ class Config:
     """
 
     shard_size: int = 500
+    min_shards: int = 8
+    min_shard_frames: int = 25
     size: int = 512
     jpeg_quality: int = JPEG_QUALITY
     detect_samples: int = 64
@@ -85,7 +93,7 @@ class Config:
     fixed_crop: list[int] | None = None
 
 
-PRESETS = {"tiny": {"shard_size": 100, "detect_samples": 16, "min_face_frames": 25}}
+PRESETS = {"tiny": {"shard_size": 100, "min_shards": 1, "detect_samples": 16, "min_face_frames": 25}}
 WORKER_PRELOAD = ("stages.video.render", "av", "cv2", "mediapipe")  # imported once by the local run's forkserver
 PUBLISHES_SHARDS = True  # each shard's tar is published when written: landmarks and masks may start on it
 
@@ -96,6 +104,14 @@ def _label_errors(fn, local: Path, label: str, *args):
         return fn(*args)
     except BadInput as e:
         raise BadInput(str(e).replace(str(local), label, 1)) from None
+
+
+def shard_frames(n_frames: int, cfg: Config) -> int:
+    """Frames per shard for a clip of ``n_frames`` output frames: ``cfg.shard_size``, or fewer for a
+    short clip, so that it still makes ``cfg.min_shards`` shards of at least ``cfg.min_shard_frames``
+    frames (250 frames, the defaults: 8 shards of 32; 750: 8 of 94; 4,000 and more: shards of 500)."""
+    even = math.ceil(max(1, n_frames) / max(1, cfg.min_shards))
+    return max(1, min(cfg.shard_size, max(cfg.min_shard_frames, even)))
 
 
 def sample_pts(index: FrameIndex, selected: np.ndarray, n: int) -> list[int]:
@@ -305,7 +321,7 @@ def _ingest(ctx: StageContext, cfg: Config, workers: Workers, local: Path, label
     if crop.side < 0.75 * cfg.size:
         warnings.append(f"the crop is {crop.side} px, upscaled to {cfg.size}: frames will be soft")
 
-    shards = plan_shards(n_out, cfg.shard_size)
+    shards = plan_shards(n_out, shard_frames(n_out, cfg))
     # the shard plan and the crop first: a shard-overlapped run's landmarks and masks start on each
     # shard's tar as soon as it is written (ctx.publish_shard), and read these two with it
     ctx.put_json(SHARDS_FILE, shards_document(n_out, OUTPUT_FPS, shards))

@@ -74,7 +74,8 @@ def test_wojtek_ingest(tmp_path, wojtek):
     result = run_stage("ingest", "w", store, jobs=1)
     assert result.status == "ran" and result.frames == 400
     doc, frames = frames_of(store, "w")
-    assert doc["frames"] == 400 and doc["fps"] == 25 and len(doc["shards"]) == 1
+    # 400 frames: the default cuts a short clip into 8 shards (ingest.min_shards), one per landmarks/masks process
+    assert doc["frames"] == 400 and doc["fps"] == 25 and [s["stop"] - s["start"] for s in doc["shards"]] == [50] * 8
     assert [n for n, _ in frames] == [f"{k:05d}.jpg" for k in range(1, 401)]
 
     crop = store.get_json(actor_key("w", "ingest", "crop.json"))
@@ -119,13 +120,26 @@ def test_wojtek_ingest(tmp_path, wojtek):
     assert run_stage("ingest", "w", store, jobs=1).status == "skipped"
 
 
+def test_short_clips_are_cut_into_min_shards_shards():
+    from stages.ingest import Config, shard_frames
+    from stages.runner.shards import plan_shards
+
+    cfg = Config()
+    sizes = {n: [len(s) for s in plan_shards(n, shard_frames(n, cfg))] for n in (30, 100, 250, 750, 4000, 10_000)}
+    assert sizes[250] == [32] * 7 + [26] and sizes[750] == [94] * 7 + [92]
+    assert sizes[30] == [30] and sizes[100] == [25] * 4  # never under min_shard_frames
+    assert sizes[4000] == [500] * 8 and sizes[10_000] == [500] * 20  # long clips: shard_size as before
+    assert all(sum(v) == n for n, v in sizes.items())
+    one = Config(min_shards=1)  # the tiny preset's (CPU tests): shard_size alone, as before
+    assert shard_frames(250, one) == 250 and shard_frames(250, Config(shard_size=100, min_shards=1)) == 100
+
+
 def test_parallel_workers_write_the_same_frames(tmp_path, wojtek):
-    """jobs=2 (spawned workers, 4 shards of 100) gives byte-identical frames to jobs=1 (1 shard
-    split in 2 pieces)."""
+    """jobs=2 with 2 shards of 100 gives byte-identical frames to 1 shard of 200 split in 2 pieces."""
     short = compose_clip(wojtek, tmp_path / "short.mp4", 200, size=(512, 512), faces=((0, 0, 512),))
     over = {"detect_samples": 16, "min_face_frames": 50}
-    a = put_video(tmp_path / "a", "w", short, {**over, "shard_size": 100})
-    b = put_video(tmp_path / "b", "w", short, over)
+    a = put_video(tmp_path / "a", "w", short, {**over, "shard_size": 100, "min_shards": 1})
+    b = put_video(tmp_path / "b", "w", short, {**over, "min_shards": 1})
     run_stage("ingest", "w", a, jobs=2)
     run_stage("ingest", "w", b, jobs=2)
     doc_a, frames_a = frames_of(a, "w")
