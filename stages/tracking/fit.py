@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor, nn
 
+from stages.face.landmark_model import landmark_model
 from stages.face.rotation import rotation_6d_to_matrix
 from stages.tracking import losses
 from stages.tracking.eyelids import LidIndex, eyelid_loss, lid_expression_loss
@@ -195,10 +196,16 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
             (``albedo``, ``sh``) are optimised where a level frees them.
         on_step: optional ``callable(level_name, step)`` (progress reporting).
 
+    Without a photometric level (or ``photo``), every step evaluates ``model`` on its landmark
+    vertices only (:func:`stages.face.landmark_model.landmark_model`: the same landmarks).
+
     Returns:
         :class:`FitResult` with detached tensors.
     """
     weights = weights or LossWeights()
+    # Without a photometric level only the landmarks are used: pose just their vertices.
+    if photo is None or not any(level.photometric for level in schedule.levels):
+        model = landmark_model(model)
     size = float(problem.image_size)
     per_frame = {k: v.detach().clone() for k, v in init.as_dict().items()}
     # Translation as (x/z, y/z, log z): depth then scales the face about its projected origin

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stages.face.landmark_model import landmark_model
 from stages.tracking import fit as fitting
 from stages.tracking.eyelids import LidIndex, eye_closure, eye_opening
 from stages.tracking.losses import landmark_error_px
@@ -168,6 +169,7 @@ def frame_errors(model: nn.Module, shared: fitting.Shared, params: dict[str, np.
                  device: torch.device | str, batch: int = 4096) -> np.ndarray:
     """[N] mean landmark error in pixels of parameters against targets [N, L, 2]."""
     out = []
+    model = landmark_model(model)
     with torch.no_grad():
         for s in range(0, len(targets), batch):
             p = FrameParams.from_numpy({k: v[s:s + batch] for k, v in params.items()}, device)
