@@ -50,8 +50,12 @@ def _npz(store, i):
         return {k: z[k] for k in z.files}
 
 
+def _manifest(store, i):
+    return json.loads((store.root / f"actors/syn/track/shards/{i:04d}.manifest.json").read_text())
+
+
 def _shard_stats(store, i):
-    return json.loads((store.root / f"actors/syn/track/shards/{i:04d}.manifest.json").read_text())["stats"]
+    return _manifest(store, i)["stats"]
 
 
 def _landmarks_cam(store, t):
@@ -72,6 +76,12 @@ def test_grouped_shards_ran_as_one_group(both):
         assert st["group"] == "0000-0003" and st["group_frames"] == N and st["frames"] == SHARD
     pstore, _ = both["per_shard"]
     assert "group" not in _shard_stats(pstore, 0)
+    # each shard's manifest records what that shard alone reads: its landmarks and its neighbours'
+    for i in range(4):
+        reads = {k for k in _manifest(store, i)["inputs"] if k.startswith("file:landmarks:")}
+        assert reads == {f"file:landmarks:actors/syn/landmarks/{j:04d}.npz" for j in range(max(0, i - 1), min(4, i + 2))}
+        assert "file:calibrate:actors/syn/calibrate/calibration.npz" in _manifest(store, i)["inputs"]
+        assert reads == {k for k in _manifest(pstore, i)["inputs"] if k.startswith("file:landmarks:")}
     stage = json.loads((store.root / "actors/syn/track/manifest.json").read_text())
     assert stage["stats"]["frames"] == N and stage["stats"]["shards"] == 4
 
