@@ -14,7 +14,8 @@ Adam steps, the default 80 + 390):
   stage ran up to 4 such shard processes on one GPU, which time-slice: their sum is the stage's
   time); ``--per-shard-max N`` times only the first N shards and scales the time up;
 - ``grouped``: every frame in one optimisation (batches of up to 16384 frames, the stage's
-  ``landmark_batch_size``), each shard's rows cut from it afterwards;
+  ``landmark_batch_size``; each frame's gradients scaled to those it has in its shard alone, as the
+  stage does), each shard's rows cut from it afterwards;
 - ``grouped_full_model`` (``--full-model``): the same with the full face model in every step
   instead of its landmark vertices only (:mod:`stages.face.landmark_model`), to show what that gains.
 
@@ -120,10 +121,10 @@ def main() -> None:
     ok = np.ones(args.frames, bool)
     out.update(vertices=base.n_vertices, landmarks=int(len(mp_index)), steps_per_optimisation=schedule.total_steps)
 
-    def track(lo: int, hi: int, batch: int):  # noqa: ANN202 - SequenceResult
+    def track(lo: int, hi: int, batch: int, reference: int | None = None):  # noqa: ANN202 - SequenceResult
         inputs = SequenceInputs(frames=frames[lo:hi], targets=targets[lo:hi], ok=ok[lo:hi])
         return track_sequence(model, shared, inputs, point_w, schedule, batch_size=batch, chunk_overlap=16,
-                              lids=lids, lid_basis=lid_basis)
+                              lids=lids, lid_basis=lid_basis, reference_frames=reference)
 
     def timed(fn):  # noqa: ANN001, ANN202
         sync()
@@ -155,9 +156,11 @@ def main() -> None:
     report("per_shard", seconds * scale, int(steps * scale), errors, shards=len(shards),
            shards_timed=len(timed_shards))
 
-    # grouped: every frame in one optimisation
+    # grouped: every frame in one optimisation, each frame's gradients as in its shard alone (as the stage)
+    reference = round(np.mean([min(args.frames, s.stop - 1 + args.overlap) - max(0, s.start - 1 - args.overlap)
+                               for s in shards]))
     n_batches = len(range(0, args.frames, LANDMARK_BATCH))
-    grouped, seconds = timed(lambda: track(0, args.frames, LANDMARK_BATCH))
+    grouped, seconds = timed(lambda: track(0, args.frames, LANDMARK_BATCH, reference))
     report("grouped", seconds, schedule.total_steps * n_batches, grouped.error_px, batches=n_batches)
 
     # how far apart the two are, on the timed shards' own frames
@@ -177,7 +180,7 @@ def main() -> None:
         saved = fit_module.landmark_model, sequence_module.landmark_model
         fit_module.landmark_model = sequence_module.landmark_model = lambda m: m
         try:
-            full, seconds = timed(lambda: track(0, args.frames, LANDMARK_BATCH))
+            full, seconds = timed(lambda: track(0, args.frames, LANDMARK_BATCH, reference))
         finally:
             fit_module.landmark_model, sequence_module.landmark_model = saved
         report("grouped_full_model", seconds, schedule.total_steps * n_batches, full.error_px)

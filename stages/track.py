@@ -260,7 +260,8 @@ def run_shard_group(items) -> None:  # noqa: ANN001 - list of (StageContext, Sha
     on_step = _progress_hook(progress, n, schedule.total_steps * max(1, -(-len(union.frames) // batch)))
     result = track_sequence(setup.model, setup.shared, inputs, LandmarkWeights().per_point()[mp_index].to(device),
                             schedule, batch_size=batch, chunk_overlap=cfg.chunk_overlap, image_size=IMAGE_SIZE,
-                            on_step=on_step, lids=lid_index(mp_index), lid_basis=lid_expression_basis(setup.model))
+                            on_step=on_step, lids=lid_index(mp_index), lid_basis=lid_expression_basis(setup.model),
+                            reference_frames=round(np.mean([len(h.frames) for h in hoods])))
     seconds = time.monotonic() - t0
     for (ctx, shard), hood in zip(items, hoods):
         rows = np.isin(result.frames, hood.frames)

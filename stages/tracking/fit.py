@@ -200,7 +200,7 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
             the loss itself). The loss terms are means over frames, so each frame's gradient
             shrinks as ``1 / N``; where it nears Adam's ``eps`` the steps shrink too (slower
             convergence). ``loss_scale = N / N0`` gives every frame the gradients of an ``N0``-frame
-            batch (:func:`stages.tracking.sequence.track_sequence` uses it for large batches).
+            batch (:func:`stages.tracking.sequence.track_sequence`'s ``reference_frames``).
 
     Without a photometric level (or ``photo``), every step evaluates ``model`` on its landmark
     vertices only (:func:`stages.face.landmark_model.landmark_model`: the same landmarks).

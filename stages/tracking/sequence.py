@@ -78,22 +78,6 @@ class SequenceResult:
     error_px: np.ndarray
 
 
-TUNED_FRAMES = 516
-"""Frames of the batch the track schedule's learning rates were tuned and measured with: a 500-frame
-shard plus two 8-frame overlaps. A larger batch (grouped shards: up to 16,384 frames) scales its loss
-by ``frames / TUNED_FRAMES`` so that each frame's gradient, and so Adam's steps, stay those of such a
-shard: the loss terms are means over frames, and at 10,000 frames the gradients fall below Adam's
-``eps`` (equivalent to a 50x larger ``eps`` at 200 frames, measured: median landmark error 0.173
-against 0.135 px on clean landmarks, 1.261 against 1.231 px with 1 px noise). Smaller batches are
-left as they were (scale 1)."""
-
-
-def loss_scale(frames: int) -> float:
-    """:func:`stages.tracking.fit.fit`'s ``loss_scale`` for a batch of ``frames`` frames (see
-    :data:`TUNED_FRAMES`)."""
-    return max(1.0, frames / TUNED_FRAMES)
-
-
 def chunk_bounds(n: int, batch_size: int, overlap: int) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` covering ``0..n`` with chunks of at most ``batch_size`` rows that
     overlap by ``overlap`` rows (one chunk when ``n <= batch_size``)."""
@@ -114,7 +98,7 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
                    schedule: Schedule, weights: LossWeights | None = None, *, batch_size: int = 2048,
                    chunk_overlap: int = 16, appearance: Appearance | None = None, image_size: int = 512,
                    refresh: int = 8, on_step=None, lids: LidIndex | None = None,
-                   lid_basis: torch.Tensor | None = None) -> SequenceResult:
+                   lid_basis: torch.Tensor | None = None, reference_frames: int | None = None) -> SequenceResult:
     """Fit every frame of ``inputs`` (see the module docstring).
 
     Args:
@@ -128,6 +112,14 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
             the per-eye opening term; ``None``: the landmark term alone moves the lids.
         lid_basis: [2, E] (:func:`stages.tracking.eyelids.lid_expression_basis` of ``model``) for
             the term that keeps the lids' closing out of the expression; ``None``: no such term.
+        reference_frames: give each frame of a batch the gradients it would have in a batch of this
+            many frames (:func:`stages.tracking.fit.fit`'s ``loss_scale``: batch frames / this).
+            The loss terms are means over frames, so without it a frame's gradient shrinks as
+            ``1 / batch``, and near Adam's ``eps`` so do its steps: at 10,000 frames, measured as a
+            50x larger ``eps`` at 200 frames, the median landmark error was 0.173 against 0.135 px
+            (clean landmarks) and 1.261 against 1.231 px (1 px noise). Grouped shards pass their
+            mean neighbourhood (a 500-frame shard's 516) to take the steps each shard took alone.
+            ``None``: no scaling.
 
     Raises:
         ValueError: when no frame has landmarks.
@@ -170,7 +162,7 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
                                   if closure is not None else None)
         init = fitting.initial_pose(model, shared.shape, tg, point_w, shared.focal, shared.pp)
         res = fitting.fit(model, problem, init, shared, schedule, weights, photo=photo, on_step=on_step,
-                          loss_scale=loss_scale(m))
+                          loss_scale=m / reference_frames if reference_frames else 1.0)
         segments.append((np.asarray(inputs.frames[start:stop]), res.params.to_numpy()))
     frames, params = join_segments(segments, ramp=chunk_overlap)
     filled = ~ok
