@@ -341,6 +341,7 @@ def _run_group(plan: _Plan, group: list[Shard], show_progress: bool = True,
         lock.check_held(plan.store, lock.lock_scope(plan.actor, name, s.index))
         lock.check_held(plan.store, plan.actor)
         plan.store.put_json(_shard_manifest_key(plan.actor, name, s), m.to_dict())
+        log.info("%s shard %s: %d frames (group %s)", name, s.name, frames, label)
         out.append((s, frames))
     log.info("%s shards %s: %d shards, %d frames in %.1f s (%.1f frames/s)", name, label, len(group), total,
              seconds, total / max(seconds, 1e-9))
@@ -508,8 +509,10 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
 
 def _run_shards(plan: _Plan, todo: list[Shard], scratch: Path, streaming: bool) -> tuple[int, list[Shard]]:
     """Run shards ``todo``, in worker processes where there are several (``streaming``: their
-    upstream shards may still be being written; each waits for its own). Returns the frames
-    processed and the shards that ran (a shard found done on its re-check did not)."""
+    upstream shards may still be being written; each waits for its own). A stage with
+    ``run_shard_group`` gets them in groups of consecutive shards (:func:`shard_groups`), one
+    group a call. Returns the frames processed and the shards that ran (a shard found done on its
+    re-check did not)."""
     name, store, actor = plan.decl.name, plan.store, plan.actor
     frames, ran = 0, []
     # Shards in parallel processes: as many as jobs on a CPU; on GPUs as many as the stage says
