@@ -99,3 +99,15 @@ def test_landmark_model_passes_other_modules_through():
     assert landmark_model(sub) is sub
     other = torch.nn.Linear(2, 2)
     assert landmark_model(other) is other
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_landmarks_equal_the_full_model_at_a_video_sized_batch(flame_sized):
+    """On the GPU at 10,000 frames (the grouped track's batch): the same landmarks as the full model."""
+    full = FLAME(flame_sized).cuda()
+    sub = landmark_model(full)
+    p = {k: v.cuda() for k, v in _params(full, 10000, seed=6, ns=full.n_shape).items()}
+    with torch.no_grad():
+        a, b = full(**p).landmarks_mp, sub(**p).landmarks_mp
+    torch.testing.assert_close(b, a, atol=2e-6 * a.abs().max().item(), rtol=0)
