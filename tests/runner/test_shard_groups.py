@@ -81,6 +81,11 @@ def _video(store):
     return store
 
 
+def _video_only(store):
+    store.put_bytes("actors/a/input/video.mp4", b"toy video")
+    return store
+
+
 def _manifest(store, i):
     return store.get_json(f"actors/a/count/shards/{i:04d}.manifest.json")
 
@@ -157,6 +162,40 @@ def test_stage_without_group_entry_point_runs_shard_by_shard(tmp_path, monkeypat
         assert run_stage("count", "a", store).shards_run == (0, 1, 2, 3)
         assert log.read_text().split() == ["0", "1", "2", "3"]
         assert all("group" not in _manifest(store, i)["stats"] for i in range(4))
+    finally:
+        graph.BY_NAME.clear()
+        graph.BY_NAME.update(saved)
+
+
+def test_a_group_streams_from_an_upstream_fan_out_stage(tmp_path):
+    """Shard-level overlap: the grouped stage starts while the fan-out stage it reads still runs; each
+    shard of a group waits for its own upstream shard, reads it, and its manifest records that read."""
+    import stages.graph as graph
+    import toy_overlap
+    from stages.config import PipelineConfig
+    from stages.graph import StageDecl
+    from stages.runner.schedule import run_graph
+
+    saved = dict(graph.BY_NAME)
+    decls = [toy_overlap.DECLS[0], toy_overlap.DECLS[1],
+             StageDecl("grp", ("fan",), "tracker", "cpu", True, "toy_stages_group", False, "grouped, reads fan")]
+    graph.BY_NAME.clear()
+    graph.BY_NAME.update({d.name: d for d in decls})
+    try:
+        store = _video_only(LocalStore(tmp_path / "s"))
+        cfg = PipelineConfig(preset="tiny", stages={"ingest": {"frames": 20, "shard_size": 5},
+                                                    "fan": {"sleep_s": 0.03},
+                                                    "grp": {"group_frames": 100, "upstream": "fan"}})
+        res = {r.stage: r for r in run_graph(store, "a", cfg, decls, device="cpu", jobs=1, shard_overlap=True)}
+        assert {r.status for r in res.values()} == {"ran"}
+        assert res["grp"].started < res["fan"].ended  # it started on fan's first shards
+        for i in range(4):
+            frames = range(5 * i + 1, 5 * i + 6)
+            assert store.get_bytes(f"actors/a/grp/{i:04d}.txt").decode() == " ".join(str(3 * k) for k in frames)
+            m = store.get_json(f"actors/a/grp/shards/{i:04d}.manifest.json")
+            assert f"file:fan:actors/a/fan/{i:04d}.txt" in m["inputs"]
+            assert not any(k.startswith("file:fan:") and not k.endswith(f"{i:04d}.txt") for k in m["inputs"])
+        assert run_graph(store, "a", cfg, decls, device="cpu", jobs=1)[-1].status == "skipped"
     finally:
         graph.BY_NAME.clear()
         graph.BY_NAME.update(saved)

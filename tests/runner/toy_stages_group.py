@@ -26,8 +26,16 @@ def install() -> None:
 
 @dataclass
 class Config:
+    """Attributes:
+        scale: each frame's value is frame x scale.
+        group_frames: the group limit (``shard_group_frames``).
+        upstream: a fan-out stage whose ``<shard>.txt`` each shard reads and adds to its values
+            ("" none).
+    """
+
     scale: int = 2
     group_frames: int = 12
+    upstream: str = ""
 
 
 def shard_group_frames(config: Config) -> int:
@@ -42,8 +50,12 @@ def _log(line: str) -> None:
 
 
 def _write(ctx, shard) -> None:  # noqa: ANN001
+    values = [k * ctx.config.scale for k in shard.frames]
+    if ctx.config.upstream:  # waits, in a shard-overlapped run, until that shard is published
+        up = ctx.fetch(f"{shard.name}.txt", ctx.config.upstream).read_text().split()
+        values = [v + int(u) for v, u in zip(values, up, strict=True)]
     out = ctx.scratch / f"{shard.name}.txt"
-    out.write_text(" ".join(str(k * ctx.config.scale) for k in shard.frames))
+    out.write_text(" ".join(map(str, values)))
     ctx.put_file(f"{shard.name}.txt", out)
     ctx.stats["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     ctx.count_frames(len(shard))
