@@ -15,7 +15,11 @@ A stage module (``decl.module``) provides:
   (default 1; CPU-device stages use ``--jobs`` processes), or ``processes_per_gpu(config, assets)
   -> int`` when that depends on the config (0: the work is CPU-bound, use ``--jobs``);
 - optionally ``WORKER_PRELOAD``: modules that local shard processes should find imported (the
-  runner's forkserver imports them once, e.g. ``("mediapipe",)``).
+  runner's forkserver imports them once, e.g. ``("mediapipe",)``);
+- optionally ``run_shard_group(items)`` with ``shard_group_frames(config) -> int``: the local run
+  hands runs of consecutive shards (``[(StageContext, Shard), ...]``, one context per shard, at most
+  that many frames; 0: no grouping) to one call, and still writes each shard's own manifest
+  (``stages.runner.run.shard_groups``; track tracks them as one sequence). A pod runs one shard.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from stages.tracking.losses import LandmarkWeights
 from stages.tracking.params import FrameParams
 from stages.tracking.schedule import track_schedule
 from stages.tracking.eyelids import lid_expression_basis, lid_index
-from stages.tracking.sequence import Appearance, SequenceInputs, track_sequence
+from stages.tracking.sequence import Appearance, SequenceInputs, SequenceResult, track_sequence
 from stages.tracking.stage_io import Landmarks, fetch_frames, fetch_landmarks
 
 ASSETS = FACE_ASSETS
@@ -66,6 +66,12 @@ class Config:
             (finished actors tracked with it stay finished, ``FORMER_DEFAULTS``).
         photo_size: resolution of the photometric term (pixels per side).
         refresh: steps between visibility passes of the rasteriser in the photometric term.
+        landmark_batch_size: with the photometric level off (landmark-only steps), the most frames
+            of one optimisation: consecutive shards are tracked together as one sequence (their
+            frames plus the outer overlaps) up to this many frames (:func:`run_shard_group`), and
+            a longer sequence is cut into batches of this size. 16384 holds a 10,000-frame video
+            in one batch (a step costs about the same at any batch on a GPU: docs/performance.md);
+            0 tracks each shard on its own in batches of ``batch_size``, as before 2026-12-07.
     """
 
     FORMER_DEFAULTS = {"photometric_steps": (80,)}  # before 2026-12-07 (stages.config_match)
@@ -78,6 +84,7 @@ class Config:
     photometric_steps: int = 0
     photo_size: int = 128
     refresh: int = 8
+    landmark_batch_size: int = 16384
 
 
 def _neighbourhood(ctx, shard, overlap: int) -> Landmarks:  # noqa: ANN001
@@ -95,9 +102,20 @@ def _neighbourhood(ctx, shard, overlap: int) -> Landmarks:  # noqa: ANN001
     return Landmarks.cat(parts)
 
 
-def run_shard(ctx, shard) -> None:  # noqa: ANN001 - StageContext, Shard
-    cfg: Config = ctx.config
-    t0 = time.monotonic()
+@dataclass
+class _Setup:
+    """What every shard of an actor shares: the calibration, the face model (``base``; ``model`` with
+    the identity baked in) and the fixed shared parameters."""
+
+    calib_path: Path
+    calib: Calibration
+    data: object  # FaceModelData
+    base: torch.nn.Module
+    model: torch.nn.Module
+    shared: Shared
+
+
+def _setup(ctx) -> _Setup:  # noqa: ANN001 - StageContext
     calib_path = ctx.fetch("calibration.npz", "calibrate")
     calib = Calibration.load(calib_path)
     data = load_stage_face_model(ctx)
@@ -109,10 +127,62 @@ def run_shard(ctx, shard) -> None:  # noqa: ANN001 - StageContext, Shard
     model = personalised(base, torch.as_tensor(calib.shape, device=device))
     shared = Shared(shape=torch.zeros(0, device=device), focal=torch.as_tensor(calib.focal, device=device).float(),
                     pp=torch.as_tensor(calib.pp, device=device).float())
-    lm = _neighbourhood(ctx, shard, cfg.overlap)
+    return _Setup(calib_path, calib, data, base, model, shared)
+
+
+def _shard_landmarks(ctx, shard, overlap: int) -> Landmarks:  # noqa: ANN001
+    """:func:`_neighbourhood`, refused (BadInput) when none of its frames has a face."""
+    lm = _neighbourhood(ctx, shard, overlap)
     if not lm.ok.any():
         raise bad_input(ctx.key(f"{shard.name}.npz", "landmarks"), "no frame of this shard or its overlaps has a face",
                         "trim the video to the part where the face is visible and run again with a new --actor")
+    return lm
+
+
+def _progress_hook(progress, n: int, steps: int):  # noqa: ANN001, ANN202 - Progress, on_step callable
+    """An ``on_step`` that advances ``progress`` to ``n`` frames over ``steps`` optimiser steps."""
+    done = [0.0]
+    per_step = n / max(1, steps)
+
+    def on_step(level: str, step: int) -> None:
+        done[0] += per_step
+        whole = int(done[0]) - progress.done
+        if whole > 0:
+            progress.advance(min(whole, n - progress.done))
+
+    return on_step
+
+
+def _write_shard(ctx, shard, result, calib: Calibration, overlap: int) -> np.ndarray:  # noqa: ANN001
+    """Write ``track/<shard>.npz`` from ``result`` (the shard's frames and overlaps); returns ``core``."""
+    R = FrameParams.from_numpy(result.params).R.numpy()
+    core = (result.frames >= shard.start) & (result.frames < shard.stop)
+    with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
+        path = Path(tmp) / f"{shard.name}.npz"
+        with open(path, "wb") as f:
+            np.savez(f, frames=result.frames.astype(np.int64), core=core, filled=result.filled,
+                     error_px=result.error_px, R=R.astype(np.float32), focal=calib.focal, pp=calib.pp,
+                     overlap=np.int64(overlap), **result.params)
+        ctx.put_file(f"{shard.name}.npz", path)
+    return core
+
+
+def _shard_stats(ctx, result, core: np.ndarray, steps: int, use_photo: bool, mode, seconds: float) -> None:  # noqa: ANN001
+    err = result.error_px[core & ~result.filled]
+    ctx.stats.update({"landmark_error_px_median": float(np.median(err)) if err.size else None,
+                      "filled_frames": int(result.filled[core].sum()), "steps": steps,
+                      "photometric": use_photo, "appearance": mode if use_photo else None,
+                      "seconds_fit": round(seconds, 2)})
+
+
+def run_shard(ctx, shard) -> None:  # noqa: ANN001 - StageContext, Shard
+    cfg: Config = ctx.config
+    t0 = time.monotonic()
+    setup = _setup(ctx)
+    calib_path, calib, data, base, model, shared = (setup.calib_path, setup.calib, setup.data, setup.base,
+                                                     setup.model, setup.shared)
+    device = shared.focal.device
+    lm = _shard_landmarks(ctx, shard, cfg.overlap)
     mp_index = base.mp_index.cpu().numpy()
     mode = calib.appearance_mode
     use_photo = cfg.photometric_steps > 0 and mode is not None
@@ -130,33 +200,76 @@ def run_shard(ctx, shard) -> None:  # noqa: ANN001 - StageContext, Shard
     schedule = track_schedule(cfg.rigid_steps, cfg.landmark_steps, cfg.photometric_steps if use_photo else 0)
     n = len(shard)
     ctx.progress.set_total(n)
-    done = [0.0]
-    per_step = n / max(1, schedule.total_steps * max(1, -(-len(lm.frames) // cfg.batch_size)))
-
-    def on_step(level: str, step: int) -> None:
-        done[0] += per_step
-        whole = int(done[0]) - ctx.progress.done
-        if whole > 0:
-            ctx.progress.advance(min(whole, n - ctx.progress.done))
-
+    # landmark-only (the default): the landmark batch size, so a shard run alone matches its group
+    batch_size = cfg.batch_size if use_photo or cfg.landmark_batch_size <= 0 else cfg.landmark_batch_size
+    on_step = _progress_hook(ctx.progress, n, schedule.total_steps * max(1, -(-len(lm.frames) // batch_size)))
     result = track_sequence(model, shared, inputs, LandmarkWeights().per_point()[mp_index].to(device), schedule,
-                            batch_size=cfg.batch_size, chunk_overlap=cfg.chunk_overlap, appearance=appearance,
+                            batch_size=batch_size, chunk_overlap=cfg.chunk_overlap, appearance=appearance,
                             image_size=IMAGE_SIZE, refresh=cfg.refresh, on_step=on_step, lids=lid_index(mp_index),
                             lid_basis=lid_expression_basis(model))
-    R = FrameParams.from_numpy(result.params).R.numpy()
-    core = (result.frames >= shard.start) & (result.frames < shard.stop)
-    with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
-        path = Path(tmp) / f"{shard.name}.npz"
-        with open(path, "wb") as f:
-            np.savez(f, frames=result.frames.astype(np.int64), core=core, filled=result.filled,
-                     error_px=result.error_px, R=R.astype(np.float32), focal=calib.focal, pp=calib.pp,
-                     overlap=np.int64(cfg.overlap), **result.params)
-        ctx.put_file(f"{shard.name}.npz", path)
+    core = _write_shard(ctx, shard, result, calib, cfg.overlap)
     if ctx.progress.done < n:
         ctx.progress.advance(n - ctx.progress.done)
-    err = result.error_px[core & ~result.filled]
-    ctx.stats.update({"landmark_error_px_median": float(np.median(err)) if err.size else None,
-                      "filled_frames": int(result.filled[core].sum()), "steps": schedule.total_steps,
-                      "photometric": use_photo, "appearance": mode if use_photo else None,
-                      "seconds_fit": round(time.monotonic() - t0, 2)})
+    _shard_stats(ctx, result, core, schedule.total_steps, use_photo, mode, time.monotonic() - t0)
     ctx.count_frames(n)
+
+
+def shard_group_frames(config: Config) -> int:
+    """The most frames (shards' own, overlaps excluded) one :func:`run_shard_group` call takes: the
+    landmark batch less the two outer overlaps, so that a group is one batch; 0 (one shard a call)
+    with the photometric level on (its images of every frame are held at once) or
+    ``landmark_batch_size`` 0."""
+    if config.photometric_steps > 0 or config.landmark_batch_size <= 0:
+        return 0
+    return max(1, config.landmark_batch_size - 2 * config.overlap)
+
+
+def run_shard_group(items) -> None:  # noqa: ANN001 - list of (StageContext, Shard)
+    """Track consecutive shards ``items`` (``[(ctx, shard), ...]``, in order, one context per shard)
+    as one sequence: the union of their neighbourhoods (the first shard's start less ``overlap``
+    to the last one's stop plus ``overlap``), landmark terms only, in batches of up to
+    ``landmark_batch_size`` frames. Each shard's ``track/<shard>.npz`` is then cut from the result:
+    its own frames and overlaps, the same keys and meaning as :func:`run_shard` writes; each
+    context reads (and records) what that shard alone would have read.
+
+    With the photometric level on (the runner does not group then), each shard is tracked alone."""
+    ctx0 = items[0][0]
+    cfg: Config = ctx0.config
+    t0 = time.monotonic()
+    setup = _setup(ctx0)
+    for ctx, _ in items[1:]:  # every shard's manifest records the calibration it used
+        ctx.fetch("calibration.npz", "calibrate")
+    if cfg.photometric_steps > 0 and setup.calib.appearance_mode is not None:
+        for ctx, shard in items:
+            run_shard(ctx, shard)
+        return
+    hoods = [_shard_landmarks(ctx, shard, cfg.overlap) for ctx, shard in items]
+    union = Landmarks.cat(hoods)
+    frames, first = np.unique(union.frames, return_index=True)
+    union = union.select(first)
+    if not np.array_equal(frames, np.arange(frames[0], frames[-1] + 1)):
+        raise ValueError(f"shards {items[0][1].name}..{items[-1][1].name} are not consecutive")
+    mp_index = setup.base.mp_index.cpu().numpy()
+    device = setup.shared.focal.device
+    inputs = SequenceInputs(frames=union.frames, targets=union.points[:, mp_index, :2], ok=union.ok)
+    schedule = track_schedule(cfg.rigid_steps, cfg.landmark_steps, 0)
+    batch = max(1, cfg.landmark_batch_size)
+    n = sum(len(shard) for _, shard in items)
+    progress = ctx0.progress
+    progress.set_total(n)
+    on_step = _progress_hook(progress, n, schedule.total_steps * max(1, -(-len(union.frames) // batch)))
+    result = track_sequence(setup.model, setup.shared, inputs, LandmarkWeights().per_point()[mp_index].to(device),
+                            schedule, batch_size=batch, chunk_overlap=cfg.chunk_overlap, image_size=IMAGE_SIZE,
+                            on_step=on_step, lids=lid_index(mp_index), lid_basis=lid_expression_basis(setup.model),
+                            reference_frames=round(np.mean([len(h.frames) for h in hoods])))
+    seconds = time.monotonic() - t0
+    for (ctx, shard), hood in zip(items, hoods):
+        rows = np.isin(result.frames, hood.frames)
+        part = SequenceResult(frames=result.frames[rows], params={k: v[rows] for k, v in result.params.items()},
+                              filled=result.filled[rows], error_px=result.error_px[rows])
+        core = _write_shard(ctx, shard, part, setup.calib, cfg.overlap)
+        _shard_stats(ctx, part, core, schedule.total_steps, False, None, seconds)
+        ctx.stats["group_frames"] = int(len(result.frames))
+        ctx.count_frames(len(shard))
+    if progress.done < n:
+        progress.advance(n - progress.done)

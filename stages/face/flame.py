@@ -138,7 +138,7 @@ class FLAME(nn.Module):
                              f"got {ns} and {ne}")
         offsets = shape @ self.shapedirs[:, :ns].T + expression @ self.exprdirs[:, :ne].T   # [B,V*3]
         v_shaped = self.v_template + offsets.view(B, nv, 3)
-        joints = torch.einsum("jv,bvk->bjk", self.J_regressor, v_shaped)                   # [B,J,3]
+        joints = self._rest_joints(v_shaped, shape, expression)                             # [B,J,3]
 
         ident = identity_6d(B, dtype=dtype, device=device)
         pose = torch.cat([rotation if rotation is not None else ident, neck if neck is not None else ident,
@@ -179,6 +179,12 @@ class FLAME(nn.Module):
             landmarks_68=self.landmarks(verts, self.lmk68_vert_idx, self.lmk68_bary),
             joints=posed_joints,
         )
+
+    def _rest_joints(self, v_shaped: Tensor, shape: Tensor, expression: Tensor) -> Tensor:
+        """Joints of the shaped, unposed mesh: ``J_regressor [J,V] @ v_shaped [B,V,3]`` -> ``[B,J,3]``
+        (:class:`stages.face.landmark_model.LandmarkFLAME`, which has only some vertices, regresses
+        them from the coefficients instead)."""
+        return torch.einsum("jv,bvk->bjk", self.J_regressor, v_shaped)
 
     def neutral(self, batch: int = 1) -> dict[str, Tensor]:
         """Zero / identity parameters for ``batch`` frames (keyword arguments of ``forward``)."""

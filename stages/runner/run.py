@@ -150,6 +150,7 @@ class _Plan:
         self.device = resolve_device(device, self.decl, cpu_bound)
         self.scratch = scratch
         self.assets = {k: v for k, v in self.pipeline.assets.items() if k in getattr(self.module, "ASSETS", ())}
+        self.group_frames = _group_frames(self.module, self.config)
 
     def context(self, progress: Progress) -> StageContext:
         return StageContext(decl=self.decl, actor=self.actor, store=self.store, config=self.config,
@@ -261,6 +262,92 @@ def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True, recheck: b
     return frames
 
 
+def _group_frames(module: Any, config: Any) -> int:
+    """The most frames one shard group may hold: the module's ``shard_group_frames(config)`` when it
+    also has ``run_shard_group``, else 0 (no grouping: one shard per call, as always)."""
+    fn = getattr(module, "shard_group_frames", None)
+    if fn is None or not hasattr(module, "run_shard_group"):
+        return 0
+    return max(0, int(fn(config)))
+
+
+def shard_groups(shards: list[Shard], limit: int, parts: int = 1) -> list[list[Shard]]:
+    """Cut the shards to run into groups of consecutive shards (consecutive indices: a shard not in
+    ``shards``, e.g. one already done, ends a group), each of at most ``limit`` frames, filled
+    greedily in index order; with ``parts > 1`` the limit is lowered to about ``1/parts`` of the
+    frames so that at least ``parts`` workers get a group (when there are that many shards). A
+    shard longer than the limit is a group of its own. ``limit <= 0``: one shard per group.
+    Deterministic: the same shards, limit and parts give the same groups."""
+    ordered = sorted(shards, key=lambda s: s.index)
+    if limit <= 0:
+        return [[s] for s in ordered]
+    total = sum(len(s) for s in ordered)
+    cap = min(limit, -(-total // max(1, parts)))
+    groups: list[list[Shard]] = []
+    for s in ordered:
+        g = groups[-1] if groups else None
+        if g and g[-1].index + 1 == s.index and sum(len(x) for x in g) + len(s) <= cap:
+            g.append(s)
+        else:
+            groups.append([s])
+    return groups
+
+
+def _group_name(group: list[Shard]) -> str:
+    return group[0].name if len(group) == 1 else f"{group[0].name}-{group[-1].name}"
+
+
+def _run_group(plan: _Plan, group: list[Shard], show_progress: bool = True,
+               recheck: bool = False) -> list[tuple[Shard, int]]:
+    """Run a group of consecutive shards with the module's ``run_shard_group`` in one call (one
+    shard: :func:`_run_shard`) and write each shard's own manifest, as :func:`_run_shard` does:
+    its outputs, its own reads (one context per shard). ``recheck``: shards found done (waiting
+    for the upstream shards they read) are left out. Returns ``[(shard, frames)]`` of those run."""
+    name = plan.decl.name
+    if recheck:
+        left = []
+        for s in group:
+            if _shard_done(plan, s, wait=True):
+                log.info("%s shard %s: already finished, skipped", name, s.name)
+            else:
+                left.append(s)
+        group = left
+    if len(group) <= 1:
+        out = []
+        for s in group:
+            n = _run_shard(plan, s, show_progress)
+            if n is not None:
+                out.append((s, n))
+        return out
+    label = _group_name(group)
+    t0, waited0 = time.monotonic(), plan.feed.waited_s
+    with Progress(f"{name} shards {label}", sum(len(s) for s in group), enabled=show_progress) as progress:
+        items = []
+        for s in group:
+            ctx = plan.context(progress)
+            ctx.shards()  # the shard plan is an input of every shard: among its reads
+            items.append((ctx, s))
+        plan.module.run_shard_group(items)
+    waited = plan.feed.waited_s - waited0
+    seconds = time.monotonic() - t0 - waited
+    total = sum(ctx.frames_done or len(s) for ctx, s in items)
+    out = []
+    for ctx, s in items:
+        frames = ctx.frames_done or len(s)
+        share = seconds * frames / max(total, 1)  # the group's time, shared by frames
+        extra = {**_gpu_stat(plan), **ctx.stats, "group": label, "group_seconds": round(seconds, 3),
+                 **({"waited_s": round(waited * frames / max(total, 1), 3)} if waited else {})}
+        m = plan.manifest(ctx.outputs, s.index, _stats(frames, share, extra), inputs={**plan.own, **ctx.reads})
+        lock.check_held(plan.store, lock.lock_scope(plan.actor, name, s.index))
+        lock.check_held(plan.store, plan.actor)
+        plan.store.put_json(_shard_manifest_key(plan.actor, name, s), m.to_dict())
+        log.info("%s shard %s: %d frames (group %s)", name, s.name, frames, label)
+        out.append((s, frames))
+    log.info("%s shards %s: %d shards, %d frames in %.1f s (%.1f frames/s)", name, label, len(group), total,
+             seconds, total / max(seconds, 1e-9))
+    return out
+
+
 def _shard_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any], device: str,
                   scratch: str, index: int, decls: tuple[StageDecl, ...], pool_size: int,
                   pending: tuple[str, ...] = (), run_id: str | None = None) -> int | None:
@@ -278,6 +365,25 @@ def _shard_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any
     limit_worker_threads(pool_size)  # its share of the cores: pool_size workers of all-core torch thrash
     shard = next(s for s in plan.context(Progress("", enabled=False)).shards() if s.index == index)
     return _run_shard(plan, shard, show_progress=False, recheck=bool(pending))
+
+
+def _group_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any], device: str,
+                  scratch: str, indices: tuple[int, ...], decls: tuple[StageDecl, ...], pool_size: int,
+                  pending: tuple[str, ...] = (), run_id: str | None = None) -> list[tuple[int, int]]:
+    """Process-pool entry point for a group of shards (:func:`_run_group`), set up as
+    :func:`_shard_worker`. Returns ``[(shard index, frames)]`` of the shards run."""
+    from stages import graph
+    from stages.runner.threads import limit_worker_threads
+
+    graph.BY_NAME.clear()
+    graph.BY_NAME.update({d.name: d for d in decls})
+    Path(scratch).mkdir(parents=True, exist_ok=True)
+    plan = _Plan(name, actor, open_store(store_uri), PipelineConfig.from_dict(pipeline), device, pool_size,
+                 Path(scratch), frozenset(pending), run_id)
+    limit_worker_threads(pool_size)
+    by_index = {s.index: s for s in plan.context(Progress("", enabled=False)).shards()}
+    ran = _run_group(plan, [by_index[i] for i in indices], show_progress=False, recheck=bool(pending))
+    return [(s.index, n) for s, n in ran]
 
 
 def run_stage(name: str, actor: str, store: Store, *, pipeline: PipelineConfig | None = None,
@@ -403,8 +509,10 @@ def _run_stage_locked(name: str, actor: str, store: Store, pipeline: PipelineCon
 
 def _run_shards(plan: _Plan, todo: list[Shard], scratch: Path, streaming: bool) -> tuple[int, list[Shard]]:
     """Run shards ``todo``, in worker processes where there are several (``streaming``: their
-    upstream shards may still be being written; each waits for its own). Returns the frames
-    processed and the shards that ran (a shard found done on its re-check did not)."""
+    upstream shards may still be being written; each waits for its own). A stage with
+    ``run_shard_group`` gets them in groups of consecutive shards (:func:`shard_groups`), one
+    group a call. Returns the frames processed and the shards that ran (a shard found done on its
+    re-check did not)."""
     name, store, actor = plan.decl.name, plan.store, plan.actor
     frames, ran = 0, []
     # Shards in parallel processes: as many as jobs on a CPU; on GPUs as many as the stage says
@@ -416,7 +524,15 @@ def _run_shards(plan: _Plan, todo: list[Shard], scratch: Path, streaming: bool) 
 
         gpus = visible_gpus()
         per_device = _processes_per_gpu(plan) * max(1, len(gpus))
-    workers = min(plan.jobs, len(todo), per_device)
+    # A stage with run_shard_group takes runs of consecutive shards in one call (one optimisation
+    # for track): as few groups as its frame limit allows, but one per GPU (one per job on a CPU).
+    groups = [[s] for s in todo]
+    if plan.group_frames > 0:
+        groups = shard_groups(todo, plan.group_frames, max(1, len(gpus)) if plan.device == "cuda" else plan.jobs)
+        if any(len(g) > 1 for g in groups):
+            log.info("%s: %d shards in %d groups (%s; at most %d frames a group)", name, len(todo), len(groups),
+                     ", ".join(_group_name(g) for g in groups), plan.group_frames)
+    workers = min(plan.jobs, len(groups), per_device)
     if workers > 1:
         mp_context = _worker_context(plan)
         pin: dict[str, Any] = {"initializer": lifeline.worker_init}
@@ -431,10 +547,15 @@ def _run_shards(plan: _Plan, todo: list[Shard], scratch: Path, streaming: bool) 
         with Progress(name, sum(len(s) for s in todo)) as progress, ProcessPoolExecutor(
                 max_workers=workers, mp_context=mp_context, **pin) as pool:
             try:
-                futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(),
-                                       plan.device, str(scratch / f"w{s.index}"), s.index,
-                                       tuple(graph_decls()), workers, tuple(sorted(plan.waiting)),
-                                       plan.run_id): s for s in todo}
+                common = (tuple(graph_decls()), workers, tuple(sorted(plan.waiting)), plan.run_id)
+                if plan.group_frames > 0:
+                    futures = {pool.submit(_group_worker, store.uri, actor, name, plan.pipeline.to_dict(),
+                                           plan.device, str(scratch / f"w{g[0].index}"),
+                                           tuple(s.index for s in g), *common): g for g in groups}
+                else:
+                    futures = {pool.submit(_shard_worker, store.uri, actor, name, plan.pipeline.to_dict(),
+                                           plan.device, str(scratch / f"w{s.index}"), s.index, *common): [s]
+                               for s in todo}
                 pending = set(futures)
                 while pending:  # polled, so that the scheduler can stop this stage (stages.runner.cancel)
                     finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -442,14 +563,25 @@ def _run_shards(plan: _Plan, todo: list[Shard], scratch: Path, streaming: bool) 
                     if streaming:  # an upstream stage that ended without finishing fails this one
                         plan.check_upstream()
                     for fut in finished:
-                        n = fut.result()
-                        if n is not None:
-                            frames += n
-                            ran.append(futures[fut])
-                        progress.advance(len(futures[fut]))
+                        group, got = futures[fut], fut.result()
+                        if plan.group_frames > 0:
+                            by_index = {s.index: s for s in group}
+                            for i, n in got:
+                                frames += n
+                                ran.append(by_index[i])
+                        elif got is not None:
+                            frames += got
+                            ran.append(group[0])
+                        progress.advance(sum(len(s) for s in group))
             except BaseException:  # Ctrl-C, a failed shard: stop the others now, not after their shards
                 lifeline.kill_pool(pool)
                 raise
+    elif plan.group_frames > 0:
+        for g in groups:
+            cancel.check()
+            for s, n in _run_group(plan, g, recheck=streaming):
+                frames += n
+                ran.append(s)
     else:
         for s in todo:
             cancel.check()

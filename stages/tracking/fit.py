@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor, nn
 
+from stages.face.landmark_model import landmark_model
 from stages.face.rotation import rotation_6d_to_matrix
 from stages.tracking import losses
 from stages.tracking.eyelids import LidIndex, eyelid_loss, lid_expression_loss
@@ -179,7 +180,8 @@ def _weighted_terms(model: nn.Module, problem: Problem, p: FrameParams, sh: Shar
 
 
 def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, schedule: Schedule,
-        weights: LossWeights | None = None, *, photo: PhotometricTerm | None = None, on_step=None) -> FitResult:
+        weights: LossWeights | None = None, *, photo: PhotometricTerm | None = None, on_step=None,
+        loss_scale: float = 1.0) -> FitResult:
     """Optimise per-frame (and optionally shared) parameters through the schedule's levels.
 
     Args:
@@ -194,11 +196,22 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
         photo: photometric term (used by levels with ``photometric=True``); its parameters
             (``albedo``, ``sh``) are optimised where a level frees them.
         on_step: optional ``callable(level_name, step)`` (progress reporting).
+        loss_scale: the objective Adam descends is ``loss_scale`` times the loss (``history`` is
+            the loss itself). The loss terms are means over frames, so each frame's gradient
+            shrinks as ``1 / N``; where it nears Adam's ``eps`` the steps shrink too (slower
+            convergence). ``loss_scale = N / N0`` gives every frame the gradients of an ``N0``-frame
+            batch (:func:`stages.tracking.sequence.track_sequence`'s ``reference_frames``).
+
+    Without a photometric level (or ``photo``), every step evaluates ``model`` on its landmark
+    vertices only (:func:`stages.face.landmark_model.landmark_model`: the same landmarks).
 
     Returns:
         :class:`FitResult` with detached tensors.
     """
     weights = weights or LossWeights()
+    # Without a photometric level only the landmarks are used: pose just their vertices.
+    if photo is None or not any(level.photometric for level in schedule.levels):
+        model = landmark_model(model)
     size = float(problem.image_size)
     per_frame = {k: v.detach().clone() for k, v in init.as_dict().items()}
     # Translation as (x/z, y/z, log z): depth then scales the face about its projected origin
@@ -229,9 +242,10 @@ def fit(model: nn.Module, problem: Problem, init: FrameParams, shared: Shared, s
             continue
         def level_loss(step: int, use_photo: bool = use_photo) -> Tensor:
             p, sh = current()
-            return _weighted_terms(model, problem, p, sh, weights, photo, use_photo, step, focal0)[0]
+            total = _weighted_terms(model, problem, p, sh, weights, photo, use_photo, step, focal0)[0]
+            return total * loss_scale if loss_scale != 1.0 else total
 
-        history[level.name] = _adam_level(level, free, schedule, level_loss, on_step)
+        history[level.name] = _adam_level(level, free, schedule, level_loss, on_step) / loss_scale
         if not math.isfinite(history[level.name]):
             raise FloatingPointError(f"tracking diverged in level {level.name!r} (loss {history[level.name]})")
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stages.face.landmark_model import landmark_model
 from stages.tracking import fit as fitting
 from stages.tracking.eyelids import LidIndex, eye_closure, eye_opening
 from stages.tracking.losses import landmark_error_px
@@ -97,7 +98,7 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
                    schedule: Schedule, weights: LossWeights | None = None, *, batch_size: int = 2048,
                    chunk_overlap: int = 16, appearance: Appearance | None = None, image_size: int = 512,
                    refresh: int = 8, on_step=None, lids: LidIndex | None = None,
-                   lid_basis: torch.Tensor | None = None) -> SequenceResult:
+                   lid_basis: torch.Tensor | None = None, reference_frames: int | None = None) -> SequenceResult:
     """Fit every frame of ``inputs`` (see the module docstring).
 
     Args:
@@ -111,6 +112,14 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
             the per-eye opening term; ``None``: the landmark term alone moves the lids.
         lid_basis: [2, E] (:func:`stages.tracking.eyelids.lid_expression_basis` of ``model``) for
             the term that keeps the lids' closing out of the expression; ``None``: no such term.
+        reference_frames: give each frame of a batch the gradients it would have in a batch of this
+            many frames (:func:`stages.tracking.fit.fit`'s ``loss_scale``: batch frames / this).
+            The loss terms are means over frames, so without it a frame's gradient shrinks as
+            ``1 / batch``, and near Adam's ``eps`` so do its steps: at 10,000 frames, measured as a
+            50x larger ``eps`` at 200 frames, the median landmark error was 0.173 against 0.135 px
+            (clean landmarks) and 1.261 against 1.231 px (1 px noise). Grouped shards pass their
+            mean neighbourhood (a 500-frame shard's 516) to take the steps each shard took alone.
+            ``None``: no scaling.
 
     Raises:
         ValueError: when no frame has landmarks.
@@ -152,7 +161,8 @@ def track_sequence(model: nn.Module, shared: fitting.Shared, inputs: SequenceInp
                                   lid_closure=torch.as_tensor(closure[start:stop], device=dev)
                                   if closure is not None else None)
         init = fitting.initial_pose(model, shared.shape, tg, point_w, shared.focal, shared.pp)
-        res = fitting.fit(model, problem, init, shared, schedule, weights, photo=photo, on_step=on_step)
+        res = fitting.fit(model, problem, init, shared, schedule, weights, photo=photo, on_step=on_step,
+                          loss_scale=m / reference_frames if reference_frames else 1.0)
         segments.append((np.asarray(inputs.frames[start:stop]), res.params.to_numpy()))
     frames, params = join_segments(segments, ramp=chunk_overlap)
     filled = ~ok
@@ -168,6 +178,7 @@ def frame_errors(model: nn.Module, shared: fitting.Shared, params: dict[str, np.
                  device: torch.device | str, batch: int = 4096) -> np.ndarray:
     """[N] mean landmark error in pixels of parameters against targets [N, L, 2]."""
     out = []
+    model = landmark_model(model)
     with torch.no_grad():
         for s in range(0, len(targets), batch):
             p = FrameParams.from_numpy({k: v[s:s + batch] for k, v in params.items()}, device)

@@ -76,3 +76,32 @@ def test_failed_frames_are_filled_and_batches_joined(setup):
 
     clean = frame_errors(pm, shared, res.params, clip.landmarks, "cpu")
     assert clean[~ok].max() < 3.0, clean[~ok]
+
+
+def test_loss_scale_gives_each_frame_the_steps_of_a_smaller_batch(setup):
+    """k copies of n frames (no temporal link between the copies) with ``loss_scale`` k take, frame by
+    frame, the Adam steps of the n frames alone: every loss term is a mean over frames, so the scale
+    undoes the 1/k of each frame's gradient (what grouped shards use: stages.track.run_shard_group).
+    (Without the scale the copies end measurably elsewhere: this comparison fails.)"""
+    from stages.tracking.fit import Problem, fit, initial_pose
+
+    pm, clip, shared, pw = setup
+    n, k = 10, 3
+    tg = torch.as_tensor(clip.landmarks[:n], dtype=torch.float32)
+
+    def run(copies, scale):
+        t = tg.repeat(copies, 1, 1)
+        link = torch.ones(n * copies - 1)
+        link[n - 1::n] = 0  # no temporal term across copies
+        problem = Problem(targets=t, point_w=pw, frame_w=torch.ones(n * copies), link=link)
+        init = initial_pose(pm, shared.shape, t, pw, shared.focal, shared.pp)
+        return fit(pm, problem, init, shared, track_schedule(20, 30, 0), loss_scale=scale)
+
+    one, many = run(1, 1.0), run(k, float(k))
+    for name in ("t", "rot", "exp", "eyelids"):
+        a, b = getattr(one.params, name), getattr(many.params, name)
+        for c in range(k):
+            torch.testing.assert_close(b[c * n:(c + 1) * n], a, atol=2e-5, rtol=1e-4, msg=name)
+    assert many.history.keys() == one.history.keys()
+    for level, loss in one.history.items():  # history is the unscaled loss
+        assert abs(many.history[level] - loss) <= 1e-3 * abs(loss)
