@@ -137,6 +137,7 @@ def test_groups_over_gpus_in_worker_processes(group_graph, tmp_path, monkeypatch
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     log = tmp_path / "ran.log"
     monkeypatch.setenv("TOY_LOG", str(log))
+    monkeypatch.setenv("TOY_BARRIER", f"{tmp_path / 'barrier'}:2")  # both groups at once: two workers
     store = _video(LocalStore(tmp_path / "s"))
     cfg = __import__("stages.config", fromlist=["PipelineConfig"]).PipelineConfig(
         stages={"count": {"group_frames": 100}})

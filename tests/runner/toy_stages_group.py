@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,24 @@ def run_shard(ctx, shard) -> None:  # noqa: ANN001
     ctx.progress.advance(len(shard))
 
 
+def _barrier() -> None:
+    """With ``TOY_BARRIER=DIR:N``: wait (at most 20 s) until N groups have started, so that N groups
+    are seen running at the same time (a pool worker that finished a quick group could otherwise
+    take the next one before the pool's other workers are up)."""
+    spec = os.environ.get("TOY_BARRIER")
+    if not spec:
+        return
+    folder, n = spec.rsplit(":", 1)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / str(os.getpid())).touch()
+    deadline = time.monotonic() + 20
+    while len(list(Path(folder).iterdir())) < int(n) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def run_shard_group(items) -> None:  # noqa: ANN001
     _log(f"g{items[0][1].index}-{items[-1][1].index}")
+    _barrier()
     assert [s.index for _, s in items] == list(range(items[0][1].index, items[-1][1].index + 1))
     assert len({id(ctx) for ctx, _ in items}) == len(items), "one context per shard"
     for ctx, shard in items:
