@@ -248,7 +248,9 @@ def lr_factor(cfg: TrainConfig, step: int, steps: int) -> float:
 @dataclass
 class TrainResult:
     """Attributes: model (trained, on the training device), steps done in total, steps and images
-    run by this call, seconds of this call, images per second, last loss, resumed_from step."""
+    run by this call, seconds of this call, images per second, last loss, resumed_from step; ``setup``:
+    :meth:`stages.phase_clock.PhaseClock.report` of what ran before the steps (load, shell_masks,
+    build_avatar, to_device, colours, frame_cache) and of the first step (``first_step``)."""
 
     model: GaussianAvatar
     steps: int
@@ -262,6 +264,7 @@ class TrainResult:
     pipeline: PipelineInfo | None = None
     plan: TrainPlan | None = None
     stop_reason: str = ""
+    setup: dict = field(default_factory=dict)
 
 
 def choose_renderer(name: str, device: str) -> str:
@@ -515,6 +518,10 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     Returns:
         :class:`TrainResult`.
     """
+    from stages.phase_clock import PhaseClock
+
+    clock = PhaseClock()
+    w0, c0 = time.monotonic(), time.process_time()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lpips_on, masked_lpips = _perceptual_imports()
@@ -531,15 +538,21 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     if cfg.lpips_weight > 0 and perceptual is None:
         log.info("LPIPS term off: no LPIPS (VGG) weights asset is available; training uses the Huber terms only")
 
-    sil = shell_silhouettes(layout, seq, train_idx, cfg.shell_fit_frames) if shell_active(surface, cfg) else None
-    model = build_avatar(surface, cfg, sil)
+    clock.add("load", time.monotonic() - w0, time.process_time() - c0)
+    with clock.phase("shell_masks"):
+        sil = shell_silhouettes(layout, seq, train_idx, cfg.shell_fit_frames) if shell_active(surface, cfg) else None
+        if sil is not None:  # the shell's fit (its visual-hull votes) runs on the training device
+            sil = sil.to(device)
+    with clock.phase("build_avatar"):
+        model = build_avatar(surface, cfg, sil)
     if sil is not None:
         log.info("shell fitted to %d training frames' head masks: %d Gaussians in all", len(sil.masks),
                  model.num_gaussians)
     if cfg.pose_condition:
         model.pose_ref.copy_(mean_rotation(torch.from_numpy(seq.R[train_idx]).double()).float())
-    model = model.to(device)
-    surface = surface.to(device)
+    with clock.phase("to_device"):
+        model = model.to(device)
+        surface = surface.to(device)
     on_cuda = str(device).startswith("cuda")
     opt = torch.optim.Adam(model.param_groups(cfg.lr_scale, cfg.mlp_lr), eps=1e-15, fused=on_cuda or None)
     start, images = 0, 0
@@ -560,16 +573,19 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     binding = binding_terms(model, surface, cfg)
     frames = AvatarFrames(layout, seq, train_idx, cfg.resolution, background_rgb(cfg.background))
     if cfg.init_color_frames > 0 and start == 0:
-        seen = init_colors_from_frames(model, surface, frames, cfg.init_color_frames)
+        with clock.phase("colours"):
+            seen = init_colors_from_frames(model, surface, frames, cfg.init_color_frames)
         log.info("starting colours from %d training frames (%d of %d Gaussians seen)", cfg.init_color_frames, seen,
                  model.num_gaussians)
     sampler = StepBatchSampler(len(frames), cfg.batch_size, cfg.seed, start, cfg.steps)
-    batches, pipeline = training_batches(frames, sampler, device, frame_cache=cfg.frame_cache,
-                                         cache_dir=workdir / "frame-cache", workers=cfg.workers, prefetch=cfg.prefetch)
+    with clock.phase("frame_cache"):
+        batches, pipeline = training_batches(frames, sampler, device, frame_cache=cfg.frame_cache,
+                                             cache_dir=workdir / "frame-cache", workers=cfg.workers,
+                                             prefetch=cfg.prefetch)
     log.info("input: %s%s", pipeline.source, f" ({'built' if pipeline.cache_built else 'reused'} "
              f"{pipeline.cache_path} in {pipeline.cache_seconds:.2f} s)" if pipeline.source == "cache" else "")
 
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), time.process_time()
     step = start
     losses: list[float] = []
     last = math.nan
@@ -600,6 +616,11 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
         loss.backward()
         opt.step()
         step += 1
+        if step == start + 1:  # the first step: kernels compiled or loaded, caches warmed
+            if on_cuda:
+                torch.cuda.synchronize()
+            clock.add("first_step", time.monotonic() - t0, time.process_time() - c0)
+            log.info("set-up before the first step and the first step: %s", clock.line())
         images += gt.shape[0]
         if step % max(1, cfg.log_every) == 0 or step == cfg.steps:
             last = float(loss.detach())
@@ -623,7 +644,7 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
             f"decayed to {cfg.lr_final_fraction:g}x over the last {cfg.lr_decay_fraction:.0%} of the steps")
     return TrainResult(model=model, steps=step, steps_run=step - start, images=run_images, seconds=seconds,
                        images_per_s=run_images / max(seconds, 1e-9), last_loss=last, resumed_from=start, losses=losses,
-                       pipeline=pipeline, plan=plan, stop_reason=stop)
+                       pipeline=pipeline, plan=plan, stop_reason=stop, setup=clock.report())
 
 
 def binding_terms(model: GaussianAvatar, surface: FaceSurface, cfg: TrainConfig) -> tuple[Tensor, Tensor] | None:

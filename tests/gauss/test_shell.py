@@ -186,6 +186,60 @@ def test_hull_votes_count_the_masks_holding_a_point():
     assert hull_votes(torch.zeros(4, 5, 3), sil).shape == (4, 5)
 
 
+def _random_candidates(seed: int, n: int = 3000) -> torch.Tensor:
+    """Points around the sphere of :func:`_sphere_views` and far off: inside, outside, off every
+    image's edge, behind the cameras, and some exactly at a pixel's edge."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.randn(n, 3, generator=g, dtype=torch.float64) * torch.tensor([0.12, 0.12, 0.12], dtype=torch.float64)
+    p[: n // 10] *= 20  # far off: off the images, behind the cameras (1 m away)
+    p[n // 10: n // 5, :2] = torch.round(p[n // 10: n // 5, :2] * 64) / 64  # on the frontal view's pixel grid
+    # just past the frontal view's right and bottom edges (u or v in [64, 65)) and before its left one
+    edge = p[n // 5: n // 4]
+    edge[:, 2] = 0.0
+    edge[0::3, 0] = 0.5 + 0.01 * torch.rand(len(edge[0::3]), generator=g, dtype=torch.float64)
+    edge[1::3, 1] = -0.5 - 0.01 * torch.rand(len(edge[1::3]), generator=g, dtype=torch.float64)
+    edge[2::3, 0] = -0.5 - 0.01 * torch.rand(len(edge[2::3]), generator=g, dtype=torch.float64)
+    return p.reshape(-1, 5, 3)
+
+
+@pytest.mark.parametrize("chunk", [None, 7, 1 << 20])
+def test_hull_votes_fast_path_equals_the_reference(chunk):
+    """The blocked, flat-gather votes are the reference's, bit for bit, whatever the block size."""
+    from stages.gauss.shell import hull_votes, hull_votes_reference
+
+    sil = _sphere_views(radius=0.1, size=64, yaws=(-0.5, -0.2, 0.0, 0.3, 0.5))
+    sil.masks[2, :10] = False  # views that disagree
+    sil.masks[4, :, 40:] = False
+    sil.masks[2, :, 0] = True  # the frontal view's edge columns and rows: a wrapped-around index would hit them
+    sil.masks[2, :, -1] = True
+    sil.masks[2, 0] = True
+    p = _random_candidates(0)
+    ref = hull_votes_reference(p, sil)
+    fast = hull_votes(p, sil, chunk=chunk)
+    assert fast.shape == ref.shape == (600, 5) and fast.dtype == torch.float64
+    assert 0 < float((ref == 0).double().mean()) < 1 and 0 < float((ref == 1).double().mean()) < 1
+    assert float(((ref > 0) & (ref < 1)).double().mean()) > 0.01  # partial votes are exercised too
+    assert torch.equal(fast, ref.double())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_hull_votes_on_the_gpu_equal_the_cpu():
+    from stages.gauss.shell import fit_radially, hull_votes
+
+    sil = _sphere_views(radius=0.1, size=256, yaws=(-0.5, 0.0, 0.5))
+    p = _random_candidates(1, 30000)
+    cpu = hull_votes(p, sil)
+    gpu = hull_votes(p, sil.to("cuda"))
+    assert gpu.device == p.device
+    # float64 on both; a projection within rounding of a pixel's edge may land on the other side
+    assert float((gpu != cpu).double().mean()) < 1e-4
+    u = p.reshape(-1, 3)[:2000]
+    a = fit_radially(u, torch.zeros_like(u), sil)
+    b = fit_radially(u, torch.zeros_like(u), sil.to("cuda"))
+    assert a.shape == b.shape and torch.allclose(a, b)
+
+
 def test_fit_radially_moves_points_to_the_hull_boundary():
     from stages.gauss.shell import _fibonacci_sphere, fit_radially
 
