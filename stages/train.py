@@ -64,10 +64,15 @@ def run(ctx: StageContext) -> None:
 
     from stages.gauss import checkpoint as ckpt
 
+    from stages.phase_clock import PhaseClock
+
     cfg: TrainConfig = ctx.config
-    layout = fetch_dataset(ctx)
-    seq = TrackedSequence.load(layout)
-    surface = face_surface(ctx, seq.shape)
+    stage_clock = PhaseClock()
+    with stage_clock.phase("fetch_dataset"):
+        layout = fetch_dataset(ctx)
+    with stage_clock.phase("face_model"):
+        seq = TrackedSequence.load(layout)
+        surface = face_surface(ctx, seq.shape)
     work = ctx.scratch / "train"
     work.mkdir(parents=True, exist_ok=True)
     resume_key = ctx.key(RESUME_KEY)
@@ -106,7 +111,10 @@ def run(ctx: StageContext) -> None:
               "resolution": cfg.resolution, "batch_size": cfg.batch_size,
               "lpips": (f"on ({lpips_note}, weight {cfg.lpips_weight} from {cfg.lpips_start:.0%} of the steps)"
                         if perceptual is not None else f"off ({lpips_note})"),
-              "torch": torch.__version__, **plan.report(), "stopped": result.stop_reason}
+              "torch": torch.__version__, **plan.report(), "stopped": result.stop_reason,
+              # the fixed cost: the stage's inputs, then train()'s set-up before its first step and that step
+              "setup": {k: {**stage_clock.report()[k], **v} for k, v in result.setup.items()}}
     ctx.put_json("train_report.json", report, folder="avatar")
-    ctx.stats.update({"images_per_s": report["images_per_s"], "gaussians": report["gaussians"]})
+    ctx.stats.update({"images_per_s": report["images_per_s"], "gaussians": report["gaussians"],
+                      "setup_wall_s": report["setup"].get("wall_s", {})})
     log.info("trained %d steps (%d images this run) at %.1f images/s", result.steps, result.images, result.images_per_s)

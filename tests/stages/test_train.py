@@ -39,6 +39,11 @@ def test_train_stage_writes_avatar_and_report(tmp_path, dataset, one_thread):
     report = json.loads(store.get_bytes(actor_key("a", "avatar", "train_report.json")))
     assert report["steps"] == 12 and report["images_per_s"] > 0 and report["renderer"] == "reference"
     assert report["gaussians"] > 50  # UV texels of the stand-in face model
+    # the fixed cost, phase by phase: the stage's inputs, train()'s set-up, the first step
+    setup = report["setup"]
+    assert {"fetch_dataset", "face_model"} <= set(setup["wall_s"]) and set(setup["wall_s"]) == set(setup["cpu_s"])
+    assert {"load", "build_avatar", "frame_cache", "first_step"} <= set(setup["wall_s"])
+    assert all(v >= 0 for v in setup["wall_s"].values()) and setup["cpu_s"]["first_step"] > 0
     avatar = ckpt.load(store.local_path(actor_key("a", "avatar", "avatar.pt")), ckpt.AVATAR_FORMAT)
     assert avatar["steps"] == 12 and avatar["shape"].shape == (300,)
     # the in-progress checkpoint used for resuming is not an output but is in the store
