@@ -126,10 +126,23 @@ def _write_dataset(ctx, shards, cfg: Config, track: JoinedTrack, const: FrameCon
     return outputs, problems, written_at
 
 
+def overlay_threads() -> int:
+    """Threads that decode and draw the overlay's frames: up to 4, beside the dataset writer's
+    workers and x264's own threads (the frames and the video do not depend on it)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores // 2))
+
+
 def _overlay(ctx, shards, cfg: Config, track: JoinedTrack, calib: Calibration, data, path: Path,  # noqa: ANN001
              frames_tars: dict[str, Path]) -> int:
     """Render the overlay video (at most ``cfg.overlay_max_frames`` frames spread over the clip) from
     the ingest tars already fetched; return frames written."""
+    from stages.drive.sources import ordered_map
     from stages.tracking.overlay import draw_overlay, write_video
     from stages.tracking.stage_io import decode_rgb, read_landmarks
 
@@ -160,10 +173,16 @@ def _overlay(ctx, shards, cfg: Config, track: JoinedTrack, calib: Calibration, d
                 j, row = pos[k], k - first
                 err = track.error_px[row]
                 caption = f"{k:05d}  err {err:.2f}px" + ("  filled" if track.filled[row] else "")
-                yield draw_overlay(decode_rgb(blob), mesh[j].numpy(), faces, lm.points[k - s.start, :, :2],
-                                   lmk[j].numpy(), caption)
+                yield blob, mesh[j].numpy(), lm.points[k - s.start, :, :2], lmk[j].numpy(), caption
 
-    return write_video(path, frames(), fps=25.0 / every, preset="ultrafast")  # a diagnostic: speed over size
+    def draw(item) -> np.ndarray:  # noqa: ANN001 - (JPEG bytes, mesh, detected, model landmarks, caption)
+        blob, mesh_pix, detected, model_lmk, caption = item
+        return draw_overlay(decode_rgb(blob), mesh_pix, faces, detected, model_lmk, caption)
+
+    # decoding and drawing (OpenCV: the GIL released) in threads, in order, beside the encoder
+    threads = overlay_threads()
+    drawn = ordered_map(draw, frames(), threads=threads, window=2 * threads)
+    return write_video(path, drawn, fps=25.0 / every, preset="ultrafast")  # a diagnostic: speed over size
 
 
 def run(ctx) -> None:  # noqa: ANN001 - StageContext

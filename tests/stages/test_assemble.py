@@ -134,6 +134,33 @@ def test_worker_processes_write_the_same_dataset(assembled, tmp_path):
     assert verify_dataset(copy.root / "actors/syn/dataset") == []
 
 
+def _decoded(path) -> list:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+
+
+def test_overlay_drawn_in_threads_is_the_same_video(assembled, tmp_path, monkeypatch):
+    """The overlay's frames decoded and drawn by 3 threads come out in order, the same video as
+    drawn by one (the frames differ from each other: an out-of-order frame would show)."""
+    import shutil
+
+    import stages.assemble as assemble
+
+    store, _ = assembled
+    copy = LocalStore(tmp_path / "copy")
+    shutil.copytree(store.root / "actors", copy.root / "actors",
+                    ignore=lambda d, names: [n for n in names if n in ("dataset", "assemble")])
+    monkeypatch.setattr(assemble, "overlay_threads", lambda: 3)
+    assert run_stage("assemble", "syn", copy, pipeline=TINY, device="cpu").status == "ran"
+    ours = _decoded(copy.root / "actors/syn/assemble/overlay.mp4")
+    theirs = _decoded(store.root / "actors/syn/assemble/overlay.mp4")
+    assert len(ours) == len(theirs) == 10
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    assert not np.array_equal(theirs[0], theirs[1])
+
+
 def test_assemble_refuses_bad_masks(tmp_path):
     """Masks saved 0/1 instead of 0/255 would silently break FlashAvatar: assemble must refuse."""
     import io
