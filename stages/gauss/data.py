@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from stages.dataset.frame_file import load_tracked_sequence, read_frame
 from stages.dataset.layout import FRAME_DELTA, DatasetLayout
 from stages.errors import bad_input
-from stages.gauss.frame_cache import FrameCache, ensure_frame_cache, has_room, load_image
+from stages.gauss.frame_cache import CacheBuild, FrameCache, has_room, load_image, start_frame_cache
 from stages.gauss.surface import condition_vector
 
 log = logging.getLogger("avatar.gauss")
@@ -502,46 +502,95 @@ class PipelineInfo:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class CacheStart:
+    """The frame cache of :func:`training_batches`, opened or its build started ahead (:func:`start_cache`).
+
+    Attributes:
+        got: the current cache, a build under way, or None (no cache: ``off``, no room, or it failed).
+        t0: ``time.monotonic()`` when it was started.  notes: why there is none, when there is none.
+        error: the OSError that stopped it (``frame_cache: on`` turns it into a BadInput).
+    """
+
+    got: FrameCache | CacheBuild | None
+    t0: float
+    notes: list[str] = field(default_factory=list)
+    error: OSError | None = None
+
+    def cancel(self) -> None:
+        """Give up a build under way (its workers stop, its temporary file goes)."""
+        if isinstance(self.got, CacheBuild):
+            self.got.cancel()
+
+
+def start_cache(frames: AvatarFrames, *, frame_cache: str = "auto", cache_dir: str | Path | None = None,
+                workers: int = 0) -> CacheStart:
+    """Open the current frame cache of ``frames`` or start building it (the decoding processes
+    forked and at work when this returns), so the caller can do other work before
+    :func:`training_batches` waits for it; the arguments are :func:`training_batches`' own."""
+    import time
+
+    if frame_cache not in FRAME_CACHE_MODES:
+        raise bad_input("config", f"unknown frame_cache {frame_cache!r}", f"use one of {', '.join(FRAME_CACHE_MODES)}")
+    if frame_cache == "on" and cache_dir is None:
+        raise ValueError("frame_cache='on' needs a cache_dir")
+    t0 = time.monotonic()
+    if frame_cache == "off" or cache_dir is None or len(frames) == 0:
+        return CacheStart(None, t0)
+    if frame_cache == "auto" and not has_room(cache_dir, len(frames), frames.resolution):
+        note = f"no room for a {len(frames)}-frame cache in {cache_dir}: decoding per item"
+        log.warning("frame cache: %s", note)
+        return CacheStart(None, t0, [note])
+    try:
+        return CacheStart(start_frame_cache(frames.layout, frames.indices, frames.resolution, cache_dir,
+                                            None if workers > 0 else 0), t0)
+    except OSError as e:
+        return _cache_failed(frame_cache, cache_dir, e, t0)
+
+
+def _cache_failed(frame_cache: str, cache_dir: str | Path | None, e: OSError, t0: float) -> CacheStart:
+    if frame_cache == "on":
+        raise bad_input(cache_dir, f"cannot write the frame cache ({e})",
+                        "free disk space there or set train.frame_cache to off") from None
+    note = f"frame cache failed ({e}): decoding per item"
+    log.warning("frame cache: %s", note)
+    return CacheStart(None, t0, [note], e)
+
+
 def training_batches(frames: AvatarFrames, sampler: StepBatchSampler, device: str | torch.device, *,
                      frame_cache: str = "auto", cache_dir: str | Path | None = None, workers: int = 0,
-                     prefetch: int = 3) -> tuple[Iterator[dict[str, Tensor]], PipelineInfo]:
+                     prefetch: int = 3, started: CacheStart | None = None
+                     ) -> tuple[Iterator[dict[str, Tensor]], PipelineInfo]:
     """The trainer's batches on ``device``, in the sampler's order, with the same bytes either way.
 
     ``frame_cache``: ``on`` decodes every frame once into ``cache_dir`` (or reuses a current cache)
     and gathers batches from it; ``auto`` does so when ``cache_dir``'s disk has room (else falls
     back, with a log line); ``off`` decodes per item in ``workers`` DataLoader processes.
     Cache builds use every core when ``workers > 0``, this process when ``workers == 0``.
-    ``prefetch``: batches kept ready ahead (:func:`prefetch_to_device`).
+    ``prefetch``: batches kept ready ahead (:func:`prefetch_to_device`). ``started``: the cache as
+    :func:`start_cache` opened or started it with the same arguments (default: done here).
 
     Returns (iterator of batches with img/alpha/neckhead/mouth uint8 and cond/R/t/K/index, info).
     """
     import time
 
-    if frame_cache not in FRAME_CACHE_MODES:
-        raise bad_input("config", f"unknown frame_cache {frame_cache!r}", f"use one of {', '.join(FRAME_CACHE_MODES)}")
+    if started is None:
+        started = start_cache(frames, frame_cache=frame_cache, cache_dir=cache_dir, workers=workers)
     pin = torch.device(device).type == "cuda"
-    info = PipelineInfo(source="decode")
-    use_cache = frame_cache != "off" and cache_dir is not None and len(frames) > 0
-    if use_cache and frame_cache == "auto" and not has_room(cache_dir, len(frames), frames.resolution):
-        info.notes.append(f"no room for a {len(frames)}-frame cache in {cache_dir}: decoding per item")
-        log.warning("frame cache: %s", info.notes[-1])
-        use_cache = False
-    if frame_cache == "on" and cache_dir is None:
-        raise ValueError("frame_cache='on' needs a cache_dir")
-    if use_cache:
-        t0 = time.monotonic()
+    info = PipelineInfo(source="decode", notes=list(started.notes))
+    got = started.got
+    if isinstance(got, CacheBuild):
         try:
-            cache, built = ensure_frame_cache(frames.layout, frames.indices, frames.resolution, cache_dir,
-                                              None if workers > 0 else 0)
+            got = got.finish()
         except OSError as e:
-            if frame_cache == "on":
-                raise bad_input(cache_dir, f"cannot write the frame cache ({e})",
-                                "free disk space there or set train.frame_cache to off") from None
-            info.notes.append(f"frame cache failed ({e}): decoding per item")
-            log.warning("frame cache: %s", info.notes[-1])
-        else:
-            info = PipelineInfo("cache", built, time.monotonic() - t0, str(cache.path), info.notes)
-            return prefetch_to_device(CachedBatches(cache, frames, sampler, pin), device, prefetch), info
+            info.notes += _cache_failed(frame_cache, cache_dir, e, started.t0).notes
+            got = None
+        built = True
+    else:
+        built = False
+    if got is not None:
+        info = PipelineInfo("cache", built, time.monotonic() - started.t0, str(got.path), info.notes)
+        return prefetch_to_device(CachedBatches(got, frames, sampler, pin), device, prefetch), info
     loader = make_loader(frames, sampler, workers=workers, pin_memory=pin)
     return prefetch_to_device(loader, device, prefetch), info
 

@@ -225,6 +225,81 @@ def default_processes() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class CacheBuild:
+    """A build of a cache file under way: the decoding processes are forked and given their rows
+    when it is made (in the calling thread), so the caller can do other work meanwhile;
+    :meth:`finish` waits for them and publishes the file (atomically), :meth:`cancel` gives up.
+
+    Args:
+        processes: decoding processes (default: every core of :func:`default_processes`); 0 or 1
+            decodes in this process, in :meth:`finish`.
+    """
+
+    def __init__(self, layout: DatasetLayout, indices: list[int], resolution: int, path: str | Path,
+                 processes: int | None = None):
+        self.layout, self.resolution, self.path = layout, resolution, Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temporaries(self.path)
+        self.t0 = time.monotonic()
+        self.indices = [int(i) for i in indices]
+        n = len(self.indices)
+        self.shape = (n, resolution, resolution, CHANNELS)
+        # before decoding: a file changed meanwhile makes the cache stale
+        self.fingerprint = dataset_fingerprint(layout, self.indices)
+        self.tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: list = []
+        self._args = (str(self.tmp), self.shape, str(layout.root),
+                      str(layout.checkpoints) if layout.checkpoints is not None else None, self.indices)
+        try:
+            with open(self.tmp, "wb") as f:
+                f.truncate(HEADER_BYTES + cache_bytes(n, resolution))
+            procs = default_processes() if processes is None else processes
+            if procs > 1 and n >= 2:
+                procs = min(procs, n)
+                chunk = max(1, -(-n // (procs * 4)))
+                # fork: the workers only decode with PIL/numpy (never CUDA), like DataLoader workers
+                ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+                from stages.runner.lifeline import worker_init  # workers die with this process
+
+                self.pool = ProcessPoolExecutor(procs, mp_context=ctx, initializer=worker_init)
+                self.futures = [self.pool.submit(_decode_rows, *self._args, lo, min(n, lo + chunk), resolution)
+                                for lo in range(0, n, chunk)]
+        except BaseException:
+            self.cancel()
+            raise
+
+    def finish(self) -> FrameCache:
+        """Wait for the decoding (or decode here), write the header, rename into place; the cache."""
+        n = self.shape[0]
+        try:
+            if self.pool is None:
+                _decode_rows(*self._args, 0, n, self.resolution)
+            else:
+                with self.pool:
+                    done = sum(f.result() for f in self.futures)
+                assert done == n
+            header = CacheHeader(FORMAT, list(self.shape), self.resolution, _indices_digest(self.indices),
+                                 self.fingerprint, str(self.layout.root), round(time.monotonic() - self.t0, 3))
+            with open(self.tmp, "r+b") as f:
+                f.write(header.encode())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.cancel()
+            raise
+        log.info("frame cache: decoded %d frames at %dpx into %s (%.1f MB) in %.2f s", n, self.resolution, self.path,
+                 cache_bytes(n, self.resolution) / 1e6, time.monotonic() - self.t0)
+        return FrameCache(self.path, header)
+
+    def cancel(self) -> None:
+        """Stop the workers (rows not started are dropped) and delete the temporary file."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.tmp.unlink(missing_ok=True)
+
+
 def build_frame_cache(layout: DatasetLayout, indices: list[int], resolution: int, path: str | Path,
                       processes: int | None = None) -> FrameCache:
     """Decode every frame of ``indices`` once into a cache file at ``path`` (atomically) and open it.
@@ -233,47 +308,16 @@ def build_frame_cache(layout: DatasetLayout, indices: list[int], resolution: int
         processes: decoding processes (default: every core of :func:`default_processes`); 0 or 1
             decodes in this process.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_temporaries(path)
-    t0 = time.monotonic()
-    indices = [int(i) for i in indices]
-    n = len(indices)
-    shape = (n, resolution, resolution, CHANNELS)
-    fingerprint = dataset_fingerprint(layout, indices)  # before decoding: a file changed meanwhile makes it stale
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.truncate(HEADER_BYTES + cache_bytes(n, resolution))
-        procs = default_processes() if processes is None else processes
-        root, cks = str(layout.root), (str(layout.checkpoints) if layout.checkpoints is not None else None)
-        if procs <= 1 or n < 2:
-            _decode_rows(str(tmp), shape, root, cks, indices, 0, n, resolution)
-        else:
-            procs = min(procs, n)
-            chunk = max(1, -(-n // (procs * 4)))
-            # fork: the workers only decode with PIL/numpy (never CUDA), like DataLoader workers
-            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-            from stages.runner.lifeline import worker_init  # workers die with this process
+    return CacheBuild(layout, indices, resolution, path, processes).finish()
 
-            with ProcessPoolExecutor(procs, mp_context=ctx, initializer=worker_init) as pool:
-                futs = [pool.submit(_decode_rows, str(tmp), shape, root, cks, indices, lo, min(n, lo + chunk), resolution)
-                        for lo in range(0, n, chunk)]
-                done = sum(f.result() for f in futs)
-            assert done == n
-        header = CacheHeader(FORMAT, list(shape), resolution, _indices_digest(indices), fingerprint,
-                             str(layout.root), round(time.monotonic() - t0, 3))
-        with open(tmp, "r+b") as f:
-            f.write(header.encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    log.info("frame cache: decoded %d frames at %dpx into %s (%.1f MB) in %.2f s", n, resolution, path,
-             cache_bytes(n, resolution) / 1e6, time.monotonic() - t0)
-    return FrameCache(path, header)
+
+def start_frame_cache(layout: DatasetLayout, indices: list[int], resolution: int, cache_dir: str | Path,
+                      processes: int | None = None) -> FrameCache | CacheBuild:
+    """The current cache of these frames in ``cache_dir``, or a :class:`CacheBuild` of it started
+    (its workers forked and at work when this returns)."""
+    path = cache_path(cache_dir, layout, indices, resolution)
+    cache = open_frame_cache(path, layout, indices, resolution)
+    return cache if cache is not None else CacheBuild(layout, indices, resolution, path, processes)
 
 
 def ensure_frame_cache(layout: DatasetLayout, indices: list[int], resolution: int, cache_dir: str | Path,
@@ -281,8 +325,5 @@ def ensure_frame_cache(layout: DatasetLayout, indices: list[int], resolution: in
     """The current cache of these frames in ``cache_dir``, built when missing or stale.
 
     Returns (cache, built) where ``built`` says whether this call decoded the frames."""
-    path = cache_path(cache_dir, layout, indices, resolution)
-    cache = open_frame_cache(path, layout, indices, resolution)
-    if cache is not None:
-        return cache, False
-    return build_frame_cache(layout, indices, resolution, path, processes), True
+    got = start_frame_cache(layout, indices, resolution, cache_dir, processes)
+    return (got.finish(), True) if isinstance(got, CacheBuild) else (got, False)

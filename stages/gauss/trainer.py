@@ -32,7 +32,7 @@ from stages.config import digest_of
 from stages.dataset.layout import DatasetLayout
 from stages.gauss import checkpoint as ckpt
 from stages.gauss.data import (AvatarFrames, PipelineInfo, Split, StepBatchSampler, TrackedSequence, background_rgb,
-                               choose_split, training_batches)
+                               choose_split, start_cache, training_batches)
 from stages.gauss.losses import avatar_loss, binding_loss, silhouette_loss
 from stages.gauss.model import AvatarConfig, GaussianAvatar, Gaussians, avatar_config_from_dict
 from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
@@ -539,49 +539,58 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
         log.info("LPIPS term off: no LPIPS (VGG) weights asset is available; training uses the Huber terms only")
 
     clock.add("load", time.monotonic() - w0, time.process_time() - c0)
-    with clock.phase("shell_masks"):
-        sil = shell_silhouettes(layout, seq, train_idx, cfg.shell_fit_frames) if shell_active(surface, cfg) else None
-        if sil is not None:  # the shell's fit (its visual-hull votes) runs on the training device
-            sil = sil.to(device)
-    with clock.phase("build_avatar"):
-        model = build_avatar(surface, cfg, sil)
-    if sil is not None:
-        log.info("shell fitted to %d training frames' head masks: %d Gaussians in all", len(sil.masks),
-                 model.num_gaussians)
-    if cfg.pose_condition:
-        model.pose_ref.copy_(mean_rotation(torch.from_numpy(seq.R[train_idx]).double()).float())
-    with clock.phase("to_device"):
-        model = model.to(device)
-        surface = surface.to(device)
-    on_cuda = str(device).startswith("cuda")
-    opt = torch.optim.Adam(model.param_groups(cfg.lr_scale, cfg.mlp_lr), eps=1e-15, fused=on_cuda or None)
-    start, images = 0, 0
-    src = resume_from if resume_from is not None else ck_path
-    if src.is_file():
-        state = ckpt.load(src, ckpt.CHECKPOINT_FORMAT)
-        same_layout = tuple(state["model"].get("face_idx", torch.empty(0)).shape) == tuple(model.face_idx.shape)
-        if resume_holds(state, cfg) and int(state["step"]) <= cfg.steps and same_layout:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            ckpt.set_rng_state(state["rng"])
-            start, images = int(state["step"]), int(state["images"])
-            log.info("resuming from %s at step %d", src, start)
-        else:
-            log.warning("%s was written with another config, for another avatar layout (Gaussian count) or is past "
-                        "step %d; starting afresh", src, cfg.steps)
-
-    binding = binding_terms(model, surface, cfg)
     frames = AvatarFrames(layout, seq, train_idx, cfg.resolution, background_rgb(cfg.background))
-    if cfg.init_color_frames > 0 and start == 0:
-        with clock.phase("colours"):
-            seen = init_colors_from_frames(model, surface, frames, cfg.init_color_frames)
-        log.info("starting colours from %d training frames (%d of %d Gaussians seen)", cfg.init_color_frames, seen,
-                 model.num_gaussians)
+    # the frame cache's decoding processes are forked now and decode while the avatar is built
+    with clock.phase("cache_start"):
+        started = start_cache(frames, frame_cache=cfg.frame_cache, cache_dir=workdir / "frame-cache",
+                              workers=cfg.workers)
+    try:
+        with clock.phase("shell_masks"):
+            sil = (shell_silhouettes(layout, seq, train_idx, cfg.shell_fit_frames) if shell_active(surface, cfg)
+                   else None)
+            if sil is not None:  # the shell's fit (its visual-hull votes) runs on the training device
+                sil = sil.to(device)
+        with clock.phase("build_avatar"):
+            model = build_avatar(surface, cfg, sil)
+        if sil is not None:
+            log.info("shell fitted to %d training frames' head masks: %d Gaussians in all", len(sil.masks),
+                     model.num_gaussians)
+        if cfg.pose_condition:
+            model.pose_ref.copy_(mean_rotation(torch.from_numpy(seq.R[train_idx]).double()).float())
+        with clock.phase("to_device"):
+            model = model.to(device)
+            surface = surface.to(device)
+        on_cuda = str(device).startswith("cuda")
+        opt = torch.optim.Adam(model.param_groups(cfg.lr_scale, cfg.mlp_lr), eps=1e-15, fused=on_cuda or None)
+        start, images = 0, 0
+        src = resume_from if resume_from is not None else ck_path
+        if src.is_file():
+            state = ckpt.load(src, ckpt.CHECKPOINT_FORMAT)
+            same_layout = tuple(state["model"].get("face_idx", torch.empty(0)).shape) == tuple(model.face_idx.shape)
+            if resume_holds(state, cfg) and int(state["step"]) <= cfg.steps and same_layout:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                ckpt.set_rng_state(state["rng"])
+                start, images = int(state["step"]), int(state["images"])
+                log.info("resuming from %s at step %d", src, start)
+            else:
+                log.warning("%s was written with another config, for another avatar layout (Gaussian count) or is "
+                            "past step %d; starting afresh", src, cfg.steps)
+
+        binding = binding_terms(model, surface, cfg)
+        if cfg.init_color_frames > 0 and start == 0:
+            with clock.phase("colours"):
+                seen = init_colors_from_frames(model, surface, frames, cfg.init_color_frames)
+            log.info("starting colours from %d training frames (%d of %d Gaussians seen)", cfg.init_color_frames,
+                     seen, model.num_gaussians)
+    except BaseException:
+        started.cancel()
+        raise
     sampler = StepBatchSampler(len(frames), cfg.batch_size, cfg.seed, start, cfg.steps)
-    with clock.phase("frame_cache"):
+    with clock.phase("frame_cache"):  # what is left of the cache's decoding
         batches, pipeline = training_batches(frames, sampler, device, frame_cache=cfg.frame_cache,
                                              cache_dir=workdir / "frame-cache", workers=cfg.workers,
-                                             prefetch=cfg.prefetch)
+                                             prefetch=cfg.prefetch, started=started)
     log.info("input: %s%s", pipeline.source, f" ({'built' if pipeline.cache_built else 'reused'} "
              f"{pipeline.cache_path} in {pipeline.cache_seconds:.2f} s)" if pipeline.source == "cache" else "")
 

@@ -190,3 +190,53 @@ def test_cuda_prefetch_gives_the_same_batches(dataset, tmp_path):
     for a, b, c in zip(cpu, gpu, dec):
         for k in a:
             assert b[k].is_cuda and torch.equal(a[k], b[k].cpu()) and torch.equal(a[k], c[k].cpu()), k
+
+
+def test_a_started_build_decodes_while_the_caller_works_and_can_be_cancelled(dataset, tmp_path):
+    """start_frame_cache forks the decoding processes and returns at once; finish() gives the same
+    rows as a build in this process; cancel() leaves neither a cache nor a temporary file."""
+    idx = list(range(12))
+    got = fc.start_frame_cache(dataset, idx, 20, tmp_path / "cache", processes=2)
+    assert isinstance(got, fc.CacheBuild) and got.pool is not None and got.tmp.exists()
+    assert not got.path.exists()  # nothing under the final name until finish()
+    cache = got.finish()
+    ref = fc.build_frame_cache(dataset, idx, 20, tmp_path / "ref" / "r.u8", processes=0)
+    assert np.array_equal(np.asarray(cache.array), np.asarray(ref.array))
+    # the cache is current now: a second start opens it
+    assert isinstance(fc.start_frame_cache(dataset, idx, 20, tmp_path / "cache", processes=2), fc.FrameCache)
+    other = fc.start_frame_cache(dataset, idx[:6], 20, tmp_path / "cache", processes=2)
+    other.cancel()
+    assert not other.path.exists() and not list((tmp_path / "cache").glob("*.tmp-*"))
+
+
+def test_training_batches_from_a_cache_started_ahead_are_the_same(dataset, tmp_path):
+    from stages.gauss.data import start_cache
+
+    idx = list(range(10))
+    frames = _frames(dataset, idx, 16)
+    started = start_cache(frames, frame_cache="on", cache_dir=tmp_path / "a", workers=2)
+    assert isinstance(started.got, fc.CacheBuild)
+    a, info_a = training_batches(frames, StepBatchSampler(10, 3, 0, 0, 4), "cpu", frame_cache="on",
+                                 cache_dir=tmp_path / "a", workers=2, started=started)
+    b, info_b = training_batches(frames, StepBatchSampler(10, 3, 0, 0, 4), "cpu", frame_cache="off")
+    assert info_a.source == "cache" and info_a.cache_built and info_b.source == "decode"
+    n = 0
+    for x, y in zip(a, b):
+        assert set(x) == set(y) and all(torch.equal(x[k], y[k]) for k in x)
+        n += 1
+    assert n == 4
+
+
+def test_train_that_fails_while_the_cache_decodes_leaves_no_temporary(dataset, tmp_path, monkeypatch):
+    from stages.gauss import trainer
+    from stages.gauss.synthetic import toy_surface
+
+    def broken(*a, **k):
+        raise RuntimeError("the avatar could not be built")
+
+    monkeypatch.setattr(trainer, "build_avatar", broken)
+    cfg = trainer.TrainConfig(steps=2, batch_size=2, resolution=16, frame_cache="on", workers=2, shell="off")
+    with pytest.raises(RuntimeError, match="could not be built"):
+        trainer.train(cfg, toy_surface(), dataset, tmp_path / "w", "cpu")
+    assert (tmp_path / "w" / "frame-cache").is_dir()  # the build had started
+    assert not list((tmp_path / "w" / "frame-cache").glob("*"))
