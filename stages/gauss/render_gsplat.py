@@ -24,6 +24,27 @@ def gsplat_available() -> bool:
     return True
 
 
+def start_gsplat_warmup(device: str | torch.device) -> "threading.Thread | None":
+    """Load gsplat's compiled CUDA extension in a background thread (a daemon), so that the first
+    training step does not wait for it: loading a JIT-built extension checks its build (sources,
+    ninja) and opens the library, seconds of fixed cost. Only where ``device`` is CUDA and gsplat
+    imports; returns the thread (or None). Errors are left to the first render, which raises them."""
+    import threading
+
+    if not str(device).startswith("cuda") or not gsplat_available():
+        return None
+
+    def load() -> None:
+        try:
+            from gsplat.cuda import _backend  # noqa: F401 - the import loads (or builds) the extension
+        except Exception:  # noqa: BLE001 - the render raises it where it matters
+            pass
+
+    thread = threading.Thread(target=load, name="gsplat-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
 def render_gaussians_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                             viewmats: Tensor, Ks: Tensor, width: int, height: int,
                             background: Tensor | None = None, *, eps2d: float = 0.3, near_plane: float = 0.01,

@@ -193,3 +193,15 @@ def test_row_bands_give_the_same_image_and_gradients():
         outs.append((img.detach(), alpha.detach(), c.grad, m.grad))
     for a, b in zip(*outs):
         assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_gsplat_warmup_only_on_cuda():
+    """The extension's background load starts only for a CUDA device where gsplat imports."""
+    from stages.gauss.render_gsplat import gsplat_available, start_gsplat_warmup
+
+    assert start_gsplat_warmup("cpu") is None
+    if gsplat_available():
+        thread = start_gsplat_warmup("cuda")
+        assert thread is not None and thread.daemon
+        thread.join(600)
+        assert not thread.is_alive()
