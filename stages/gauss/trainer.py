@@ -35,7 +35,7 @@ from stages.gauss.data import (AvatarFrames, PipelineInfo, Split, StepBatchSampl
                                choose_split, start_cache, training_batches)
 from stages.gauss.losses import avatar_loss, binding_loss, silhouette_loss
 from stages.gauss.model import AvatarConfig, GaussianAvatar, Gaussians, avatar_config_from_dict
-from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat, start_gsplat_warmup
+from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat, start_warmup
 from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
 from stages.gauss.sampling import area_samples, surface_points, triangle_size, uv_texel_samples
 from stages.gauss.shell import Silhouettes
@@ -544,8 +544,9 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     with clock.phase("cache_start"):
         started = start_cache(frames, frame_cache=cfg.frame_cache, cache_dir=workdir / "frame-cache",
                               workers=cfg.workers)
-    if renderer == "gsplat":  # its CUDA extension loads while the avatar is built (after the fork above)
-        start_gsplat_warmup(device)
+    # torch._dynamo (Adam's first use) and gsplat's CUDA extension load while the avatar is built
+    # (a thread started after the fork above)
+    start_warmup(device if renderer == "gsplat" else "cpu")
     try:
         with clock.phase("shell_masks"):
             sil = (shell_silhouettes(layout, seq, train_idx, cfg.shell_fit_frames) if shell_active(surface, cfg)

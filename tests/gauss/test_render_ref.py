@@ -195,13 +195,20 @@ def test_row_bands_give_the_same_image_and_gradients():
         assert torch.allclose(a, b, atol=1e-12)
 
 
-def test_gsplat_warmup_only_on_cuda():
-    """The extension's background load starts only for a CUDA device where gsplat imports."""
-    from stages.gauss.render_gsplat import gsplat_available, start_gsplat_warmup
+def test_warmup_loads_dynamo_and_gsplat_only_on_cuda():
+    """The background load imports torch._dynamo (once: nothing to do after) and gsplat's extension
+    only for a CUDA device where gsplat imports."""
+    import sys
 
-    assert start_gsplat_warmup("cpu") is None
+    from stages.gauss.render_gsplat import gsplat_available, start_warmup
+
+    thread = start_warmup("cpu")
+    if thread is not None:
+        assert thread.daemon
+        thread.join(120)
+    assert "torch._dynamo" in sys.modules and start_warmup("cpu") is None
     if gsplat_available():
-        thread = start_gsplat_warmup("cuda")
-        assert thread is not None and thread.daemon
+        thread = start_warmup("cuda")
+        assert thread is not None
         thread.join(600)
         assert not thread.is_alive()
