@@ -492,8 +492,9 @@ FRAME_CACHE_MODES = ("auto", "on", "off")
 @dataclass
 class PipelineInfo:
     """How :func:`training_batches` feeds the trainer: ``source`` is ``cache`` or ``decode``;
-    ``cache_built`` whether this run decoded the cache, ``cache_seconds`` the time to build or open
-    it, ``cache_path`` its file (empty without one)."""
+    ``cache_built`` whether this run decoded the cache, ``cache_seconds`` the time from opening it or
+    starting its build (:func:`start_cache`) until it was ready (a build started ahead counts the work
+    done meanwhile), ``cache_path`` its file (empty without one)."""
 
     source: str
     cache_built: bool = False
