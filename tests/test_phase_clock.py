@@ -20,7 +20,7 @@ def test_phases_record_wall_and_cpu_and_add_up():
         raise ValueError
     rep = clock.report()
     assert list(rep["wall_s"]) == ["sleep", "spin"] == list(rep["cpu_s"])
-    assert rep["wall_s"]["sleep"] >= 0.07 and rep["cpu_s"]["sleep"] < 0.05
+    assert rep["wall_s"]["sleep"] >= 0.07  # both sleeps (CPU: whatever other threads of the process did meanwhile)
     assert rep["cpu_s"]["spin"] >= 0.05
     clock.add("first_step", 1.5, 0.25)
     assert clock.report()["wall_s"]["first_step"] == 1.5 and "first_step 1.50/0.25" in clock.line()
