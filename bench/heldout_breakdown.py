@@ -248,6 +248,9 @@ def main() -> None:
     from stages.gauss.trainer import TrainConfig, avatar_dict, config_from_dict, load_avatar, train
 
     torch.set_num_threads(a.threads)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")  # training's log
     trainer_mod.choose_split = split_override(a.split)
     over = json.loads(a.overrides)
     layout, seq, surface, base = probe_inputs(a.dataset, a.preset)
