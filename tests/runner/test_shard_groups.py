@@ -136,11 +136,11 @@ def test_groups_over_gpus_in_worker_processes(group_graph, tmp_path, monkeypatch
     monkeypatch.setenv(SIMULATED_GPUS_ENV, "2")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     log = tmp_path / "ran.log"
-    monkeypatch.setenv("TOY_LOG", str(log))
-    monkeypatch.setenv("TOY_BARRIER", f"{tmp_path / 'barrier'}:2")  # both groups at once: two workers
     store = _video(LocalStore(tmp_path / "s"))
+    # the log and a barrier (both groups at once: two workers) through the config: workers may come from
+    # a forkserver that an earlier test started with its own environment
     cfg = __import__("stages.config", fromlist=["PipelineConfig"]).PipelineConfig(
-        stages={"count": {"group_frames": 100}})
+        stages={"count": {"group_frames": 100, "log": str(log), "barrier": f"{tmp_path / 'barrier'}:2"}})
     res = run_stage("count", "a", store, pipeline=cfg, device="cuda", jobs=8)
     assert res.status == "ran" and sorted(res.shards_run) == [0, 1, 2, 3]
     assert sorted(log.read_text().split()) == ["g0-1", "g2-3"]  # 100-frame limit, but one group per GPU

@@ -32,19 +32,23 @@ class Config:
         group_frames: the group limit (``shard_group_frames``).
         upstream: a fan-out stage whose ``<shard>.txt`` each shard reads and adds to its values
             ("" none).
+        log, barrier: ``$TOY_LOG`` and ``$TOY_BARRIER`` for worker processes (a forkserver started
+            by an earlier test keeps that test's environment; the config reaches every worker).
     """
 
     scale: int = 2
     group_frames: int = 12
     upstream: str = ""
+    log: str = ""
+    barrier: str = ""
 
 
 def shard_group_frames(config: Config) -> int:
     return config.group_frames
 
 
-def _log(line: str) -> None:
-    path = os.environ.get("TOY_LOG")
+def _log(line: str, config: Config | None = None) -> None:
+    path = (config.log if config is not None else "") or os.environ.get("TOY_LOG")
     if path:
         with open(path, "a") as f:
             f.write(line + "\n")
@@ -63,16 +67,16 @@ def _write(ctx, shard) -> None:  # noqa: ANN001
 
 
 def run_shard(ctx, shard) -> None:  # noqa: ANN001
-    _log(str(shard.index))
+    _log(str(shard.index), ctx.config)
     _write(ctx, shard)
     ctx.progress.advance(len(shard))
 
 
-def _barrier() -> None:
+def _barrier(config: Config) -> None:
     """With ``TOY_BARRIER=DIR:N``: wait (at most 20 s) until N groups have started, so that N groups
     are seen running at the same time (a pool worker that finished a quick group could otherwise
     take the next one before the pool's other workers are up)."""
-    spec = os.environ.get("TOY_BARRIER")
+    spec = config.barrier or os.environ.get("TOY_BARRIER")
     if not spec:
         return
     folder, n = spec.rsplit(":", 1)
@@ -84,8 +88,9 @@ def _barrier() -> None:
 
 
 def run_shard_group(items) -> None:  # noqa: ANN001
-    _log(f"g{items[0][1].index}-{items[-1][1].index}")
-    _barrier()
+    config = items[0][0].config
+    _log(f"g{items[0][1].index}-{items[-1][1].index}", config)
+    _barrier(config)
     assert [s.index for _, s in items] == list(range(items[0][1].index, items[-1][1].index + 1))
     assert len({id(ctx) for ctx, _ in items}) == len(items), "one context per shard"
     for ctx, shard in items:

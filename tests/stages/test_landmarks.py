@@ -46,7 +46,7 @@ def test_wojtek_landmarks_stage(tmp_path, wojtek):
     store = open_store(str(tmp_path / "store"))
     store.put_file(actor_key("w", "input", "video.mp4"), wojtek)
     store.put_json(actor_key("w", "config.json"),
-                   PipelineConfig(stages={"ingest": {"shard_size": 200, "detect_samples": 16}}).to_dict())
+                   PipelineConfig(stages={"ingest": {"shard_size": 200, "min_shards": 1, "detect_samples": 16}}).to_dict())
     run_stage("ingest", "w", store, jobs=1)
     result = run_stage("landmarks", "w", store, jobs=1)
     assert result.status == "ran" and result.frames == 400
