@@ -73,6 +73,20 @@ def collect(actor: str = typer.Option(..., "--actor"), store: str = typer.Option
     typer.echo(", ".join(f"{k}: {len(v)} files" for k, v in got.items()))
 
 
+CLUSTER_DEFAULTS = {"ingest": {"min_shards": 1}}
+"""Settings a new actor gets when it is first submitted to the cluster: one pod per shard there, so a
+short clip stays in shards of ``ingest.shard_size`` frames (a 10-second clip: one pod per stage, not
+eight; ``ingest.min_shards`` exists for the local run's processes)."""
+
+
+def _cluster_defaults(st, actor: str) -> dict | None:  # noqa: ANN001 - Store
+    """:data:`CLUSTER_DEFAULTS` for an actor without a ``config.json`` yet; None for one that has one
+    (its settings, and its finished stages, stay as they are)."""
+    from stages.runner.context import actor_key
+
+    return None if st.exists(actor_key(actor, "config.json")) else CLUSTER_DEFAULTS
+
+
 @app.command("submit", help="Run the pipeline on the cluster: upload the video to the settings' S3 store (reached "
                             "from here through AVATAR_S3_ENDPOINT and the AWS_* keys), store the actor's config, "
                             "submit a Workflow from the installed template, print its name and Argo UI link.")
@@ -111,7 +125,7 @@ def submit(actor: str = typer.Option(..., "--actor", help="Actor name (lower-cas
     check_model_options(st, actor, flame, identity, mica)
     # every file checked, FLAME without its embedding refused, before any request, upload or submit
     setup = plan_setup(st, actor, video, preset, {"flame": flame, **assets, "identity": identity, "mica": mica},
-                       check=check_face_assets)
+                       overrides=_cluster_defaults(st, actor), check=check_face_assets)
     conn = load_connection(namespace=ws.namespace)
     ws = dataclasses.replace(ws, namespace=conn.namespace)
     check_template(conn, ws.name)

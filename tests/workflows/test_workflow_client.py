@@ -65,6 +65,8 @@ def test_submit_uploads_and_creates_a_workflow_from_the_template(argo_server, vi
     st = open_store(uri)  # where the pods read: the settings' bucket and prefix
     assert st.get_bytes("actors/roman/input/video.mp4") == video.read_bytes()
     assert st.get_json("actors/roman/config.json")["preset"] == "tiny"
+    # one pod per shard on the cluster: a new actor's short clip is not cut into min_shards shards
+    assert st.get_json("actors/roman/config.json")["stages"]["ingest"] == {"min_shards": 1}
 
 
 def test_submit_never_overwrites_another_video(argo_server, video, uri, capsys):
