@@ -35,6 +35,10 @@ SHARD_SOURCE = "ingest"          # the stage whose store folder holds shards.jso
 OUTPUTS_DIR = "/tmp/argo-outputs"  # where pods put files Argo collects (output parameters, artifacts)
 SCRATCH = "/scratch"
 RETRY_EXPRESSION = "asInt(lastRetry.exitCode) != 2"
+CLUSTER_DEFAULTS = {"ingest": {"min_shards": 1}}
+"""Stage settings an actor or driver gets when it is first submitted to the cluster: there each shard is a
+pod, so a short clip stays in shards of ``ingest.shard_size`` frames (a 10-second clip: one pod per
+fan-out stage, not eight; ``ingest.min_shards`` is for the local run's processes)."""
 # The drive template (``<name>-drive``): its parameters and entry points.
 DRIVER, DRIVE_NAME = "driver", "name"
 DRIVER_REF, DRIVE_NAME_REF = "{{workflow.parameters.driver}}", "{{workflow.parameters.name}}"

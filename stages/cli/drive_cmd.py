@@ -182,7 +182,7 @@ def submit_drive_command(
     from stages.errors import BadInput
     from stages.motion.format import load_motion, motion_bytes
     from stages.store.uri import open_store
-    from workflows.build import check_actor, drive_template_name, drive_workflow_for
+    from workflows.build import CLUSTER_DEFAULTS, check_actor, drive_template_name, drive_workflow_for
     from workflows.client import check_template, create_workflow, load_connection
     from workflows.settings import load_settings
 
@@ -212,7 +212,7 @@ def submit_drive_command(
             raise BadInput(f"{st.uri}/{key}: drive {name!r} of actor {actor!r} already has other inputs, and uploads "
                            "are never overwritten; pass another --name")
     if video is not None:
-        prepare_driver(st, actor, name, video)
+        prepare_driver(st, actor, name, video, settings=CLUSTER_DEFAULTS)
     for key, data in uploads.items():
         if not st.exists(key):
             st.put_bytes(key, data)

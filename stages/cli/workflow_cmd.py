@@ -73,16 +73,11 @@ def collect(actor: str = typer.Option(..., "--actor"), store: str = typer.Option
     typer.echo(", ".join(f"{k}: {len(v)} files" for k, v in got.items()))
 
 
-CLUSTER_DEFAULTS = {"ingest": {"min_shards": 1}}
-"""Settings a new actor gets when it is first submitted to the cluster: one pod per shard there, so a
-short clip stays in shards of ``ingest.shard_size`` frames (a 10-second clip: one pod per stage, not
-eight; ``ingest.min_shards`` exists for the local run's processes)."""
-
-
 def _cluster_defaults(st, actor: str) -> dict | None:  # noqa: ANN001 - Store
-    """:data:`CLUSTER_DEFAULTS` for an actor without a ``config.json`` yet; None for one that has one
-    (its settings, and its finished stages, stay as they are)."""
+    """:data:`workflows.build.CLUSTER_DEFAULTS` for an actor without a ``config.json`` yet; None for one
+    that has one (its settings, and its finished stages, stay as they are)."""
     from stages.runner.context import actor_key
+    from workflows.build import CLUSTER_DEFAULTS
 
     return None if st.exists(actor_key(actor, "config.json")) else CLUSTER_DEFAULTS
 

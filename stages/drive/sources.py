@@ -67,10 +67,13 @@ def _manifest(store: Store, key: str) -> Manifest | None:
 # -- the driver --------------------------------------------------------------------------------------
 
 
-def prepare_driver(store: Store, actor: str, name: str, video: Path) -> PipelineConfig:
+def prepare_driver(store: Store, actor: str, name: str, video: Path,
+                   settings: dict[str, dict[str, Any]] | None = None) -> PipelineConfig:
     """Upload ``video`` as ``drivers/<name>/input/video.mp4`` (unless the same bytes are there) and store
     the driver's pipeline config: the actor's preset and face-model assets, so that both are tracked
-    in the same parameter space. A different video under the same name is refused (BadInput)."""
+    in the same parameter space, plus ``settings`` (stage -> values; e.g. the cluster's
+    ``ingest.min_shards``) for a driver stored for the first time. A different video under the same
+    name is refused (BadInput)."""
     if not video.is_file():
         raise BadInput(f"{video}: no such file; give the driver's talking-head video")
     entry = driver_entry(name)
@@ -80,7 +83,10 @@ def prepare_driver(store: Store, actor: str, name: str, video: Path) -> Pipeline
         raise BadInput(f"{store.uri}/{key}: driver {name!r} already has a different video, and uploads are never "
                        f"overwritten; give {video} another --name")
     actor_cfg = load_pipeline_config(store, actor)
-    cfg = PipelineConfig(preset=actor_cfg.preset, stages={k: dict(v) for k, v in DRIVER_STAGE_SETTINGS.items()},
+    stages = {k: dict(v) for k, v in DRIVER_STAGE_SETTINGS.items()}
+    for stage, values in (settings or {}).items():
+        stages.setdefault(stage, {}).update(values)
+    cfg = PipelineConfig(preset=actor_cfg.preset, stages=stages,
                          assets={k: v for k, v in actor_cfg.assets.items() if k in DRIVER_ASSETS})
     cfg_key = actor_key(entry, CONFIG_FILE)
     try:

@@ -71,6 +71,8 @@ def test_submit_drive_video_uploads_the_driver_entry(argo_server, uri, tmp_path,
     params = {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}
     assert params == {"actor": "roman", "name": "driver-clip", "driver": "driver-clip"}
     assert open_store(uri).get_bytes("drivers/driver-clip/input/video.mp4") == video.read_bytes()
+    # one pod per shard on the cluster: the driver's short clip is not cut into min_shards shards
+    assert open_store(uri).get_json("drivers/driver-clip/config.json")["stages"]["ingest"] == {"min_shards": 1}
 
 
 def test_status_of_a_drive_workflow_lists_the_drive_stages():
