@@ -252,14 +252,21 @@ def _run_shard(plan: _Plan, shard: Shard, show_progress: bool = True, recheck: b
     waited = plan.feed.waited_s - waited0  # waiting for upstream shards is not this shard's work
     seconds = time.monotonic() - t0 - waited
     frames = ctx.frames_done or len(shard)
-    extra = {**_gpu_stat(plan), **ctx.stats, **({"waited_s": round(waited, 3)} if waited else {})}
-    m = plan.manifest(ctx.outputs, shard.index, _stats(frames, seconds, extra), inputs={**plan.own, **ctx.reads})
-    lock.check_held(plan.store, lock.lock_scope(plan.actor, plan.decl.name, shard.index))
-    lock.check_held(plan.store, plan.actor)
-    plan.store.put_json(_shard_manifest_key(plan.actor, plan.decl.name, shard), m.to_dict())
+    _put_shard_manifest(plan, ctx, shard, frames, seconds, {**({"waited_s": round(waited, 3)} if waited else {})})
     log.info("%s shard %s: %d frames in %.1f s (%.1f frames/s)", plan.decl.name, shard.name, frames, seconds,
              frames / max(seconds, 1e-9))
     return frames
+
+
+def _put_shard_manifest(plan: _Plan, ctx: StageContext, shard: Shard, frames: int, seconds: float,
+                        extra: dict[str, Any]) -> None:
+    """Write ``shard``'s manifest: its outputs, its own reads, its stats (the GPU, the stage's stats,
+    ``extra``), once the run still holds the shard's and the actor's locks."""
+    stats = _stats(frames, seconds, {**_gpu_stat(plan), **ctx.stats, **extra})
+    m = plan.manifest(ctx.outputs, shard.index, stats, inputs={**plan.own, **ctx.reads})
+    lock.check_held(plan.store, lock.lock_scope(plan.actor, plan.decl.name, shard.index))
+    lock.check_held(plan.store, plan.actor)
+    plan.store.put_json(_shard_manifest_key(plan.actor, plan.decl.name, shard), m.to_dict())
 
 
 def _group_frames(module: Any, config: Any) -> int:
@@ -335,12 +342,9 @@ def _run_group(plan: _Plan, group: list[Shard], show_progress: bool = True,
     for ctx, s in items:
         frames = ctx.frames_done or len(s)
         share = seconds * frames / max(total, 1)  # the group's time, shared by frames
-        extra = {**_gpu_stat(plan), **ctx.stats, "group": label, "group_seconds": round(seconds, 3),
-                 **({"waited_s": round(waited * frames / max(total, 1), 3)} if waited else {})}
-        m = plan.manifest(ctx.outputs, s.index, _stats(frames, share, extra), inputs={**plan.own, **ctx.reads})
-        lock.check_held(plan.store, lock.lock_scope(plan.actor, name, s.index))
-        lock.check_held(plan.store, plan.actor)
-        plan.store.put_json(_shard_manifest_key(plan.actor, name, s), m.to_dict())
+        _put_shard_manifest(plan, ctx, s, frames, share,
+                            {"group": label, "group_seconds": round(seconds, 3),
+                             **({"waited_s": round(waited * frames / max(total, 1), 3)} if waited else {})})
         log.info("%s shard %s: %d frames (group %s)", name, s.name, frames, label)
         out.append((s, frames))
     log.info("%s shards %s: %d shards, %d frames in %.1f s (%.1f frames/s)", name, label, len(group), total,
@@ -351,9 +355,18 @@ def _run_group(plan: _Plan, group: list[Shard], show_progress: bool = True,
 def _shard_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any], device: str,
                   scratch: str, index: int, decls: tuple[StageDecl, ...], pool_size: int,
                   pending: tuple[str, ...] = (), run_id: str | None = None) -> int | None:
-    """Process-pool entry point: rebuild the plan in the worker (with the parent's stage graph) and
-    run one shard. ``ctx.jobs`` is the pool size there, so a stage sizes its threads to its share
-    of the cores."""
+    """Process-pool entry point: rebuild the plan in the worker (:func:`_worker_plan`) and run one
+    shard."""
+    plan = _worker_plan(store_uri, actor, name, pipeline, device, scratch, decls, pool_size, pending, run_id)
+    shard = next(s for s in plan.context(Progress("", enabled=False)).shards() if s.index == index)
+    return _run_shard(plan, shard, show_progress=False, recheck=bool(pending))
+
+
+def _worker_plan(store_uri: str, actor: str, name: str, pipeline: dict[str, Any], device: str, scratch: str,
+                 decls: tuple[StageDecl, ...], pool_size: int, pending: tuple[str, ...],
+                 run_id: str | None) -> _Plan:
+    """The stage's plan rebuilt in a pool worker, with the parent's stage graph. ``ctx.jobs`` is the
+    pool size there, so a stage sizes its threads to its share of the cores."""
     from stages import graph
     from stages.runner.threads import limit_worker_threads
 
@@ -363,8 +376,7 @@ def _shard_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any
     plan = _Plan(name, actor, open_store(store_uri), PipelineConfig.from_dict(pipeline), device, pool_size,
                  Path(scratch), frozenset(pending), run_id)
     limit_worker_threads(pool_size)  # its share of the cores: pool_size workers of all-core torch thrash
-    shard = next(s for s in plan.context(Progress("", enabled=False)).shards() if s.index == index)
-    return _run_shard(plan, shard, show_progress=False, recheck=bool(pending))
+    return plan
 
 
 def _group_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any], device: str,
@@ -372,15 +384,7 @@ def _group_worker(store_uri: str, actor: str, name: str, pipeline: dict[str, Any
                   pending: tuple[str, ...] = (), run_id: str | None = None) -> list[tuple[int, int]]:
     """Process-pool entry point for a group of shards (:func:`_run_group`), set up as
     :func:`_shard_worker`. Returns ``[(shard index, frames)]`` of the shards run."""
-    from stages import graph
-    from stages.runner.threads import limit_worker_threads
-
-    graph.BY_NAME.clear()
-    graph.BY_NAME.update({d.name: d for d in decls})
-    Path(scratch).mkdir(parents=True, exist_ok=True)
-    plan = _Plan(name, actor, open_store(store_uri), PipelineConfig.from_dict(pipeline), device, pool_size,
-                 Path(scratch), frozenset(pending), run_id)
-    limit_worker_threads(pool_size)
+    plan = _worker_plan(store_uri, actor, name, pipeline, device, scratch, decls, pool_size, pending, run_id)
     by_index = {s.index: s for s in plan.context(Progress("", enabled=False)).shards()}
     ran = _run_group(plan, [by_index[i] for i in indices], show_progress=False, recheck=bool(pending))
     return [(s.index, n) for s, n in ran]
