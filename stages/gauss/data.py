@@ -23,7 +23,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -305,13 +305,20 @@ class AvatarFrames(Dataset):
 
 class StepBatchSampler(Sampler[list[int]]):
     """Batches for steps ``start .. stop-1``: the stream of positions ``step * batch + b`` walks
-    epochs, each a permutation of ``range(n)`` drawn from ``seed`` and the epoch number."""
+    epochs, each a permutation of ``range(n)`` drawn from ``seed`` and the epoch number.
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int):
-        self.n, self.batch_size, self.seed, self.start, self.stop = n, batch_size, seed, start, stop
+    ``repeats`` ([n] ints >= 1, optional): frame ``i`` appears ``repeats[i]`` times in every epoch
+    (an epoch is then a permutation of the expanded list), so rare frames are drawn more often."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int,
+                 repeats: Sequence[int] | None = None):
+        self.batch_size, self.seed, self.start, self.stop = batch_size, seed, start, stop
+        self.items = (torch.arange(n) if repeats is None else
+                      torch.repeat_interleave(torch.arange(n), torch.as_tensor(list(repeats), dtype=torch.long).clamp(min=1)))
+        self.n = len(self.items)
 
     def _perm(self, epoch: int) -> Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        return self.items[torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))]
 
     def __iter__(self) -> Iterator[list[int]]:
         cache: dict[int, Tensor] = {}

@@ -68,6 +68,12 @@ class TrainConfig:
             test's mouth r moves below 0.9 at its seed); off where ``triangle_scale`` (the older,
             isotropic form) is set. ``triangle_frame_region``: which Gaussians (:func:`region_mask`:
             ``all``, ``eyes``, ``eyes_grown``, ``no_mouth``).
+        shut_eye_repeat: training frames with an eye shut (an ``eyelids`` value >= 0.5) are drawn this
+            many times per epoch instead of once (:func:`shut_eye_repeats`). Blinks are 3-5% of a real
+            clip's frames and a tiny avatar underfits them: on the drive test's actor B, 8 took the
+            driven blink's eye closure r from 0.45 to 0.85 (0.94 with ``triangle_frame``), but cost
+            0.3-0.4 dB of held-out PSNR on wojtek.mp4 at the tiny preset, whose held-out frames hold no
+            blink. Default 1 (off); docs/motion-format.md ("Blinks and winks").
         eye_face_samples: extra Gaussians on every face of the eye region (0, 1, 3 or 4 at fixed
             barycentric points, :func:`stages.gauss.sampling.face_samples`), beside the UV texels'
             (which leave about a quarter of the stand-in's eye-region faces without any). Off:
@@ -143,6 +149,7 @@ class TrainConfig:
     triangle_scale: bool = False
     triangle_frame: bool = False
     triangle_frame_region: str = "all"
+    shut_eye_repeat: int = 1
     eye_face_samples: int = 0
     binding_region: str = "eyes"
     binding_pos_weight: float = 0.0
@@ -498,6 +505,15 @@ def _perceptual_imports():  # noqa: ANN202 - kept local: the term is optional
     return lpips_on, masked_lpips
 
 
+def shut_eye_repeats(seq: TrackedSequence, train_idx: list[int], repeat: int) -> list[int] | None:
+    """[len(train_idx)] draws per epoch: ``repeat`` for the training frames with an eye shut (its
+    eyelid parameter >= 0.5), 1 for the others; None (plain epochs) when ``repeat <= 1`` or no eye shuts."""
+    if repeat <= 1:
+        return None
+    shut = seq.cond[train_idx, 118:120].max(axis=1) >= 0.5
+    return [repeat if s else 1 for s in shut] if shut.any() else None
+
+
 def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir: str | Path, device: str = "cpu", *,
           on_step: Callable[[int], None] | None = None, on_checkpoint: Callable[[Path, int], None] | None = None,
           resume_from: Path | None = None, perceptual: torch.nn.Module | None = None) -> TrainResult:
@@ -589,7 +605,8 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     except BaseException:
         started.cancel()
         raise
-    sampler = StepBatchSampler(len(frames), cfg.batch_size, cfg.seed, start, cfg.steps)
+    sampler = StepBatchSampler(len(frames), cfg.batch_size, cfg.seed, start, cfg.steps,
+                               shut_eye_repeats(seq, train_idx, cfg.shut_eye_repeat))
     with clock.phase("frame_cache"):  # what is left of the cache's decoding
         batches, pipeline = training_batches(frames, sampler, device, frame_cache=cfg.frame_cache,
                                              cache_dir=workdir / "frame-cache", workers=cfg.workers,

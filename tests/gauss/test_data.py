@@ -30,6 +30,18 @@ def test_step_sampler_is_a_function_of_the_step():
     assert full != list(StepBatchSampler(10, 4, seed=2, start=0, stop=9))
 
 
+def test_step_sampler_repeats_draw_a_frame_that_many_times_an_epoch():
+    plain = list(StepBatchSampler(6, 3, seed=4, start=0, stop=4))
+    assert list(StepBatchSampler(6, 3, seed=4, start=0, stop=4, repeats=[1] * 6)) == plain  # no repeats: as before
+    rep = StepBatchSampler(6, 3, seed=4, start=0, stop=12, repeats=[1, 1, 4, 1, 1, 1])
+    flat = [i for b in rep for i in b]  # 36 positions = four epochs of 9
+    for e in range(4):
+        epoch = flat[9 * e:9 * (e + 1)]
+        assert sorted(epoch) == [0, 1, 2, 2, 2, 2, 3, 4, 5]
+    tail = list(StepBatchSampler(6, 3, seed=4, start=7, stop=12, repeats=[1, 1, 4, 1, 1, 1]))
+    assert list(rep)[7:] == tail  # still a function of the step (resume)
+
+
 def test_items_composite_the_ground_truth(toy_dataset):
     layout = DatasetLayout(toy_dataset)
     seq = TrackedSequence.load(layout)

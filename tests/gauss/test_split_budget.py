@@ -3,6 +3,8 @@ and a 10,000-frame one both train with the default preset, and the reports say w
 
 import math
 
+import numpy as np
+
 import pytest
 
 from stages.dataset.layout import DatasetLayout
@@ -105,3 +107,19 @@ def test_frames_without_a_face_at_either_end_are_neither_trained_on_nor_held_out
     assert face_span(np.zeros(7, bool)) == (0, 7)
     with pytest.raises(BadInput, match="leave none for training"):
         choose_split(150, test_frames=5, span=(10, 14))
+
+
+def test_shut_eye_repeats_pick_the_training_frames_with_a_shut_eye():
+    from stages.gauss.data import TrackedSequence
+    from stages.gauss.trainer import shut_eye_repeats
+
+    cond = np.zeros((6, 120), np.float32)
+    cond[2, 118] = 0.9  # frame 2: the left eye shut
+    cond[4, 119] = 0.6  # frame 4: the right eye shut (a wink)
+    cond[5, 118:120] = 0.3  # half shut: not counted
+    seq = TrackedSequence(cond=cond, R=np.tile(np.eye(3), (6, 1, 1)), t=np.zeros((6, 3)), K=np.tile(np.eye(3), (6, 1, 1)),
+                          shape=np.zeros(300, np.float32), image_size=(64, 64))
+    assert shut_eye_repeats(seq, [0, 1, 2, 3, 4, 5], 3) == [1, 1, 3, 1, 3, 1]
+    assert shut_eye_repeats(seq, [0, 4], 3) == [1, 3]  # positions in the training split
+    assert shut_eye_repeats(seq, [0, 1, 2], 1) is None  # off
+    assert shut_eye_repeats(seq, [0, 1, 3], 3) is None  # no shut eye: plain epochs
