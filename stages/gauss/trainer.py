@@ -72,7 +72,7 @@ class TrainConfig:
             many times per epoch instead of once (:func:`shut_eye_repeats`). Blinks are 3-5% of a real
             clip's frames and a tiny avatar underfits them: on the drive test's actor B, 8 took the
             driven blink's eye closure r from 0.45 to 0.85 (0.94 with ``triangle_frame``), but cost
-            0.3-0.4 dB of held-out PSNR on wojtek.mp4 at the tiny preset, whose held-out frames hold no
+            0.3-0.5 dB of held-out PSNR on wojtek.mp4 at the tiny and demo presets, whose held-out frames hold no
             blink. Default 1 (off); docs/motion-format.md ("Blinks and winks").
         eye_face_samples: extra Gaussians on every face of the eye region (0, 1, 3 or 4 at fixed
             barycentric points, :func:`stages.gauss.sampling.face_samples`), beside the UV texels'
