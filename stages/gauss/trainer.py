@@ -39,7 +39,7 @@ from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat
 from stages.gauss.render_ref import render_gaussians_reference, viewmat_from_rt
 from stages.gauss.sampling import area_samples, surface_points, triangle_size, uv_texel_samples
 from stages.gauss.shell import Silhouettes
-from stages.gauss.surface import FaceSurface
+from stages.gauss.surface import FaceSurface, split_condition
 
 log = logging.getLogger("avatar.gauss")
 
@@ -510,8 +510,9 @@ def shut_eye_repeats(seq: TrackedSequence, train_idx: list[int], repeat: int) ->
     eyelid parameter >= 0.5), 1 for the others; None (plain epochs) when ``repeat <= 1`` or no eye shuts."""
     if repeat <= 1:
         return None
-    shut = seq.cond[train_idx, 118:120].max(axis=1) >= 0.5
-    return [repeat if s else 1 for s in shut] if shut.any() else None
+    eyelids = split_condition(torch.from_numpy(seq.cond[train_idx]))[3]  # [n, 2]
+    shut = (eyelids.amax(dim=1) >= 0.5).tolist()
+    return [repeat if s else 1 for s in shut] if any(shut) else None
 
 
 def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir: str | Path, device: str = "cpu", *,

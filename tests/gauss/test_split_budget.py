@@ -4,13 +4,12 @@ and a 10,000-frame one both train with the default preset, and the reports say w
 import math
 
 import numpy as np
-
 import pytest
 
 from stages.dataset.layout import DatasetLayout
 from stages.errors import BadInput
 from stages.gauss.data import TrackedSequence, choose_split, split_frames
-from stages.gauss.trainer import TrainConfig, lr_factor, plan_training, train, training_budget
+from stages.gauss.trainer import TrainConfig, lr_factor, plan_training, shut_eye_repeats, train, training_budget
 
 
 @pytest.mark.parametrize("n, n_test", [(8, 4), (30, 5), (250, 25), (400, 40), (750, 75), (4000, 400),
@@ -87,8 +86,6 @@ def test_a_short_generated_clip_trains_with_the_default_split_and_budget_rule(to
 def test_frames_without_a_face_at_either_end_are_neither_trained_on_nor_held_out():
     """A clip that starts before the person is in the picture (50 frames of an empty room) and ends
     after they left (10 frames): the split is made over the 90 frames with a face."""
-    import numpy as np
-
     from stages.gauss.data import face_span
 
     face = np.ones(150, bool)
@@ -110,9 +107,6 @@ def test_frames_without_a_face_at_either_end_are_neither_trained_on_nor_held_out
 
 
 def test_shut_eye_repeats_pick_the_training_frames_with_a_shut_eye():
-    from stages.gauss.data import TrackedSequence
-    from stages.gauss.trainer import shut_eye_repeats
-
     cond = np.zeros((6, 120), np.float32)
     cond[2, 118] = 0.9  # frame 2: the left eye shut
     cond[4, 119] = 0.6  # frame 4: the right eye shut (a wink)
