@@ -9,7 +9,7 @@ START=$SECONDS
 mkdir -p ../shared/data && cp .data/wojtek.mp4 ../shared/data/ 2>/dev/null
 source bench/device_env.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
-timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests \
+timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests --ignore=tests/workflows --ignore=tests/charts \
   --deselect tests/cli/test_default_preset_gpu.py \
   --deselect tests/drive/test_cross_reenactment.py::test_full_preset_avatar_blinks_and_talks_with_the_driver \
   -rs 2>&1 | grep -v "avatar.gauss: step\|avatar.progress" > $OUT/gpu_tests.txt
