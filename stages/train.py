@@ -31,7 +31,7 @@ PRESETS = {
     "tiny": {"steps": 200, "batch_size": 2, "resolution": 96, "sh_degree": 1, "mlp_width": 64, "mlp_depth": 2,
              "pe_freqs": 4, "uv_resolution": 40, "area_samples": 1500, "test_frames": 0, "test_fraction": 0.1,
              "checkpoint_every": 50, "workers": 0, "lr_scale": 4.0, "mlp_lr": 1e-3, "log_every": 25,
-             "shell": "off"},
+             "shell": "off", "shut_eye_repeat": 1},
     # make demo on a CPU: tiny's values (config.PRESET_BASE) with more Gaussians and images at 128 px,
     # the preview rendered at 256 px; the split is the default one (10% of the clip). Starting colours
     # from 16 training frames and twice tiny's learning rates: on wojtek.mp4, 300 steps went from

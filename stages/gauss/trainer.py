@@ -70,10 +70,12 @@ class TrainConfig:
             ``all``, ``eyes``, ``eyes_grown``, ``no_mouth``).
         shut_eye_repeat: training frames with an eye shut (an ``eyelids`` value >= 0.5) are drawn this
             many times per epoch instead of once (:func:`shut_eye_repeats`). Blinks are 3-5% of a real
-            clip's frames and a tiny avatar underfits them: on the drive test's actor B, 8 took the
-            driven blink's eye closure r from 0.45 to 0.85 (0.94 with ``triangle_frame``), but cost
-            0.3-0.5 dB of held-out PSNR on wojtek.mp4 at the tiny and demo presets, whose held-out frames hold no
-            blink. Default 1 (off); docs/motion-format.md ("Blinks and winks").
+            clip's frames and the avatar underfits them: on the drive test's actor B, 8 took the
+            driven blink's eye closure r from 0.45-0.59 to 0.60-0.93 (three seeds, two drivers; 0.94 with
+            ``triangle_frame``). Default 8 since 2026-12-07 (1, off, before; finished actors keep theirs,
+            ``FORMER_DEFAULTS``): on the H100, wojtek.mp4's held-out PSNR at the default preset 27.17 ->
+            27.12 dB. The tiny and demo presets keep 1: there it cost 0.3-0.5 dB (docs/motion-format.md,
+            "Blinks and winks").
         eye_face_samples: extra Gaussians on every face of the eye region (0, 1, 3 or 4 at fixed
             barycentric points, :func:`stages.gauss.sampling.face_samples`), beside the UV texels'
             (which leave about a quarter of the stand-in's eye-region faces without any). Off:
@@ -132,6 +134,8 @@ class TrainConfig:
         log_every: steps between log lines.
     """
 
+    FORMER_DEFAULTS = {"shut_eye_repeat": (1,)}  # before 2026-12-07 (stages.config_match)
+
     steps: int | None = None
     budget_images_per_frame: float = 60.0
     budget_min_images: int = 30_000
@@ -149,7 +153,7 @@ class TrainConfig:
     triangle_scale: bool = False
     triangle_frame: bool = False
     triangle_frame_region: str = "all"
-    shut_eye_repeat: int = 1
+    shut_eye_repeat: int = 8
     eye_face_samples: int = 0
     binding_region: str = "eyes"
     binding_pos_weight: float = 0.0

@@ -117,3 +117,22 @@ def test_shut_eye_repeats_pick_the_training_frames_with_a_shut_eye():
     assert shut_eye_repeats(seq, [0, 4], 3) == [1, 3]  # positions in the training split
     assert shut_eye_repeats(seq, [0, 1, 2], 1) is None  # off
     assert shut_eye_repeats(seq, [0, 1, 3], 3) is None  # no shut eye: plain epochs
+
+
+def test_the_full_preset_draws_shut_eyes_8_times_and_old_actors_stay_finished():
+    """shut_eye_repeat's default became 8 (2026-12-07); the CPU presets keep 1, and an actor trained under the
+    old default (1) is neither refused nor retrained for it (``FORMER_DEFAULTS``)."""
+    from dataclasses import asdict
+
+    from stages.config import PipelineConfig, digest_of
+    from stages.config_match import config_holds
+    from stages.graph import STAGES
+
+    decl = next(d for d in STAGES if d.name == "train")
+    assert PipelineConfig("full").stage_config(decl).shut_eye_repeat == 8
+    assert PipelineConfig("tiny").stage_config(decl).shut_eye_repeat == 1
+    assert PipelineConfig("demo").stage_config(decl).shut_eye_repeat == 1
+    old = asdict(TrainConfig(shut_eye_repeat=1))  # a finished full-preset actor's record before the flip
+    assert config_holds(old, digest_of(old), TrainConfig())
+    user = asdict(TrainConfig(shut_eye_repeat=4))  # a user's own value is still a change
+    assert not config_holds(user, digest_of(user), TrainConfig())
