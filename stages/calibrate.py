@@ -105,6 +105,35 @@ def load_stage_texture(ctx, data, size: int):  # noqa: ANN001, ANN201 - StageCon
     return texture, ""
 
 
+WARM_UP_FRAMES = 8
+
+
+def warm_up(config: Config, device: str) -> None:
+    """Load what calibrate's solve uses on ``device`` (cuBLAS, cuSOLVER's Cholesky, the float64 and
+    Jacobian kernels of the Levenberg-Marquardt solve) by solving a tiny synthetic problem: the
+    stand-in face model's landmarks in 8 frames of the synthetic-video generator, 2 iterations. No
+    output. The local run calls it beside the CPU stages (:mod:`stages.runner.warm_up`); a process
+    then pays the libraries' first use there instead of in this stage (6.1-7.7 s against 1.2 s later
+    in the same process on the H100)."""
+    from stages.face.camera import project
+    from stages.face.model import load_face_model
+    from stages.face.synth import SynthSpec, generate_params
+
+    dev = torch.device(device)
+    model = build_model(load_face_model(None), dev)
+    p = generate_params(model, SynthSpec(n_frames=WARM_UP_FRAMES, seed=0))
+    with torch.no_grad():
+        out = model(**{k: torch.as_tensor(p[k], device=dev) for k in ("shape", "expression", "jaw", "eyes", "eyelids")})
+        K, R, t = (torch.as_tensor(p[k], device=dev) for k in ("K", "R", "t"))
+        pix, _ = project(out.landmarks_mp, K, R, t)
+    point_w = LandmarkWeights().per_point()[model.mp_index.cpu()].to(dev)
+    inputs = CalibrationInputs(targets=pix[..., :2].contiguous(), point_w=point_w, frames=np.arange(WARM_UP_FRAMES))
+    calibrate(model, inputs, image_size=IMAGE_SIZE, initial_focal=config.initial_focal,
+              schedule=calibrate_schedule(0, 0, 0), lm_iterations=2, refine_iterations=0)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def run(ctx) -> None:  # noqa: ANN001 - StageContext
     cfg: Config = ctx.config
     t0 = time.monotonic()

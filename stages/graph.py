@@ -19,7 +19,10 @@ A stage module (``decl.module``) provides:
 - optionally ``run_shard_group(items)`` with ``shard_group_frames(config) -> int``: the local run
   hands runs of consecutive shards (``[(StageContext, Shard), ...]``, one context per shard, at most
   that many frames; 0: no grouping) to one call, and still writes each shard's own manifest
-  (``stages.runner.run.shard_groups``; track tracks them as one sequence). A pod runs one shard.
+  (``stages.runner.run.shard_groups``; track tracks them as one sequence). A pod runs one shard;
+- optionally ``warm_up(config, device) -> None``: a small job that loads the GPU libraries and
+  kernels the stage will use, run by the local run in a background thread while the CPU stages
+  before it work (:mod:`stages.runner.warm_up`; calibrate has one).
 """
 
 from __future__ import annotations

@@ -53,7 +53,9 @@ from typing import Iterable
 from stages.config import PipelineConfig
 from stages.graph import StageDecl
 from stages.runner import cancel, lifeline, lock
+from stages.runner.context import actor_key
 from stages.runner.feed import Stream, publishes_shards
+from stages.runner.manifest import MANIFEST
 from stages.runner.run import StageResult, resolve_device, run_stage
 from stages.store.base import Store
 
@@ -160,6 +162,19 @@ def stage_demand(decl: StageDecl, pipeline: PipelineConfig, device: str, jobs: i
     return Demand(decl.name, decl.needs, max(1, min(max(1, jobs), per_gpu * max(1, len(visible_gpus())))))
 
 
+def warm_up_pending(store: Store, actor: str, pipeline: PipelineConfig, decls: list[StageDecl],
+                    demands: dict[str, Demand]):
+    """Start the GPU warm-up (:mod:`stages.runner.warm_up`) of the stages of this run that run on a
+    CUDA device and have no manifest yet; the :class:`~stages.runner.warm_up.WarmUp` or None."""
+    from stages.runner.warm_up import enabled, start_warm_up
+
+    pending = [d for d in decls if demands[d.name].gpu_workers > 0 and hasattr(d.load(), "warm_up")
+               and not store.exists(actor_key(actor, d.name, MANIFEST))]
+    if not pending or not enabled():
+        return None
+    return start_warm_up([(d.name, d.load(), pipeline.stage_config(d)) for d in pending])
+
+
 def worker_preload(decls: list[StageDecl]) -> list[str]:
     """What the run's forkserver imports once for every worker: the runner and each stage's
     ``WORKER_PRELOAD`` (e.g. MediaPipe), in order, without repeats."""
@@ -241,25 +256,40 @@ def run_graph(store: Store, actor: str, pipeline: PipelineConfig, decls: list[St
     if jobs > 1:  # shard pools fork from a forkserver, which must outlive every stage thread
         lifeline.start_forkserver(worker_preload(decls))
     with lock.hold(store, actor):
+        warm = warm_up_pending(store, actor, pipeline, decls, demands)
         try:
-            while True:
-                if run.failure is None and not run.stop.is_set():
-                    _start_ready(run, decls, demands, store, actor, pipeline, device, jobs, limit)
-                if not run.running:
-                    break
-                _collect(run)
-        except BaseException as e:  # Ctrl-C in the main thread
-            run.failure = run.failure or e
-            _stop_all(run)
-        if run.failure is not None:
-            _stop_all(run)
-            if run.stopped:
-                done = [n for n in names if n in run.results]
-                log.info("run stopped: finished %s; stopped %s", ", ".join(done) or "nothing", ", ".join(run.stopped))
-            raise run.failure
+            _run_until_done(run, decls, demands, store, actor, pipeline, device, jobs, limit)
+        except BaseException:
+            if warm is not None:  # a failed or interrupted run does not wait for it
+                warm.join(2)
+            raise
+        if warm is not None:  # long done unless every stage it warmed was skipped or quick
+            warm.join(60)
     results = [run.results[n] for n in names if n in run.results]
     _log_overlap(results, time.monotonic() - run.t0)
     return results
+
+
+def _run_until_done(run: _Run, decls: list[StageDecl], demands: dict[str, Demand], store: Store, actor: str,
+                    pipeline: PipelineConfig, device: str, jobs: int, limit: int) -> None:
+    """Start stages as they become ready and collect them until none runs; re-raise the first failure
+    once the others have stopped."""
+    try:
+        while True:
+            if run.failure is None and not run.stop.is_set():
+                _start_ready(run, decls, demands, store, actor, pipeline, device, jobs, limit)
+            if not run.running:
+                break
+            _collect(run)
+    except BaseException as e:  # Ctrl-C in the main thread
+        run.failure = run.failure or e
+        _stop_all(run)
+    if run.failure is not None:
+        _stop_all(run)
+        if run.stopped:
+            done = [d.name for d in decls if d.name in run.results]
+            log.info("run stopped: finished %s; stopped %s", ", ".join(done) or "nothing", ", ".join(run.stopped))
+        raise run.failure
 
 
 def _start_ready(run: _Run, decls: list[StageDecl], demands: dict[str, Demand], store: Store, actor: str,
