@@ -11,7 +11,7 @@ training used) and writes, under ``actors/<a>/render/``:
   around both eyes from the held-out frames' landmarks, :mod:`stages.gauss.eye_region`), the
   head's jitter (assemble's ``steadiness``), render frames/s including the
   face model and the MLP at ``fps_resolution`` (batched and one frame at a time), LPIPS only where available (not yet: reported as
-  not computed).
+  not computed), and ``phases``: the stage's wall and CPU seconds by phase (also one log line).
 """
 
 from __future__ import annotations
@@ -66,10 +66,15 @@ def run(ctx: StageContext) -> None:
     from stages.gauss.trainer import check_face_model, choose_renderer, config_from_dict, load_avatar
     from stages.train import face_surface, fetch_dataset
 
+    from stages.phase_clock import PhaseClock
+
     cfg: Config = ctx.config
-    layout = fetch_dataset(ctx)
-    seq = TrackedSequence.load(layout)
-    model, meta = load_avatar(ctx.fetch("avatar.pt", "train", folder="avatar"))
+    clock = PhaseClock()
+    with clock.phase("fetch_dataset"):
+        layout = fetch_dataset(ctx)
+    with clock.phase("load"):
+        seq = TrackedSequence.load(layout)
+        model, meta = load_avatar(ctx.fetch("avatar.pt", "train", folder="avatar"))
     tcfg = config_from_dict(meta["train_config"])
     surface = face_surface(ctx, meta["shape"].numpy())
     check_face_model(meta, surface, ctx.key("avatar.pt", "train"))
@@ -105,19 +110,22 @@ def run(ctx: StageContext) -> None:
         ctx.progress.advance(len(gt))
 
     try:
-        ev = evaluate(model, surface, frames, torch.tensor(bg_rgb), renderer, ctx.device, cfg.batch_size,
-                      cfg.workers, on_frames)
+        with clock.phase("evaluate"):
+            ev = evaluate(model, surface, frames, torch.tensor(bg_rgb), renderer, ctx.device, cfg.batch_size,
+                          cfg.workers, on_frames)
     except BaseException:
         writer.abort()
         raise
-    writer.close()
+    with clock.phase("preview_encode"):  # what is left of the encoding once the last frame is in
+        writer.close()
     ctx.count_frames(len(ev.indices))
 
-    fps_frames = AvatarFrames(layout, seq, test_idx[:cfg.fps_batch], cfg.fps_resolution, bg_rgb)
-    b = torch.utils.data.default_collate([fps_frames[j] for j in range(len(fps_frames))])
-    fps = render_fps(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.fps_resolution, renderer, ctx.device)
-    fps_single = render_fps(model, surface, b["cond"][:1], b["R"][:1], b["t"][:1], b["K"][:1], cfg.fps_resolution,
-                            renderer, ctx.device)
+    with clock.phase("render_fps"):
+        fps_frames = AvatarFrames(layout, seq, test_idx[:cfg.fps_batch], cfg.fps_resolution, bg_rgb)
+        b = torch.utils.data.default_collate([fps_frames[j] for j in range(len(fps_frames))])
+        fps = render_fps(model, surface, b["cond"], b["R"], b["t"], b["K"], cfg.fps_resolution, renderer, ctx.device)
+        fps_single = render_fps(model, surface, b["cond"][:1], b["R"][:1], b["t"][:1], b["K"][:1],
+                                cfg.fps_resolution, renderer, ctx.device)
 
     summary = ev.summary()
     lpips_value = round(float(np.mean(lpips_values)), 5) if lpips_values else None
@@ -135,13 +143,15 @@ def run(ctx: StageContext) -> None:
     if contiguous:
         from stages.gauss.fullframe_render import with_audio
 
-        report["preview_audio"] = with_audio(preview, wav, first, count, cfg.fps)
+        with clock.phase("preview_audio"):
+            report["preview_audio"] = with_audio(preview, wav, first, count, cfg.fps)
     if cfg.full_frame:
         from stages.errors import BadInput
 
         try:
-            report["full_frame"] = _full_frame(ctx, cfg, layout, seq, test_idx, model, surface, renderer,
-                                               wav if contiguous else None)
+            with clock.phase("full_frame"):
+                report["full_frame"] = _full_frame(ctx, cfg, layout, seq, test_idx, model, surface, renderer,
+                                                   wav if contiguous else None)
         except BadInput as e:  # the optional preview only: the metrics and the preview stand
             log.warning("no full-frame preview: %s", e)
             report["full_frame"] = {"error": str(e)}
@@ -149,12 +159,14 @@ def run(ctx: StageContext) -> None:
     scored = [e for e in eye_psnr if e is not None]
     report["eye_region"] = ({"psnr_mean": float(np.mean(scored)), "psnr_min": float(np.min(scored)),
                              "frames": len(scored), "per_frame": eye_psnr} if scored else None)
+    report["phases"] = clock.report()
     ctx.put_file("preview.mp4", preview, folder="avatar")
     ctx.put_json("report.json", report, folder="avatar")
     ctx.put_bytes("report.md", render_markdown(report).encode(), folder="avatar")
     ctx.stats.update({"psnr": summary["psnr_mean"], "ssim": summary["ssim_mean"], "render_fps": report["render_fps"]})
     log.info("held-out PSNR %.2f dB, SSIM %.4f over %d frames; %.1f render FPS at %dpx (%s)", summary["psnr_mean"],
              summary["ssim_mean"], summary["frames"], fps, cfg.fps_resolution, renderer)
+    log.info("render phases: %s", clock.line())
 
 
 def _full_frame(ctx: StageContext, cfg: Config, layout, seq, test_idx, model, surface, renderer, wav) -> dict:

@@ -68,6 +68,9 @@ def test_render_stage_writes_preview_and_report(tmp_path, one_thread):
     assert 5 < report["psnr_mean"] < 60 and 0 < report["ssim_mean"] <= 1
     assert report["render_fps"] > 0 and report["render_fps_single"] > 0 and report["fps_resolution"] == 48 and report["lpips"] is None
     assert report["per_frame"]["index"] == [16, 17, 18, 19]
+    phases = report["phases"]  # where the stage's time went (wall and CPU seconds)
+    assert {"fetch_dataset", "load", "evaluate", "preview_encode", "render_fps"} <= set(phases["wall_s"])
+    assert all(v >= 0 for v in phases["wall_s"].values()) and set(phases["cpu_s"]) == set(phases["wall_s"])
     md = store.get_bytes(actor_key("a", "avatar", "report.md")).decode()
     assert "PSNR" in md and "SSIM" in md
     # the eye region's error, from the held-out frames' landmarks (frame 17, checkpoint 16, has none)
