@@ -365,7 +365,9 @@ def split_pixels(batch: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 class CachedBatches:
-    """The batches of ``sampler`` gathered from a :class:`~stages.gauss.frame_cache.FrameCache`.
+    """The batches of ``sampler`` gathered from a :class:`~stages.gauss.frame_cache.FrameCache`, or
+    from a :class:`~stages.gauss.frame_cache.CacheBuild` still under way (each batch then waits for
+    its rows: :meth:`~stages.gauss.frame_cache.CacheBuild.wait_rows`).
 
     Each batch is a dict: ``pixels`` uint8 [B, H, W, 6] (RGB, alpha, neckhead, mouth, the same bytes
     :class:`AvatarFrames` decodes) plus cond, R, t, K, index as in :class:`AvatarFrames`, in the
@@ -373,14 +375,19 @@ class CachedBatches:
     when ``pin_memory``; the caching host allocator recycles it once its copy to the GPU is done).
     """
 
-    def __init__(self, cache: FrameCache, frames: AvatarFrames, sampler: Iterable[list[int]], pin_memory: bool = False):
+    def __init__(self, cache: FrameCache | CacheBuild, frames: AvatarFrames, sampler: Iterable[list[int]],
+                 pin_memory: bool = False):
         if len(cache) != len(frames) or cache.resolution != frames.resolution:
             raise ValueError("the frame cache does not hold these frames")
         self.cache, self.frames, self.sampler, self.pin_memory = cache, frames, sampler, pin_memory
+        self._build = cache if isinstance(cache, CacheBuild) else None
+        self._wait = cache.wait_rows if self._build is not None else None
         self._rows = cache.tensor().view(len(cache), -1)  # [N, H*W*6]: the contiguous fast path of index_select
 
     def gather(self, positions: list[int]) -> dict[str, Tensor]:
         """One batch of ``positions`` (indices into ``frames``)."""
+        if self._wait is not None:
+            self._wait(positions)
         pos = torch.tensor(positions, dtype=torch.int64)
         s = self.frames.resolution
         buf = torch.empty((len(positions), self._rows.shape[1]), dtype=torch.uint8, pin_memory=self.pin_memory)
@@ -388,8 +395,21 @@ class CachedBatches:
         return {"pixels": buf.view(len(positions), s, s, 6), **self.frames.meta(pos)}
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        for positions in self.sampler:
-            yield self.gather(positions)
+        if self._build is None:
+            for positions in self.sampler:
+                yield self.gather(positions)
+            return
+        # a build under way: published by a thread once every row is decoded; given up (workers
+        # stopped, temporary deleted) when the batches stop early or fail
+        publish = threading.Thread(target=_publish, args=(self._build,), name="frame-cache-publish", daemon=True)
+        publish.start()
+        try:
+            for positions in self.sampler:
+                yield self.gather(positions)
+        except BaseException:
+            self._build.cancel()
+            raise
+        publish.join()
 
     def __len__(self) -> int:
         return len(self.sampler)  # type: ignore[arg-type]
@@ -531,11 +551,23 @@ class CacheStart:
             self.got.cancel()
 
 
+def first_use_order(batches: Iterable[list[int]], n: int) -> list[int]:
+    """Positions ``0 .. n-1`` in the order ``batches`` first ask for them (those never asked for
+    left out): the order in which to decode a frame cache so training can start on its first rows."""
+    seen: dict[int, None] = {}
+    for batch in batches:
+        for p in batch:
+            seen.setdefault(int(p), None)
+        if len(seen) >= n:
+            break
+    return list(seen)
+
+
 def start_cache(frames: AvatarFrames, *, frame_cache: str = "auto", cache_dir: str | Path | None = None,
-                workers: int = 0) -> CacheStart:
+                workers: int = 0, order: Sequence[int] | None = None) -> CacheStart:
     """Open the current frame cache of ``frames`` or start building it (the decoding processes
-    forked and at work when this returns), so the caller can do other work before
-    :func:`training_batches` waits for it; the arguments are :func:`training_batches`' own."""
+    forked and at work when this returns, decoding ``order``'s positions first), so the caller can
+    do other work before :func:`training_batches` uses it; the arguments are :func:`training_batches`' own."""
     import time
 
     if frame_cache not in FRAME_CACHE_MODES:
@@ -551,7 +583,7 @@ def start_cache(frames: AvatarFrames, *, frame_cache: str = "auto", cache_dir: s
         return CacheStart(None, t0, [note])
     try:
         return CacheStart(start_frame_cache(frames.layout, frames.indices, frames.resolution, cache_dir,
-                                            None if workers > 0 else 0), t0)
+                                            None if workers > 0 else 0, order), t0)
     except OSError as e:
         return _cache_failed(frame_cache, cache_dir, e, t0)
 
@@ -576,7 +608,9 @@ def training_batches(frames: AvatarFrames, sampler: StepBatchSampler, device: st
     back, with a log line); ``off`` decodes per item in ``workers`` DataLoader processes.
     Cache builds use every core when ``workers > 0``, this process when ``workers == 0``.
     ``prefetch``: batches kept ready ahead (:func:`prefetch_to_device`). ``started``: the cache as
-    :func:`start_cache` opened or started it with the same arguments (default: done here).
+    :func:`start_cache` opened or started it with the same arguments (default: done here). A build
+    with decoding processes is not waited for: the batches start on its first rows (each batch
+    waits for its own) and a background thread publishes the file once every row is decoded.
 
     Returns (iterator of batches with img/alpha/neckhead/mouth uint8 and cond/R/t/K/index, info).
     """
@@ -587,6 +621,9 @@ def training_batches(frames: AvatarFrames, sampler: StepBatchSampler, device: st
     pin = torch.device(device).type == "cuda"
     info = PipelineInfo(source="decode", notes=list(started.notes))
     got = started.got
+    if isinstance(got, CacheBuild) and got.pool is not None:  # train on the rows as they are decoded
+        info = PipelineInfo("cache", True, time.monotonic() - started.t0, str(got.path), info.notes)
+        return prefetch_to_device(CachedBatches(got, frames, sampler, pin), device, prefetch), info
     if isinstance(got, CacheBuild):
         try:
             got = got.finish()
@@ -601,6 +638,16 @@ def training_batches(frames: AvatarFrames, sampler: StepBatchSampler, device: st
         return prefetch_to_device(CachedBatches(got, frames, sampler, pin), device, prefetch), info
     loader = make_loader(frames, sampler, workers=workers, pin_memory=pin)
     return prefetch_to_device(loader, device, prefetch), info
+
+
+def _publish(build: CacheBuild) -> None:
+    """Finish ``build`` (wait for every row, write the header, rename into place; no fsync: a
+    cache in a run's scratch folder outlives no crash); a failure is logged, not raised: the
+    batches that need a row that failed raise its error themselves."""
+    try:
+        build.finish(sync=False)
+    except BaseException as e:  # noqa: BLE001 - in a thread; the consumer meets real faults itself
+        log.warning("frame cache: not kept (%s)", e)
 
 
 def find_dataset_root(paths: list[Path]) -> DatasetLayout:

@@ -5,6 +5,8 @@ images/s, and putting the whole dataset on the GPU is not allowed (upstream need
 frames). So the frames are decoded once, in a process pool on all cores, into one file that is then
 read through a memory map: a batch is one gather of rows into a (pinned) buffer, no decoding. The
 OS page cache keeps the hot rows in memory; the process itself holds only the batches in flight.
+Training need not wait for the whole file: a :class:`CacheBuild` decodes the rows in the order the
+first steps ask for them, and each batch waits only for its own rows (:meth:`CacheBuild.wait_rows`).
 
 File (``frames-r<res>-<key>.u8``, written to a temporary name, fsynced, then renamed, so a killed
 build never leaves a file under the final name):
@@ -27,8 +29,10 @@ import logging
 import multiprocessing
 import os
 import shutil
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -194,15 +198,15 @@ def open_frame_cache(path: str | Path, layout: DatasetLayout, indices: list[int]
 
 
 def _decode_rows(tmp: str, shape: tuple[int, ...], root: str, checkpoints: str | None, indices: list[int],
-                 lo: int, hi: int, resolution: int) -> int:
-    """Pool task: decode rows ``[lo, hi)`` straight into the temporary cache file."""
+                 rows: Sequence[int], resolution: int) -> int:
+    """Pool task: decode ``rows`` straight into the temporary cache file."""
     layout = DatasetLayout(Path(root), Path(checkpoints) if checkpoints else None)
     mm = np.memmap(tmp, dtype=np.uint8, mode="r+", offset=HEADER_BYTES, shape=shape)
-    for r in range(lo, hi):
+    for r in rows:
         decode_frame(layout, indices[r], resolution, out=mm[r])
     mm.flush()
     del mm
-    return hi - lo
+    return len(rows)
 
 
 def _remove_dead_temporaries(path: Path) -> None:
@@ -230,13 +234,21 @@ class CacheBuild:
     when it is made (in the calling thread), so the caller can do other work meanwhile;
     :meth:`finish` waits for them and publishes the file (atomically), :meth:`cancel` gives up.
 
+    With a pool, the rows can be read before the build is finished: :meth:`wait_rows` returns once
+    the given rows are decoded (re-raising a decoding error, e.g. BadInput for a missing file) and
+    :meth:`tensor` is the temporary file's memory map, so training can start on the first rows
+    while the rest decode. ``order`` says which rows to decode first (the trainer passes the
+    order its batches will ask for them, :func:`stages.gauss.data.first_use_order`).
+
     Args:
         processes: decoding processes (default: every core of :func:`default_processes`); 0 or 1
             decodes in this process, in :meth:`finish`.
+        order: the rows in the order to decode them (default: ``0 .. n-1``); rows it leaves out
+            follow in their order.
     """
 
     def __init__(self, layout: DatasetLayout, indices: list[int], resolution: int, path: str | Path,
-                 processes: int | None = None):
+                 processes: int | None = None, order: Sequence[int] | None = None):
         self.layout, self.resolution, self.path = layout, resolution, Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _remove_dead_temporaries(self.path)
@@ -249,6 +261,10 @@ class CacheBuild:
         self.tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
         self.pool: ProcessPoolExecutor | None = None
         self.futures: list = []
+        self._chunk_of_row = np.zeros(n, np.int64)  # row -> index into futures
+        self.failure: BaseException | None = None  # what stopped finish() (its later tasks were cancelled)
+        self._lock, self._shut = threading.Lock(), False
+        self._view: np.memmap | None = None
         self._args = (str(self.tmp), self.shape, str(layout.root),
                       str(layout.checkpoints) if layout.checkpoints is not None else None, self.indices)
         try:
@@ -257,47 +273,94 @@ class CacheBuild:
             procs = default_processes() if processes is None else processes
             if procs > 1 and n >= 2:
                 procs = min(procs, n)
-                chunk = max(1, -(-n // (procs * 4)))
+                # small tasks, so the rows asked for first are ready soon after the build starts
+                chunk = max(1, -(-n // (procs * 16)))
+                rows = _full_order(order, n)
                 # fork: the workers only decode with PIL/numpy (never CUDA), like DataLoader workers
                 ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
                 from stages.runner.lifeline import worker_init  # workers die with this process
 
                 self.pool = ProcessPoolExecutor(procs, mp_context=ctx, initializer=worker_init)
-                self.futures = [self.pool.submit(_decode_rows, *self._args, lo, min(n, lo + chunk), resolution)
-                                for lo in range(0, n, chunk)]
+                for lo in range(0, n, chunk):
+                    part = rows[lo:lo + chunk]
+                    self._chunk_of_row[part] = len(self.futures)
+                    self.futures.append(self.pool.submit(_decode_rows, *self._args, part, resolution))
         except BaseException:
             self.cancel()
             raise
 
-    def finish(self) -> FrameCache:
-        """Wait for the decoding (or decode here), write the header, rename into place; the cache."""
+    def finish(self, sync: bool = True) -> FrameCache:
+        """Wait for the decoding (or decode here), write the header, rename into place; the cache.
+        ``sync``: fsync the file before the rename (a cache meant to outlive a crash)."""
         n = self.shape[0]
         try:
             if self.pool is None:
-                _decode_rows(*self._args, 0, n, self.resolution)
+                _decode_rows(*self._args, range(n), self.resolution)
             else:
-                with self.pool:
-                    done = sum(f.result() for f in self.futures)
+                done = sum(f.result() for f in self.futures)
+                self._shutdown(cancel=False)
                 assert done == n
             header = CacheHeader(FORMAT, list(self.shape), self.resolution, _indices_digest(self.indices),
                                  self.fingerprint, str(self.layout.root), round(time.monotonic() - self.t0, 3))
             with open(self.tmp, "r+b") as f:
                 f.write(header.encode())
                 f.flush()
-                os.fsync(f.fileno())
+                if sync:
+                    os.fsync(f.fileno())
             os.replace(self.tmp, self.path)
-        except BaseException:
+        except BaseException as e:
+            self.failure = e
             self.cancel()
             raise
         log.info("frame cache: decoded %d frames at %dpx into %s (%.1f MB) in %.2f s", n, self.resolution, self.path,
                  cache_bytes(n, self.resolution) / 1e6, time.monotonic() - self.t0)
         return FrameCache(self.path, header)
 
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def wait_rows(self, rows: Iterable[int]) -> None:
+        """Return once every row of ``rows`` is decoded into the temporary file; a decoding error
+        of one of them is raised here. Needs the pool (``processes`` > 1)."""
+        if self.pool is None:
+            raise RuntimeError("rows of a build without decoding processes are ready only after finish()")
+        for i in sorted({int(self._chunk_of_row[r]) for r in rows}):
+            try:
+                self.futures[i].result()
+            except CancelledError:  # finish() met another task's error first and gave the build up
+                raise self.failure if self.failure is not None else RuntimeError("the frame cache build was cancelled")
+
+    def tensor(self):
+        """torch uint8 [N, H, W, 6] over the temporary file (read only what :meth:`wait_rows` said is
+        decoded; the map stays valid after :meth:`finish` renames the file)."""
+        import torch
+
+        if self._view is None:
+            self._view = np.memmap(self.tmp, dtype=np.uint8, mode="c", offset=HEADER_BYTES, shape=self.shape)
+        return torch.from_numpy(self._view)
+
     def cancel(self) -> None:
-        """Stop the workers (rows not started are dropped) and delete the temporary file."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers (rows not started are dropped) and delete the temporary file. Safe to
+        call from several threads (a publishing thread and the batches' consumer) and more than once."""
+        self._shutdown(cancel=True)
         self.tmp.unlink(missing_ok=True)
+
+    def _shutdown(self, cancel: bool) -> None:
+        with self._lock:  # ProcessPoolExecutor.shutdown from two threads at once can close its pipe twice
+            if self.pool is not None and not self._shut:
+                self._shut = True
+                self.pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+def _full_order(order: Sequence[int] | None, n: int) -> np.ndarray:
+    """``order`` (rows ``0 .. n-1``, each at most once) followed by the rows it leaves out."""
+    if order is None:
+        return np.arange(n)
+    first = np.asarray(list(order), np.int64)
+    if first.size and (first.min() < 0 or first.max() >= n or len(np.unique(first)) != first.size):
+        raise ValueError(f"order must name rows 0..{n - 1} at most once each")
+    rest = np.setdiff1d(np.arange(n), first, assume_unique=True)
+    return np.concatenate([first, rest])
 
 
 def build_frame_cache(layout: DatasetLayout, indices: list[int], resolution: int, path: str | Path,
@@ -312,12 +375,12 @@ def build_frame_cache(layout: DatasetLayout, indices: list[int], resolution: int
 
 
 def start_frame_cache(layout: DatasetLayout, indices: list[int], resolution: int, cache_dir: str | Path,
-                      processes: int | None = None) -> FrameCache | CacheBuild:
+                      processes: int | None = None, order: Sequence[int] | None = None) -> FrameCache | CacheBuild:
     """The current cache of these frames in ``cache_dir``, or a :class:`CacheBuild` of it started
-    (its workers forked and at work when this returns)."""
+    (its workers forked and at work when this returns, decoding ``order``'s rows first)."""
     path = cache_path(cache_dir, layout, indices, resolution)
     cache = open_frame_cache(path, layout, indices, resolution)
-    return cache if cache is not None else CacheBuild(layout, indices, resolution, path, processes)
+    return cache if cache is not None else CacheBuild(layout, indices, resolution, path, processes, order)
 
 
 def ensure_frame_cache(layout: DatasetLayout, indices: list[int], resolution: int, cache_dir: str | Path,

@@ -32,7 +32,7 @@ from stages.config import digest_of
 from stages.dataset.layout import DatasetLayout
 from stages.gauss import checkpoint as ckpt
 from stages.gauss.data import (AvatarFrames, PipelineInfo, Split, StepBatchSampler, TrackedSequence, background_rgb,
-                               choose_split, start_cache, training_batches)
+                               choose_split, first_use_order, start_cache, training_batches)
 from stages.gauss.losses import avatar_loss, binding_loss, silhouette_loss
 from stages.gauss.model import AvatarConfig, GaussianAvatar, Gaussians, avatar_config_from_dict
 from stages.gauss.render_gsplat import gsplat_available, render_gaussians_gsplat, start_warmup
@@ -127,6 +127,7 @@ class TrainConfig:
         frame_cache: ``auto`` (default: decode every training frame once into a memory-mapped
             cache under ``<workdir>/frame-cache`` when the disk has room, else decode per item),
             ``on`` or ``off`` (:mod:`stages.gauss.frame_cache`). The same bytes reach the model either way.
+            With ``workers`` > 0 training starts on the first decoded rows, not on the whole cache.
         init_color_frames: read the Gaussians' starting colours from this many training frames,
             evenly spaced (:mod:`stages.gauss.color_init`); 0: grey (upstream). For short runs.
         prefetch: batches kept ready on the device ahead of the step (a background thread).
@@ -561,10 +562,14 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
 
     clock.add("load", time.monotonic() - w0, time.process_time() - c0)
     frames = AvatarFrames(layout, seq, train_idx, cfg.resolution, background_rgb(cfg.background))
-    # the frame cache's decoding processes are forked now and decode while the avatar is built
+    repeats = shut_eye_repeats(seq, train_idx, cfg.shut_eye_repeat)
+    # the frame cache's decoding processes are forked now and decode while the avatar is built, the
+    # frames the first steps draw first (a fresh run's order; training starts on them, not on the whole cache)
     with clock.phase("cache_start"):
+        order = first_use_order(StepBatchSampler(len(frames), cfg.batch_size, cfg.seed, 0, cfg.steps, repeats),
+                                len(frames))
         started = start_cache(frames, frame_cache=cfg.frame_cache, cache_dir=workdir / "frame-cache",
-                              workers=cfg.workers)
+                              workers=cfg.workers, order=order)
     # torch._dynamo (Adam's first use) and gsplat's CUDA extension load while the avatar is built
     # (a thread started after the fork above)
     start_warmup(device if renderer == "gsplat" else "cpu")
@@ -610,9 +615,8 @@ def train(cfg: TrainConfig, surface: FaceSurface, layout: DatasetLayout, workdir
     except BaseException:
         started.cancel()
         raise
-    sampler = StepBatchSampler(len(frames), cfg.batch_size, cfg.seed, start, cfg.steps,
-                               shut_eye_repeats(seq, train_idx, cfg.shut_eye_repeat))
-    with clock.phase("frame_cache"):  # what is left of the cache's decoding
+    sampler = StepBatchSampler(len(frames), cfg.batch_size, cfg.seed, start, cfg.steps, repeats)
+    with clock.phase("frame_cache"):  # what is left of the cache's decoding (none with decoding processes)
         batches, pipeline = training_batches(frames, sampler, device, frame_cache=cfg.frame_cache,
                                              cache_dir=workdir / "frame-cache", workers=cfg.workers,
                                              prefetch=cfg.prefetch, started=started)

@@ -240,3 +240,74 @@ def test_train_that_fails_while_the_cache_decodes_leaves_no_temporary(dataset, t
         trainer.train(cfg, toy_surface(), dataset, tmp_path / "w", "cpu")
     assert (tmp_path / "w" / "frame-cache").is_dir()  # the build had started
     assert not list((tmp_path / "w" / "frame-cache").glob("*"))
+
+
+def test_first_use_order_is_the_order_batches_first_ask_for_frames():
+    from stages.gauss.data import first_use_order
+
+    assert first_use_order([[3, 1], [1, 0], [2, 3], [4, 4]], 5) == [3, 1, 0, 2, 4]
+    assert first_use_order([[2], [2]], 4) == [2]  # never asked for: left out (the build decodes them last)
+    sampler = StepBatchSampler(10, 3, seed=1, start=0, stop=50)
+    order = first_use_order(sampler, 10)
+    assert sorted(order) == list(range(10)) and order[:3] == next(iter(sampler))
+
+
+def test_rows_of_a_build_are_readable_as_soon_as_they_are_decoded(dataset, tmp_path):
+    """A build with decoding processes: the rows of ``order`` go to the first tasks, wait_rows() returns once
+    they are decoded and tensor() then holds exactly their bytes, before finish(); the published file is
+    byte-identical to a build in this process."""
+    idx = list(range(16))
+    order = [9, 2, 14]
+    build = fc.CacheBuild(dataset, idx, 20, tmp_path / "c" / "x.u8", processes=2, order=order)
+    others = [r for r in range(16) if r not in order]
+    assert build._chunk_of_row[order].max() < build._chunk_of_row[others].min()  # the first tasks hold them
+    build.wait_rows(order)
+    rows = build.tensor()
+    for r in order:
+        assert np.array_equal(rows[r].numpy(), fc.decode_frame(dataset, idx[r], 20))
+    cache = build.finish(sync=False)
+    ref = fc.build_frame_cache(dataset, idx, 20, tmp_path / "ref" / "r.u8", processes=0)
+    assert np.array_equal(np.asarray(cache.array), np.asarray(ref.array)) and np.array_equal(rows.numpy(), ref.array)
+    with pytest.raises(ValueError, match="at most once"):
+        fc.CacheBuild(dataset, idx, 20, tmp_path / "c" / "y.u8", processes=2, order=[1, 1])
+
+
+def test_training_starts_on_a_build_under_way_and_publishes_it(dataset, tmp_path):
+    from stages.gauss.data import first_use_order, start_cache
+
+    idx = list(range(12))
+    frames = _frames(dataset, idx, 16)
+    sampler = StepBatchSampler(12, 4, seed=2, start=0, stop=7)
+    started = start_cache(frames, frame_cache="on", cache_dir=tmp_path / "a", workers=2,
+                          order=first_use_order(sampler, 12))
+    build = started.got
+    assert isinstance(build, fc.CacheBuild) and build.pool is not None
+    it, info = training_batches(frames, sampler, "cpu", frame_cache="on", cache_dir=tmp_path / "a", workers=2,
+                                started=started)
+    assert info.source == "cache" and info.cache_built
+    ref = list(make_loader(frames, StepBatchSampler(12, 4, seed=2, start=0, stop=7), workers=0))
+    got = list(it)
+    assert len(got) == len(ref) == 7
+    for a, b in zip(got, ref):
+        assert all(torch.equal(a[k], b[k]) for k in b)
+    assert fc.open_frame_cache(build.path, dataset, idx, 16) is not None  # published once every row was decoded
+    assert not list((tmp_path / "a").glob("*.tmp-*"))
+
+
+def test_a_frame_that_cannot_be_decoded_fails_the_batch_that_needs_it(dataset, tmp_path):
+    """No batch is ever gathered from rows a failed task did not write: the error (BadInput naming the
+    file) reaches the consumer, and the build leaves no temporary file. (A missing file fails before
+    any decoding: the cache's fingerprint reads every file's size.)"""
+    from stages.errors import BadInput
+    from stages.gauss.data import start_cache
+
+    dataset.mouth_path(8).write_bytes(b"not a png")  # frame 7's mouth mask, unreadable
+    idx = list(range(12))
+    frames = _frames(dataset, idx, 16)
+    started = start_cache(frames, frame_cache="on", cache_dir=tmp_path / "a", workers=2)
+    it, _ = training_batches(frames, StepBatchSampler(12, 4, seed=0, start=0, stop=6), "cpu", frame_cache="on",
+                             cache_dir=tmp_path / "a", workers=2, started=started)
+    with pytest.raises(BadInput, match="00008"):
+        list(it)
+    time.sleep(0.2)
+    assert not list((tmp_path / "a").glob("*"))
