@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from stages.dataset.frame_file import load_tracked_sequence, read_frame
 from stages.dataset.layout import FRAME_DELTA, DatasetLayout
 from stages.errors import bad_input
-from stages.gauss.frame_cache import CacheBuild, FrameCache, has_room, load_image, start_frame_cache
+from stages.gauss.frame_cache import (CacheBuild, FrameCache, default_processes, has_room, load_image,
+                                      start_frame_cache)
 from stages.gauss.surface import condition_vector
 
 log = logging.getLogger("avatar.gauss")
@@ -582,8 +583,10 @@ def start_cache(frames: AvatarFrames, *, frame_cache: str = "auto", cache_dir: s
         log.warning("frame cache: %s", note)
         return CacheStart(None, t0, [note])
     try:
+        # every core but one: the training step's own thread runs beside the decoding from the start
+        procs = max(2, default_processes() - 1) if workers > 0 else 0
         return CacheStart(start_frame_cache(frames.layout, frames.indices, frames.resolution, cache_dir,
-                                            None if workers > 0 else 0, order), t0)
+                                            procs, order), t0)
     except OSError as e:
         return _cache_failed(frame_cache, cache_dir, e, t0)
 
