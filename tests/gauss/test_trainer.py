@@ -168,3 +168,17 @@ def test_a_checkpoint_of_another_avatar_layout_starts_afresh(toy_dataset, tmp_pa
     assert r.model.num_gaussians != other.num_gaussians
     assert r.steps == 2 and r.images == 2 * cfg.batch_size  # both steps ran: nothing was resumed
     assert any("another avatar layout" in m for m in caplog.messages)
+
+
+def test_training_on_a_frame_cache_still_decoding_gives_the_same_avatar(toy_dataset, tmp_path, one_thread):
+    """With decoding processes the first steps run on the rows decoded so far (the cache's other rows still
+    decoding); every step sees the bytes it would have seen from per-item decoding, so the avatar is the same."""
+    cfg = TrainConfig(**dict(TINY, steps=8, resolution=24, uv_resolution=16, checkpoint_every=0, frame_cache="on",
+                             workers=2, log_every=1000))
+    layout = DatasetLayout(toy_dataset)
+    a = train(cfg, toy_surface(), layout, tmp_path / "cache", "cpu")
+    b = train(TrainConfig(**{**cfg.__dict__, "frame_cache": "off", "workers": 0}), toy_surface(), layout,
+              tmp_path / "decode", "cpu")
+    assert a.pipeline.source == "cache" and a.pipeline.cache_built and b.pipeline.source == "decode"
+    fa, fb = a.model.state_dict(), b.model.state_dict()
+    assert a.steps == b.steps == 8 and fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
