@@ -34,6 +34,9 @@ def drive_command(
     store: str = typer.Option("./avatar-store", "--store", help="Local folder or s3://bucket[/prefix]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     resolution: int = typer.Option(512, "--resolution", help="Output size (px, square)."),
+    render_resolution: int = typer.Option(0, "--render-resolution",
+                                          help="Render at this size, then scale to --resolution (0: --resolution on "
+                                               "a GPU, at most twice the avatar's training size on a CPU)."),
     batch: int = typer.Option(32, "--batch", help="Frames per render call."),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", help="Worker processes for the driver's CPU shards."),
     full_frame: bool = typer.Option(False, "--full-frame", help="Also write drive_full.mp4: the avatar put back "
@@ -62,7 +65,7 @@ def drive_command(
     name = check_name(name if name is not None else drive_name((video or motion).stem))
     cfg = DriveConfig(transfer=transfer, pose=pose,
                       driver_neutral=driver_neutral or ("median" if video is not None else "zero"),
-                      resolution=resolution, batch=batch, full_frame=full_frame)
+                      resolution=resolution, render_resolution=render_resolution, batch=batch, full_frame=full_frame)
     cfg.check()
     st = open_store(store)
     if not st.exists(actor_key(actor, "train", "manifest.json")):

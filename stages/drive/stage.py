@@ -38,6 +38,9 @@ class DriveConfig:
         driver_neutral: ``median`` (over the driver's clip), ``zero`` (FLAME's zero; the default for
             motion files) or a frame index.
         resolution: output width = height (px).
+        render_resolution: the size the avatar is rendered at before the frames are scaled to
+            ``resolution`` (px); 0 (default): ``resolution`` on a GPU, on a CPU at most twice the
+            avatar's training resolution (:func:`stages.drive.render.render_size`).
         batch: frames per render call.
         renderer: ``auto`` (gsplat on CUDA, else the reference), ``gsplat`` or ``reference``.
         crf: x264 quality of the outputs.
@@ -51,6 +54,7 @@ class DriveConfig:
     pose: str = "relative"
     driver_neutral: str = "median"
     resolution: int = 512
+    render_resolution: int = 0
     batch: int = 32
     renderer: str = "auto"
     crf: int = 20
@@ -65,6 +69,9 @@ class DriveConfig:
             raise BadInput(f"--driver-neutral {self.driver_neutral}: use median, zero or a frame number (from 0)")
         if not 16 <= self.resolution <= 4096 or self.resolution % 2:
             raise BadInput(f"--resolution {self.resolution}: use an even size between 16 and 4096")
+        if self.render_resolution and not 16 <= self.render_resolution <= self.resolution:
+            raise BadInput(f"--render-resolution {self.render_resolution}: use 0 (automatic) or a size between 16 "
+                           f"and --resolution ({self.resolution})")
 
 
 @dataclass
@@ -128,7 +135,7 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
     """
     import torch
 
-    from stages.drive.render import DriveInputs, render_motion
+    from stages.drive.render import DriveInputs, render_motion, render_size
     from stages.drive.sources import load_actor
     from stages.face.model import load_face_model
     from stages.gauss.data import background_rgb
@@ -181,6 +188,10 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
     driver_frames = source.frames() if source.frames is not None else None
     render_s = 0.0
     res = cfg.resolution
+    rsize = render_size(res, resolved, meta.get("train_config", {}).get("resolution"), cfg.render_resolution)
+    if rsize != res:
+        log.info("drive %s: rendering at %d px, scaled to %d (the avatar was trained at %s px; "
+                 "render_resolution sets it)", name, rsize, res, meta.get("train_config", {}).get("resolution"))
     with Progress(f"drive {name}", n) as progress, \
             BackgroundWriter(silent, res, res, int(FPS), crf=cfg.crf) as writer:
         # driver crop | avatar: the crops are decoded and composed in the side-by-side writer's thread
@@ -190,7 +201,7 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
         try:
             batches = render_motion(model, surface, DriveInputs(motion.cond(), motion.R, motion.t, motion.K),
                                     resolution=res, background=background_rgb(side.background), renderer=renderer,
-                                    device=resolved, batch=cfg.batch)
+                                    device=resolved, batch=cfg.batch, render_resolution=rsize)
             while True:
                 t0 = time.perf_counter()
                 fb = next(batches, None)
@@ -219,6 +230,7 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
     mfile.write_bytes(motion_bytes(motion))
     seconds = time.monotonic() - t_start
     report = {"actor": actor, "name": name, "source": source.label, "frames": n, "fps": FPS, "resolution": res,
+              "render_resolution": rsize,
               "renderer": renderer, "device": resolved, "config": asdict(cfg), "audio": bool(source.audio),
               "render_seconds": round(render_s, 3), "render_fps": round(n / render_s, 2) if render_s else None,
               "seconds": round(seconds, 3), **({"full_frame": full_report} if full_report else {})}

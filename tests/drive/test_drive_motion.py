@@ -183,3 +183,39 @@ def test_a_drive_finished_before_a_setting_was_added_is_kept(toy_actor, tmp_path
     assert main(args) == 0
     assert "already done" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_render_size_on_a_cpu_follows_the_avatars_training_size():
+    from stages.drive.render import render_size
+
+    assert render_size(512, "cuda", 96) == 512  # a GPU renders at the output size
+    assert render_size(512, "cpu", 96) == 192 and render_size(512, "cpu", 128) == 256  # tiny, demo
+    assert render_size(512, "cpu", 512) == 512 and render_size(256, "cpu", 512) == 256  # the full preset
+    assert render_size(512, "cpu", None) == 512  # an avatar file without its training config
+    assert render_size(512, "cuda", 96, asked=128) == 128 and render_size(64, "cpu", 96, asked=128) == 64
+
+
+def test_a_lower_render_resolution_is_scaled_to_the_output_size(toy_actor, tmp_path):
+    """--render-resolution 32 with --resolution 64: drive.mp4 is still 64 px, close to the 64-px render, and the
+    drive's report says what it rendered at."""
+    import json
+
+    store, actor, _ = toy_actor
+    n = 4
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", expr=rng.normal(0, 0.5, (n, 50)).astype(np.float32),
+             jaw_pose=np.zeros((n, 3), np.float32))
+    assert main(_args(store, actor, "--motion", str(tmp_path / "m.npz"), "--name", "full")) == 0
+    assert main(_args(store, actor, "--motion", str(tmp_path / "m.npz"), "--name", "half",
+                      "--render-resolution", "32")) == 0
+    drive = store / "actors" / actor / "drive"
+    full, half = _frames(drive / "full" / "drive.mp4"), _frames(drive / "half" / "drive.mp4")
+    assert full.shape == half.shape == (n, RES, RES, 3)
+    diff = np.abs(full.astype(int) - half.astype(int))
+    # another render of the same picture (this toy's Gaussians are sized for 512 px, so 32 px blurs them)
+    assert 0 < diff.mean() < 8, diff.mean()
+    assert np.corrcoef(full.ravel(), half.ravel())[0, 1] > 0.95
+    reports = [json.loads((drive / d / "manifest.json").read_text())["config"]["render_resolution"]
+               for d in ("full", "half")]
+    assert reports == [0, 32]
+    assert main(_args(store, actor, "--motion", str(tmp_path / "m.npz"), "--render-resolution", "96")) == 2

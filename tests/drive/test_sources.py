@@ -66,3 +66,40 @@ def test_ordered_map_keeps_the_order_with_work_finishing_out_of_order():
     assert list(ordered_map(slow_square, range(100), threads=4, window=8)) == [i * i for i in range(100)]
     assert list(ordered_map(slow_square, iter(range(3)), threads=1, window=1)) == [0, 1, 4]
     assert list(ordered_map(slow_square, [], threads=2)) == []
+
+
+def test_reading_a_drivers_frames_leaves_its_ingest_output_in_the_store(store, tmp_path):
+    """driver_frames reads each shard's tar and drops its downloaded copy; a local store hands out its own
+    object, which must stay (it is the driver's finished ingest output: a second drive reads it again)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from stages.drive.sources import driver_frames
+    from stages.frameshard import write_shard_tar
+    from stages.runner.manifest import MANIFEST, Manifest
+    from stages.runner.shards import SHARDS_FILE, plan_shards, shards_document
+    from stages.store.base import sha256_file
+
+    entry = driver_entry("d")
+    shards = plan_shards(4, 2)
+    store.put_json(actor_key(entry, "ingest", SHARDS_FILE), shards_document(4, 25.0, shards))
+    outputs = {}
+    for s in shards:
+        tar = tmp_path / f"{s.name}.tar"
+        frames = []
+        for i in range(s.start, s.stop):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((512, 512, 3), 40 * i, np.uint8)).save(buf, "JPEG", quality=95)
+            frames.append((f"{i:05d}.jpg", buf.getvalue()))
+        write_shard_tar(tar, frames)
+        key = actor_key(entry, "ingest", "frames", f"{s.name}.tar")
+        store.put_file(key, tar)
+        outputs[key] = sha256_file(tar)
+    store.put_json(actor_key(entry, "ingest", MANIFEST),
+                   Manifest(stage="ingest", actor=entry, inputs={}, config_digest="x", config={}, outputs=outputs).to_dict())
+    for attempt in range(2):  # a second drive with the same driver reads the same frames
+        got = list(driver_frames(store, "d", tmp_path / f"scratch{attempt}", threads=2))
+        assert [int(round(f.mean())) for f in got] == [40, 80, 120, 160]  # frames numbered from 1
+    assert all(store.exists(k) for k in outputs)
