@@ -110,7 +110,14 @@ class Store(ABC):
         dest = Path(cache_dir) / key
         if dest.exists() and expect_sha256 is not None and sha256_file(dest) == expect_sha256:
             return dest
-        return self.get_file(key, dest, expect_sha256)
+        try:
+            return self.get_file(key, dest, expect_sha256)
+        except KeyError:
+            if expect_sha256 is None:
+                raise
+            raise IntegrityError(  # a manifest lists it: the store lost a finished output
+                f"{self.uri}/{key}: listed among a finished stage's outputs but missing from the store; "
+                f"re-run the stage that wrote it (remove that stage's manifest.json first)") from None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"

@@ -50,6 +50,17 @@ def test_expected_digest_mismatch_is_detected(store, tmp_path):
     assert not (tmp_path / "o").exists(), "a failed verified download must leave nothing behind"
 
 
+def test_a_recorded_output_lost_by_the_store_is_one_line_bad_input(store, tmp_path):
+    """fetch() of a key a manifest lists (an expected digest) that the store no longer has: an IntegrityError
+    (BadInput: exit 2, one line) naming the key and the fix, not a KeyError; without a digest, KeyError as before."""
+    digest = store.put_bytes("a/stage/out.bin", b"payload")
+    store.delete("a/stage/out.bin")  # lost behind the pipeline's back
+    with pytest.raises(IntegrityError, match="a/stage/out.bin: listed among a finished stage's outputs but missing"):
+        store.fetch("a/stage/out.bin", tmp_path / "cache", digest)
+    with pytest.raises(KeyError):
+        store.fetch("a/stage/out.bin", tmp_path / "cache")
+
+
 def test_corrupted_object_detected_by_recorded_digest(s3_env, tmp_path):
     """S3 objects carry their sha256; bytes changed behind our back are caught on read."""
     from stages.store.s3 import S3Store
