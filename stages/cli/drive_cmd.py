@@ -36,7 +36,7 @@ def drive_command(
     resolution: int = typer.Option(512, "--resolution", help="Output size (px, square)."),
     render_resolution: int = typer.Option(0, "--render-resolution",
                                           help="Render at this size, then scale to --resolution (0: --resolution on "
-                                               "a GPU, at most twice the avatar's training size on a CPU)."),
+                                               "a GPU, at most 3x the avatar's training size on a CPU)."),
     batch: int = typer.Option(32, "--batch", help="Frames per render call."),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", help="Worker processes for the driver's CPU shards."),
     full_frame: bool = typer.Option(False, "--full-frame", help="Also write drive_full.mp4: the avatar put back "

@@ -39,7 +39,7 @@ class DriveConfig:
             motion files) or a frame index.
         resolution: output width = height (px).
         render_resolution: the size the avatar is rendered at before the frames are scaled to
-            ``resolution`` (px); 0 (default): ``resolution`` on a GPU, on a CPU at most twice the
+            ``resolution`` (px); 0 (default): ``resolution`` on a GPU, on a CPU at most three times the
             avatar's training resolution (:func:`stages.drive.render.render_size`).
         batch: frames per render call.
         renderer: ``auto`` (gsplat on CUDA, else the reference), ``gsplat`` or ``reference``.

@@ -189,7 +189,7 @@ def test_render_size_on_a_cpu_follows_the_avatars_training_size():
     from stages.drive.render import render_size
 
     assert render_size(512, "cuda", 96) == 512  # a GPU renders at the output size
-    assert render_size(512, "cpu", 96) == 192 and render_size(512, "cpu", 128) == 256  # tiny, demo
+    assert render_size(512, "cpu", 96) == 288 and render_size(512, "cpu", 128) == 384  # tiny, demo
     assert render_size(512, "cpu", 512) == 512 and render_size(256, "cpu", 512) == 256  # the full preset
     assert render_size(512, "cpu", None) == 512  # an avatar file without its training config
     assert render_size(512, "cuda", 96, asked=128) == 128 and render_size(64, "cpu", 96, asked=128) == 64
