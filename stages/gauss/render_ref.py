@@ -168,7 +168,16 @@ def project_gaussians(means: Tensor, quats: Tensor | None, scales: Tensor | None
 
 
 MAX_PAIRS = 20_000_000
-"""Default bound on the (Gaussian, pixel) pairs handled at once; more are split into row bands."""
+"""Default bound on the (Gaussian, pixel) pairs handled at once when gradients are recorded; more are
+split into row bands."""
+NO_GRAD_MAX_PAIRS = 500_000
+"""The bound without gradients (rendering a trained avatar): each band's temporaries (a few arrays of
+8 bytes a pair, 4 MB each) then stay under glibc's largest mmap threshold (32 MB), so the allocator
+reuses heap memory for them instead of mapping fresh zeroed pages every time. On the 2-core dev CPU a
+1,041-Gaussian avatar rendered 2.9x faster (512 px, batch 8: 1.77 -> 0.51 s a frame; 288 px, batch 32:
+0.58 -> 0.20 s), system time 30 -> 0.8 s and peak memory 5.0 -> 0.8 GB. With gradients every band's
+intermediates are kept for the backward pass anyway, and 40 demo-preset training steps took the same
+11.7 s either way."""
 
 
 def _boxes(proj: Projection, width: int, height: int) -> tuple[Tensor, ...]:
@@ -241,7 +250,7 @@ def _composite_rows(proj: Projection, colors: Tensor, rank: Tensor, boxes: tuple
 
 
 def rasterize_projected(proj: Projection, colors: Tensor, width: int, height: int,
-                        background: Tensor | None = None, max_pairs: int = MAX_PAIRS) -> tuple[Tensor, Tensor]:
+                        background: Tensor | None = None, max_pairs: int | None = None) -> tuple[Tensor, Tensor]:
     """Composite projected Gaussians front to back (see the module docstring for the exact rule).
 
     Args:
@@ -250,7 +259,8 @@ def rasterize_projected(proj: Projection, colors: Tensor, width: int, height: in
         width, height: image size (px).
         background: [D] or [C, D] colour behind the Gaussians; zeros when ``None``.
         max_pairs: when the Gaussians' boxes cover more (Gaussian, pixel) pairs, the image is done
-            in bands of rows (pixels are independent, so the result is the same) to bound memory.
+            in bands of rows (pixels are independent, so the result is the same) to bound memory;
+            ``None``: :data:`MAX_PAIRS` when gradients are recorded, else :data:`NO_GRAD_MAX_PAIRS`.
 
     Returns:
         image [C, H, W, D], alpha [C, H, W].
@@ -263,6 +273,9 @@ def rasterize_projected(proj: Projection, colors: Tensor, width: int, height: in
     rank.scatter_(1, order, torch.arange(N, device=dev).expand(C, N).contiguous())
     boxes = _boxes(proj, width, height)
     total = int((boxes[3] * (boxes[5] - boxes[4] + 1).clamp_min(0)).sum())
+    if max_pairs is None:
+        recording = torch.is_grad_enabled() and (colors.requires_grad or proj.means2d.requires_grad)
+        max_pairs = MAX_PAIRS if recording else NO_GRAD_MAX_PAIRS
     bands = max(1, min(height, math.ceil(total / max(1, max_pairs))))
     step = math.ceil(height / bands)
     parts = [_composite_rows(proj, colors, rank, boxes, width, lo, min(lo + step, height))
@@ -278,7 +291,7 @@ def rasterize_projected(proj: Projection, colors: Tensor, width: int, height: in
 def render_gaussians_reference(means: Tensor, quats: Tensor | None, scales: Tensor | None, opacities: Tensor,
                                colors: Tensor, viewmats: Tensor, Ks: Tensor, width: int, height: int,
                                background: Tensor | None = None, *, eps2d: float = 0.3, near_plane: float = 0.01,
-                               far_plane: float = 1e10, max_pairs: int = MAX_PAIRS,
+                               far_plane: float = 1e10, max_pairs: int | None = None,
                                covars: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Render 3D Gaussians with plain torch (differentiable w.r.t. everything but ``Ks``'s culling).
 

@@ -195,6 +195,26 @@ def test_row_bands_give_the_same_image_and_gradients():
         assert torch.allclose(a, b, atol=1e-12)
 
 
+def test_without_gradients_the_default_bands_are_smaller_and_the_image_the_same(monkeypatch):
+    """Rendering a trained avatar (no gradients) bands the pairs by NO_GRAD_MAX_PAIRS (small arrays the
+    allocator reuses), recording gradients by MAX_PAIRS; the picture is the same either way."""
+    import stages.gauss.render_ref as rr
+
+    means, quats, scales, opac, colors = _scene(n=60, seed=6)
+    vm = torch.eye(4, dtype=torch.float64)
+    bands = []
+    real = rr._composite_rows
+    monkeypatch.setattr(rr, "_composite_rows", lambda *a: bands.append(a[-1] - a[-2]) or real(*a))
+    monkeypatch.setattr(rr, "NO_GRAD_MAX_PAIRS", 500)
+    with torch.no_grad():
+        img0, alpha0 = render_gaussians_reference(means, quats, scales, opac, colors, vm, K, W, H)
+    no_grad_bands, bands[:] = len(bands), []
+    img1, alpha1 = render_gaussians_reference(means, quats, scales, opac, colors.clone().requires_grad_(True), vm,
+                                              K, W, H)
+    assert no_grad_bands > 1 and len(bands) == 1
+    assert torch.allclose(img0, img1.detach(), atol=1e-12) and torch.allclose(alpha0, alpha1.detach(), atol=1e-12)
+
+
 def test_warmup_loads_dynamo_and_gsplat_only_on_cuda():
     """The background load imports torch._dynamo (once: nothing to do after) and gsplat's extension
     only for a CUDA device where gsplat imports."""
