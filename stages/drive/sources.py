@@ -167,8 +167,8 @@ def driver_frames(store: Store, name: str, scratch: Path, threads: int | None = 
         key = actor_key(entry, "ingest", "frames", f"{s.name}.tar")
         tar = store.fetch(key, scratch / "driver-frames", ingest.outputs.get(key) if ingest else None)
         blobs = [blob for _, blob in sorted(read_shard_tar(tar))]
-        if tar.resolve().is_relative_to((scratch / "driver-frames").resolve()):
-            tar.unlink(missing_ok=True)  # a downloaded copy; a local store hands out its own object: kept
+        if store.local_path(key) is None:  # a downloaded copy; a local store hands out its own object: kept
+            tar.unlink(missing_ok=True)
         yield from ordered_map(decode_rgb, blobs, threads)
 
 

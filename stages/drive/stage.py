@@ -188,10 +188,11 @@ def run_drive(store: Store, actor: str, name: str, source: DriveSource, cfg: Dri
     driver_frames = source.frames() if source.frames is not None else None
     render_s = 0.0
     res = cfg.resolution
-    rsize = render_size(res, resolved, meta.get("train_config", {}).get("resolution"), cfg.render_resolution)
+    trained_at = meta.get("train_config", {}).get("resolution")
+    rsize = render_size(res, resolved, trained_at, cfg.render_resolution)
     if rsize != res:
         log.info("drive %s: rendering at %d px, scaled to %d (the avatar was trained at %s px; "
-                 "render_resolution sets it)", name, rsize, res, meta.get("train_config", {}).get("resolution"))
+                 "render_resolution sets it)", name, rsize, res, trained_at)
     with Progress(f"drive {name}", n) as progress, \
             BackgroundWriter(silent, res, res, int(FPS), crf=cfg.crf) as writer:
         # driver crop | avatar: the crops are decoded and composed in the side-by-side writer's thread

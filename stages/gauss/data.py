@@ -382,13 +382,12 @@ class CachedBatches:
             raise ValueError("the frame cache does not hold these frames")
         self.cache, self.frames, self.sampler, self.pin_memory = cache, frames, sampler, pin_memory
         self._build = cache if isinstance(cache, CacheBuild) else None
-        self._wait = cache.wait_rows if self._build is not None else None
         self._rows = cache.tensor().view(len(cache), -1)  # [N, H*W*6]: the contiguous fast path of index_select
 
     def gather(self, positions: list[int]) -> dict[str, Tensor]:
         """One batch of ``positions`` (indices into ``frames``)."""
-        if self._wait is not None:
-            self._wait(positions)
+        if self._build is not None:
+            self._build.wait_rows(positions)
         pos = torch.tensor(positions, dtype=torch.int64)
         s = self.frames.resolution
         buf = torch.empty((len(positions), self._rows.shape[1]), dtype=torch.uint8, pin_memory=self.pin_memory)

@@ -166,12 +166,10 @@ def warm_up_pending(store: Store, actor: str, pipeline: PipelineConfig, decls: l
                     demands: dict[str, Demand]):
     """Start the GPU warm-up (:mod:`stages.runner.warm_up`) of the stages of this run that run on a
     CUDA device and have no manifest yet; the :class:`~stages.runner.warm_up.WarmUp` or None."""
-    from stages.runner.warm_up import enabled, start_warm_up
+    from stages.runner.warm_up import start_warm_up
 
     pending = [d for d in decls if demands[d.name].gpu_workers > 0 and hasattr(d.load(), "warm_up")
                and not store.exists(actor_key(actor, d.name, MANIFEST))]
-    if not pending or not enabled():
-        return None
     return start_warm_up([(d.name, d.load(), pipeline.stage_config(d)) for d in pending])
 
 
