@@ -52,6 +52,8 @@ TARGETS: dict[str, Target] = {
     "masks_onnx_cuda_fps": Target("masks, rvm + bisenet ONNX models on onnxruntime's CUDA provider", "-",
                                   ">= 300 frames/s on one H100", True, 300),
     "masks_fps_devbox": Target("masks, default backends, on the 2-CPU dev machine", "-", "-"),
+    "demo_seconds_devbox": Target("`make demo` on wojtek.mp4, 2-CPU dev machine", "-", "<= 5 min on 2 cores", False, 300),
+    "drive_cpu_fps_devbox": Target("drive on a CPU: tiny avatar, 512 px output, 2-CPU dev machine", "-", "-"),
     "calibrate_seconds": Target("calibrate (once per actor)", "-", "-", False),
     "track_fps": Target("track (full schedule, 512x512)", "0.5-0.7 frames/s (4-6 h for 10k frames)", ">= 100 frames/s on one H100", True, 100),
     "track_vertex_error_mm": Target("track accuracy: mean vertex error (synthetic)", "-", "< 1 mm", False, 1.0),
